@@ -1,0 +1,61 @@
+"""Command-line front end. Argument parsing and error reporting only — no logic.
+
+Each subcommand lives in ``pkdgan.commands.<name>`` and exposes ``register(subparsers)``;
+new commands are picked up without touching this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from collections.abc import Sequence
+
+from pkdgan import __version__
+from pkdgan.errors import PkdganError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) and defaults shown in ``--help``."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="pkdgan", description="One-class novelty detection with EDE-GAN / P-KDGAN.")
+    parser.add_argument("--version", action="version", version=f"pkdgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    import pkdgan.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"pkdgan.commands.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"pkdgan: warning: {msg}\n"
+    try:
+        return int(args.func(args) or 0)
+    except PkdganError as e:
+        sys.stderr.write(f"pkdgan {args.command}: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"pkdgan {args.command}: interrupted; finished epochs are kept "
+                         "(continue with --resume)\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

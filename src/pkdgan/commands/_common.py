@@ -1,0 +1,98 @@
+"""Argument groups shared by several commands, and their translation into configs."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from pkdgan.config import (
+    DATASETS,
+    LATENT_CONSTRAINTS,
+    DataConfig,
+    LossWeights,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from pkdgan.errors import UsageError
+
+
+def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=dataset_default, choices=DATASETS)
+    g.add_argument("--data-root", default=None,
+                   help="folder with mnist/, fashion-mnist/, cifar-10/ (or a folder dataset); "
+                        "default $PKDGAN_DATA")
+    g.add_argument("--download", action="store_true",
+                   help="fetch the dataset from its official location (checksums verified)")
+    g.add_argument("--resize", default="pad", choices=["pad", "bilinear"],
+                   help="28x28 -> 32x32 by padding (exact pixels) or bilinear resizing")
+    g.add_argument("--holdout-fraction", type=float, default=0.05,
+                   help="normal training images held out for threshold/statistics")
+    g.add_argument("--max-train", type=int, default=None, help="cap on normal training images")
+    g.add_argument("--max-test", type=int, default=None, help="cap on test images (first N)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--image-size", type=int, default=32, help="power of two, 16..64")
+    g.add_argument("--channels", type=int, default=None, help="default: the dataset's")
+    g.add_argument("--nz", type=int, default=100, help="latent size")
+    g.add_argument("--width", type=int, default=64, help="base channel width")
+    g.add_argument("--latent-constraint", default="none", choices=LATENT_CONSTRAINTS)
+    g.add_argument("--constraint-weight", type=float, default=1.0)
+    g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
+    g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1) weight")
+    g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2) weight")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=15)
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--beta1", type=float, default=0.5)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"])
+    g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"])
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def parse_classes(text: str, n_classes: int = 10) -> list[int]:
+    """'3', '0-9', '1,3,5', 'all' -> sorted class list."""
+    text = text.strip().lower()
+    if text == "all":
+        return list(range(n_classes))
+    out: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UsageError(f"bad class list {text!r}; use e.g. 3, 0-9, 1,3,5 or all")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if lo > hi:
+            raise UsageError(f"bad class range {part.strip()!r}")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
+    """Namespace -> validated RunConfig (validation errors are UsageErrors)."""
+    return RunConfig(
+        model=ModelConfig(
+            image_size=args.image_size, channels=channels, nz=args.nz, width=args.width,
+            latent_constraint=args.latent_constraint, constraint_weight=args.constraint_weight,
+        ),
+        loss=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
+        data=DataConfig(
+            dataset=args.dataset, data_root=args.data_root, normal_class=normal_class,
+            resize=args.resize, holdout_fraction=args.holdout_fraction,
+            max_train=args.max_train, max_test=args.max_test,
+        ),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
+            seed=args.seed, device=args.device, score=args.score,
+            on_divergence=args.on_divergence,
+        ),
+    )

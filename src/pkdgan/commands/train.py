@@ -1,0 +1,66 @@
+"""``pkdgan train``: one EDE-GAN per normal class, each in its own run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pkdgan.commands._common import (
+    add_data_args,
+    add_model_args,
+    add_train_args,
+    parse_classes,
+    run_config,
+)
+from pkdgan.config import DataConfig
+from pkdgan.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train EDE-GAN on one normal class (or several)",
+                       description="Train EDE-GAN on the normal class's training images and "
+                                   "score the whole test set (one-class protocol).")
+    add_data_args(p)
+    p.add_argument("--normal-class", default="0",
+                   help="class index, a list/range (0-9, 1,3) or 'all'; several classes write "
+                        "one run folder each under --out (class_K)")
+    add_model_args(p)
+    add_train_args(p)
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=main)
+
+
+def resolve_channels(args: argparse.Namespace) -> int:
+    from pkdgan.data import dataset_channels
+
+    if args.channels is not None:
+        return args.channels
+    probe = DataConfig(dataset=args.dataset, data_root=args.data_root)
+    return dataset_channels(probe)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pkdgan.readers import download
+    from pkdgan.train import train_run
+
+    if args.download:
+        from pkdgan.data import resolve_data_root
+
+        if args.dataset not in ("mnist", "fmnist", "cifar10"):
+            raise UsageError(f"--download is not available for dataset {args.dataset}")
+        download(args.dataset, resolve_data_root(args.data_root))
+    classes = [0] if args.dataset == "folder" else parse_classes(args.normal_class)
+    channels = resolve_channels(args)
+    configs = [run_config(args, k, channels) for k in classes]
+    out = Path(args.out)
+    if len(configs) == 1:
+        dirs = [out]
+    else:
+        dirs = [out / f"class_{k}" for k in classes]
+    for cfg, run_dir in zip(configs, dirs, strict=True):
+        metrics = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        print(json.dumps({"run": str(run_dir), "normal_class": cfg.data.normal_class,
+                          "auroc": round(metrics["auroc"], 4), "aupr": round(metrics["aupr"], 4)}))
+    return 0

@@ -1,0 +1,93 @@
+"""Scoring a trained generator on a one-class split and writing the run's results.
+
+Shared by ``train``, ``distill`` and ``test`` so every run folder has the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from pkdgan import runs
+from pkdgan.data import OneClassSplit
+from pkdgan.edegan import score_both
+from pkdgan.evaluate import evaluate_scores, threshold_from_normal
+
+DEFAULT_FPR = 0.05
+
+
+def score_split(generator: nn.Module, split: OneClassSplit) -> dict[str, np.ndarray]:
+    """Latent and reconstruction scores of the held-out normal images and the test set."""
+    lat, rec = score_both(generator, split.test)
+    out = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
+    if len(split.holdout):
+        hl, hr = score_both(generator, split.holdout)
+        out |= {"holdout_latent": hl.numpy(), "holdout_reconstruction": hr.numpy()}
+    return out
+
+
+def calibrate(holdout: np.ndarray, fpr: float = DEFAULT_FPR) -> dict[str, Any]:
+    """Threshold and normalisation statistics from held-out normal scores only."""
+    if len(holdout) == 0:
+        return {"threshold": None, "fpr": fpr, "n_holdout": 0}
+    return {
+        "threshold": threshold_from_normal(holdout, fpr),
+        "fpr": fpr,
+        "n_holdout": int(len(holdout)),
+        "holdout_mean": float(holdout.mean()),
+        "holdout_std": float(holdout.std()),
+    }
+
+
+def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
+               extra: dict[str, Any]) -> dict[str, Any]:
+    """Write calibration, raw scores and — last, marking the run finished — metrics."""
+    s = score_split(generator, split)
+    primary = s[score]
+    holdout = s.get(f"holdout_{score}", np.empty(0, np.float32))
+    calibration = calibrate(holdout) | {"score": score}
+    metrics = evaluate_scores(primary, split.test_labels)
+    metrics["auroc_latent"] = evaluate_scores(s["latent"], split.test_labels)["auroc"]
+    metrics["auroc_reconstruction"] = evaluate_scores(
+        s["reconstruction"], split.test_labels
+    )["auroc"]
+    if calibration["threshold"] is not None:
+        flagged = primary > calibration["threshold"]
+        labels = split.test_labels.astype(bool)
+        metrics["test_fpr_at_threshold"] = float(flagged[~labels].mean())
+        metrics["test_tpr_at_threshold"] = float(flagged[labels].mean())
+    metrics |= {"score": score, "note": split.note, **extra}
+    runs.write_json(run_dir / runs.CALIBRATION, calibration)
+    runs.write_npz(
+        run_dir / runs.SCORES,
+        scores=primary,
+        labels=split.test_labels,
+        classes=split.test_classes,
+        **s,
+    )
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    return metrics
+
+
+def load_run_generator(run_dir: Path) -> tuple[dict[str, Any], nn.Module]:
+    """Config dict and eval-mode generator of any finished or checkpointed run folder.
+
+    Works for teacher and student runs alike: ``config.json`` names the scoring model's
+    ``model`` config and the checkpoint holds its weights under ``generator.``.
+    """
+    from pkdgan.config import ModelConfig, from_dict
+    from pkdgan.nets import build_generator
+
+    run_dir = runs.require_run(Path(run_dir))
+    cfg = runs.read_json(run_dir / runs.CONFIG)
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise runs.DataError(f"{run_dir / runs.CONFIG}: no model config in it")
+    model_cfg = from_dict(ModelConfig, cfg["model"])
+    generator = build_generator(model_cfg)
+    path = run_dir / runs.CHECKPOINT
+    state = runs.unflatten_state("generator", runs.load_tensors(path))
+    runs.load_module_state(generator, state, path)
+    return cfg, generator.eval()
