@@ -64,7 +64,7 @@ def to_tensor(images: np.ndarray, image_size: int, resize: str = "pad") -> torch
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(f"expected images (N, H, W[, 1|3]), got shape {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float()
     x = x.div_(127.5).sub_(1.0)
     h, w = x.shape[-2:]
     if (h, w) == (image_size, image_size):

@@ -10,7 +10,7 @@ from pkdgan.losses import latent_score, reconstruction_score
 from pkdgan.nets import build_discriminator, build_generator, weights_init
 
 
-class EDEGAN(nn.Module):
+class EDEGANModel(nn.Module):
     """Generator + discriminator of one EDE-GAN. Only the generator is needed to score."""
 
     def __init__(self, cfg: ModelConfig) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from pkdgan import runs
 from pkdgan.config import LossWeights, ModelConfig, RunConfig, TrainConfig
 from pkdgan.data import OneClassSplit
-from pkdgan.edegan import EDEGAN
+from pkdgan.edegan import EDEGANModel
 from pkdgan.errors import DivergenceError, UsageError
 from pkdgan.losses import discriminator_loss, generator_loss
 
@@ -47,14 +47,14 @@ def make_adam(params: Any, cfg: TrainConfig, device: torch.device) -> torch.opti
 class GanState:
     """A model with its two optimizers: the unit the step functions update."""
 
-    model: EDEGAN
+    model: EDEGANModel
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     d_reinits: int = 0
 
     @classmethod
     def create(cls, cfg: ModelConfig, train: TrainConfig, device: torch.device) -> GanState:
-        model = EDEGAN(cfg).to(device)
+        model = EDEGANModel(cfg).to(device)
         return cls(
             model,
             make_adam(model.generator.parameters(), train, device),
@@ -63,7 +63,7 @@ class GanState:
 
 
 def generator_terms(
-    model: EDEGAN, x: torch.Tensor, weights: LossWeights
+    model: EDEGANModel, x: torch.Tensor, weights: LossWeights
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, tuple[torch.Tensor, ...]]:
     """Forward pass and generator loss terms; D's parameters get no gradient from here."""
     z, x_hat, z_hat = model.generator(x)
@@ -205,7 +205,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
 
 
 def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
-        resume: bool = False, progress: bool = True) -> tuple[EDEGAN, dict[str, Any]]:
+        resume: bool = False, progress: bool = True) -> tuple[EDEGANModel, dict[str, Any]]:
     """Train one EDE-GAN on ``split.train``; checkpoints each epoch when ``run_dir`` is given."""
     t = cfg.train
     device = resolve_device(t.device)

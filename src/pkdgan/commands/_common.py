@@ -19,7 +19,8 @@ from pkdgan.errors import UsageError
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=dataset_default, choices=DATASETS)
+    g.add_argument("--dataset", default=dataset_default, choices=DATASETS,
+                   help="dataset (digits = bundled sklearn 8x8 digits, no download)")
     g.add_argument("--data-root", default=None,
                    help="folder with mnist/, fashion-mnist/, cifar-10/ (or a folder dataset); "
                         "default $PKDGAN_DATA")
@@ -39,8 +40,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels", type=int, default=None, help="default: the dataset's")
     g.add_argument("--nz", type=int, default=100, help="latent size")
     g.add_argument("--width", type=int, default=64, help="base channel width")
-    g.add_argument("--latent-constraint", default="none", choices=LATENT_CONSTRAINTS)
-    g.add_argument("--constraint-weight", type=float, default=1.0)
+    g.add_argument("--latent-constraint", default="none", choices=LATENT_CONSTRAINTS,
+                   help="latent-space constraint: tanh bound on z, or L2 penalty toward 0")
+    g.add_argument("--constraint-weight", type=float, default=1.0, help="weight of the l2 latent penalty")
     g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
     g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1) weight")
     g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2) weight")
@@ -48,14 +50,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=15)
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--lr", type=float, default=2e-4)
-    g.add_argument("--beta1", type=float, default=0.5)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--epochs", type=int, default=15, help="training epochs (the paper: 15)")
+    g.add_argument("--batch-size", type=int, default=1, help="images per step (the paper's best: 1)")
+    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    g.add_argument("--seed", type=int, default=0, help="random seed (init, shuffling, held-out split)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"])
-    g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"])
+    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
+                   help="anomaly score: latent distance (the paper's) or image reconstruction error")
+    g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
+                   help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -1,0 +1,74 @@
+"""The CLI end to end (in-process through ``pkdgan.cli.main``) and its error contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pkdgan.cli import main
+
+TINY = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "1",
+        "--no-progress"]
+
+
+def test_train_then_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--normal-class", "3", "--seed", "1", "--out", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert line["auroc"] == round(metrics["auroc"], 4)
+    z = np.load(out / "scores.npz")
+    assert roc_auc_score(z["labels"], z["scores"]) == pytest.approx(metrics["auroc"], abs=1e-12)
+    assert z["labels"].sum() == (z["classes"] != 3).sum()
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 1
+    assert main(["test", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"AUROC {metrics['auroc']:.4f}" in printed
+    assert main(["test", str(out), "--from-scores", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["auroc"] == pytest.approx(metrics["auroc"])
+
+
+def test_several_classes_write_one_folder_each(tmp_path: Path) -> None:
+    assert main(["train", *TINY, "--normal-class", "1,2", "--batch-size", "4", "--out", str(tmp_path)]) == 0
+    for k in (1, 2):
+        assert (tmp_path / f"class_{k}" / "metrics.json").is_file()
+
+
+def run_cli(*args: str, env_root: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin"}
+    if env_root:
+        env["PKDGAN_DATA"] = env_root
+    return subprocess.run([sys.executable, "-m", "pkdgan.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["train", "--dataset", "mnist", "--data-root", "/nonexistent/data", "--out", "X"], 1,
+         "/nonexistent/data"),
+        (["train", "--dataset", "digits", "--normal-class", "12", "--out", "X"], 2, "unknown class 12"),
+        (["train", "--dataset", "digits", "--image-size", "24", "--out", "X"], 2, "power of two"),
+        (["train", "--dataset", "imagenet", "--out", "X"], 2, "invalid choice"),
+        (["train", "--dataset", "mnist", "--out", "X"], 2, "no data root"),
+        (["test", "/nonexistent/run"], 1, "run folder not found"),
+    ],
+)
+def test_bad_input_one_line_no_traceback(tmp_path: Path, args: list[str], code: int, needle: str) -> None:
+    args = [a if a != "X" else str(tmp_path / "run") for a in args]
+    r = run_cli(*args)
+    assert r.returncode == code, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert needle in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_help_shows_defaults() -> None:
+    r = run_cli("train", "--help")
+    assert r.returncode == 0 and "(default: 15)" in r.stdout and "--normal-class" in r.stdout
