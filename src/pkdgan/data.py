@@ -55,16 +55,28 @@ def resolve_data_root(data_root: str | None) -> Path:
 
 
 def to_tensor(images: np.ndarray, image_size: int, resize: str = "pad") -> torch.Tensor:
-    """uint8 (N, H, W[, C]) -> float32 (N, C, S, S) in [-1, 1].
+    """Pixel values in [0, 255] (N, H, W[, C]) -> float32 (N, C, S, S) in [-1, 1].
 
     ``pad`` keeps pixels exact by padding with the background value (28 -> 32 for MNIST) and
     falls back to bilinear resizing when the size difference is odd or the image is larger.
+    Non-uint8 arrays are checked, not cast: a NaN or a [0, 1] float image would otherwise turn
+    silently into garbage.
     """
+    images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or 0 in images.shape[1:3]:
         raise DataError(f"expected images (N, H, W[, 1|3]), got shape {images.shape}")
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float()
+    if images.dtype != np.uint8:
+        if images.dtype.kind not in "biuf":
+            raise DataError(f"images must be a numeric array, got dtype {images.dtype}")
+        if not np.isfinite(images).all():
+            raise DataError("images contain NaN or Inf values")
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise DataError(
+                f"pixel values must be in [0, 255], got [{images.min()}, {images.max()}]"
+            )
+    x = torch.from_numpy(np.array(images, dtype=np.float32, copy=True)).permute(0, 3, 1, 2)
     x = x.div_(127.5).sub_(1.0)
     h, w = x.shape[-2:]
     if (h, w) == (image_size, image_size):

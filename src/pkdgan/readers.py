@@ -144,7 +144,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(d[b"labels"], dtype=np.uint8)
     except Exception as e:  # any parse failure of an untrusted file is a data error
         raise DataError(f"{path}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
         raise DataError(f"{path}: unexpected CIFAR-10 batch shape {data.shape}")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
@@ -153,11 +153,15 @@ def read_cifar_npz(path: Path) -> Split:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = tuple(np.asarray(z[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (OSError, ValueError, KeyError, zlib.error, EOFError) as e:
-        raise DataError(f"{path}: unreadable CIFAR-10 npz ({e})") from None
+    except Exception as e:  # a truncated zip, a bare .npy or a bad header all land here
+        raise DataError(f"{path}: unreadable CIFAR-10 npz ({type(e).__name__}: {e})") from None
     xtr, ytr, xte, yte = arrays
     if xtr.shape[1:] != (32, 32, 3) or xte.shape[1:] != (32, 32, 3):
         raise DataError(f"{path}: CIFAR-10 images must be 32x32x3, got {xtr.shape[1:]}")
+    if ytr.shape != xtr.shape[:1] or yte.shape != xte.shape[:1]:
+        raise DataError(f"{path}: CIFAR-10 labels {ytr.shape}, {yte.shape} do not match the images")
+    if any(a.dtype.kind not in "biuf" for a in arrays):
+        raise DataError(f"{path}: CIFAR-10 arrays must be numeric")
     return xtr.astype(np.uint8), ytr.astype(np.uint8), xte.astype(np.uint8), yte.astype(np.uint8)
 
 

@@ -30,12 +30,18 @@ METRICS = "metrics.json"
 SCORES = "scores.npz"
 CALIBRATION = "calibration.json"
 
+# mkstemp creates 0600 files; run folders are meant to be shared, so honour the umask instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -71,14 +77,15 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"missing file: {path}") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable npz ({e})") from None
+    except Exception as e:  # a truncated zip, a bare .npy or a bad header all land here
+        raise DataError(f"{path}: unreadable npz ({type(e).__name__}: {e})") from None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=meta)
@@ -109,6 +116,9 @@ def unflatten_state(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, 
 
 def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """``load_state_dict`` with a one-line error when shapes or names do not match."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DataError(f"{path}: checkpoint holds NaN/Inf weights ({', '.join(bad[:3])})")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -1,0 +1,46 @@
+"""``pkdgan flops [CONFIG...]``: params, FLOPs/MACs and teacher:student ratios of named configs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from pkdgan.registry import MODEL_NAMES
+
+    p = sub.add_parser("flops", help="params, FLOPs and compression ratios of named configs",
+                       description="Measure each registered config's scoring path (E1 -> D -> E2, "
+                                   "per image) with torch's FlopCounterMode; students also show "
+                                   "the teacher:student FLOPs ratio at their dataset's image shape.")
+    p.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help=f"names from the registry (default: all): {', '.join(MODEL_NAMES)}")
+    p.add_argument("--json", action="store_true", help="one JSON object keyed by config name")
+    p.set_defaults(func=main)
+
+
+def format_table(table: dict[str, dict]) -> str:
+    head = (f"{'config':<16} {'width':>5} {'nz':>4} {'params':>10} {'FLOPs':>12} {'MACs':>12} "
+            f"{'ratio':>8} {'paper':>8} {'params×':>8}")
+    lines = [head, "-" * len(head)]
+    for name, r in table.items():
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
+        paper = f"{r['paper_ratio']:.2f}" if r.get("paper_ratio") else "-"
+        pr = f"{r['params_ratio']:.1f}" if "params_ratio" in r else "-"
+        lines.append(f"{name:<16} {r['width']:>5} {r['nz']:>4} {r['params']:>10,} {r['flops']:>12,} "
+                     f"{r['macs']:>12,} {ratio:>8} {paper:>8} {pr:>8}")
+    lines.append("scoring path E1 -> D -> E2, one image; ratio = teacher FLOPs / student FLOPs at the "
+                 "student's image shape; params excludes the discriminator")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pkdgan.flops import cost_table
+    from pkdgan.registry import MODEL_NAMES, get_entry
+
+    names = args.configs or MODEL_NAMES
+    for name in names:
+        get_entry(name)
+    table = cost_table(list(dict.fromkeys(names)))
+    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    return 0

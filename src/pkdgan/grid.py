@@ -1,0 +1,209 @@
+"""Run a study's grid of independent runs: resumable, idempotent, locally or on Ray.
+
+A run is finished iff its folder holds ``metrics.json`` (written last), so re-running a grid
+skips finished runs and resumes a killed one from its last completed epoch; nothing finished is
+recomputed. ``grid.json`` in the grid folder records the specs; run folders live in a *store*
+(by default the grid folder itself) that several grids may share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from pkdgan import runs
+from pkdgan.errors import PkdganError, UsageError
+from pkdgan.studies import GridRequest, RunSpec, build_specs, grid_key
+
+GRID_FILE = "grid.json"
+LOG_FILE = "invocations.jsonl"
+EXECUTORS = ("local", "ray")
+
+Result = dict[str, Any]
+
+
+def run_dir(store: Path, spec: RunSpec) -> Path:
+    return store / spec.name
+
+
+def execute_spec(spec: RunSpec, store: str) -> Result:
+    """Train one run unless it is finished; never raises for a failed run (the grid goes on)."""
+    path = run_dir(Path(store), spec)
+    out: Result = {"name": spec.name, "status": "skipped", "seconds": 0.0}
+    if runs.is_finished(path):
+        return out | {"auroc": runs.read_json(path / runs.METRICS).get("auroc")}
+    t0 = time.perf_counter()
+    try:
+        metrics = _train(spec, Path(store))
+    except PkdganError as e:
+        return out | {"status": "failed", "error": str(e), "seconds": time.perf_counter() - t0}
+    return out | {"status": "done", "auroc": metrics.get("auroc"),
+                  "seconds": time.perf_counter() - t0}
+
+
+def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
+    if spec.kind == "edegan":
+        from pkdgan.config import RunConfig
+        from pkdgan.train import train_run
+
+        cfg = RunConfig.from_dict(spec.config)
+        if cfg.hash() != spec.config_hash:
+            raise UsageError(f"{spec.name}: config does not match its hash (edited grid.json?)")
+        return train_run(cfg, run_dir(store, spec), resume=True, progress=False)
+    if spec.kind == "distill":
+        from pkdgan.studies import run_distill_spec
+
+        return run_distill_spec(spec, store)
+    raise UsageError(f"unknown run kind {spec.kind!r}")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_local(specs: list[RunSpec], store: Path, workers: int,
+              on_result: Callable[[Result], None]) -> None:
+    """Sequential for one worker, else a spawn-context process pool; stage by stage."""
+    for stage in sorted({s.stage for s in specs}):
+        todo = [s for s in specs if s.stage == stage]
+        if workers <= 1:
+            for spec in todo:
+                on_result(execute_spec(spec, str(store)))
+            continue
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = [pool.submit(execute_spec, spec, str(store)) for spec in todo]
+            for f in as_completed(futures):
+                on_result(f.result())
+
+
+def run_ray(specs: list[RunSpec], store: Path, address: str | None,
+            on_result: Callable[[Result], None]) -> None:
+    """One Ray task (1 CPU) per run. Workers must see ``store`` at the same path (shared FS)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("the Ray executor needs ray: pip install 'pkdgan[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    try:
+        task = ray.remote(num_cpus=1)(execute_spec)
+        for stage in sorted({s.stage for s in specs}):
+            pending = [task.remote(s, str(store)) for s in specs if s.stage == stage]
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                on_result(ray.get(done[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Path,
+               command: str) -> list[RunSpec]:
+    """Create or extend ``grid.json``; a folder holding a different grid is refused.
+
+    Extending (more classes or seeds with the same study, dataset and preset) keeps the old
+    specs, so a report always covers everything the folder has ever been asked for.
+    """
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    path = grid_dir / GRID_FILE
+    key = grid_key(req)
+    old: list[RunSpec] = []
+    if path.is_file():
+        saved = runs.read_json(path)
+        if saved.get("key") != key:
+            raise UsageError(
+                f"{grid_dir} holds a different grid ({saved.get('study')} on {saved.get('dataset')}, "
+                f"preset {saved.get('preset', {}).get('name')}); choose another --out"
+            )
+        old = [RunSpec.from_dict(d) for d in saved["specs"]]
+    names = {s.name for s in old}
+    merged = old + [s for s in specs if s.name not in names]
+    runs.write_json(path, {
+        "format": 1, "key": key, "study": req.study, "dataset": req.dataset,
+        "preset": req.preset.to_dict(), "batch_sizes": list(req.batch_sizes),
+        "constraint": req.constraint, "store": os.path.relpath(store, grid_dir),
+        "command": command, "specs": [s.to_dict() for s in merged],
+    })
+    return merged
+
+
+def read_grid(grid_dir: Path) -> tuple[dict[str, Any], list[RunSpec], Path]:
+    """(grid.json contents, specs, store folder)."""
+    path = Path(grid_dir) / GRID_FILE
+    if not path.is_file():
+        raise UsageError(f"{grid_dir} is not a grid folder (no {GRID_FILE}); run pkdgan reproduce")
+    g = runs.read_json(path)
+    return g, [RunSpec.from_dict(d) for d in g["specs"]], (Path(grid_dir) / g["store"]).resolve()
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, executor: str = "local",
+             workers: int = 1, address: str | None = None, command: str = "",
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write grid.json, run every unfinished run, log the invocation; returns the summary."""
+    if executor not in EXECUTORS:
+        raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    grid_dir = Path(grid_dir)
+    store = Path(store) if store is not None else grid_dir
+    specs = write_grid(grid_dir, req, build_specs(req), store, command)
+    todo = [s for s in specs if not runs.is_finished(run_dir(store, s))]
+    echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(todo)} already "
+         f"finished, {len(todo)} to run ({executor}, workers {workers})")
+    results: list[Result] = []
+    t0 = time.time()
+
+    def on_result(r: Result) -> None:
+        results.append(r)
+        auroc = f"auroc {r['auroc']:.4f}" if r.get("auroc") is not None else r.get("error", "")
+        echo(f"[{len(results)}/{len(todo)}] {r['status']:7s} {r['name']}  {auroc}  "
+             f"({r['seconds']:.1f} s)")
+
+    if executor == "ray":
+        run_ray(todo, store, address, on_result)
+    else:
+        run_local(todo, store, workers, on_result)
+    summary = _log_invocation(grid_dir, t0, results, executor, workers, command)
+    failed = [r for r in results if r["status"] == "failed"]
+    echo(f"done in {summary['wall_seconds']:.0f} s: {summary['done']} trained, "
+         f"{summary['skipped']} skipped, {len(failed)} failed")
+    return summary
+
+
+def _log_invocation(grid_dir: Path, t0: float, results: Iterable[Result], executor: str,
+                    workers: int, command: str) -> dict[str, Any]:
+    results = list(results)
+    summary = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+        "wall_seconds": time.time() - t0,
+        "run_seconds": sum(r["seconds"] for r in results),
+        "done": sum(r["status"] == "done" for r in results),
+        "skipped": sum(r["status"] == "skipped" for r in results),
+        "failed": [{"name": r["name"], "error": r.get("error")} for r in results
+                   if r["status"] == "failed"],
+        "executor": executor, "workers": workers, "command": command, "machine": machine(),
+    }
+    with (grid_dir / LOG_FILE).open("a") as f:
+        f.write(json.dumps(summary, sort_keys=True) + "\n")
+    return summary

@@ -1,0 +1,176 @@
+"""The paper's studies as grids of run specs, the presets they run at, and the paper's numbers.
+
+A study is a list of independent runs, each described by a ``RunSpec``: which kind of run
+(EDE-GAN or distillation), its full config, the config hash that names its folder, and the
+study's labels for it (arm, class, seed). Identical configs get identical folder names, so two
+studies that share a store reuse each other's finished runs (the score study *is* the EDE-GAN
+study's runs; the latent-constraint study's "off" arm is the EDE-GAN study again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from pkdgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig, config_hash
+from pkdgan.errors import UsageError
+
+STUDY_DATASETS = ("mnist", "fmnist", "cifar10", "digits")
+CHANNELS = {"mnist": 1, "fmnist": 1, "cifar10": 3, "digits": 1}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Training schedule and model size shared by every run of a study."""
+
+    name: str
+    epochs: int
+    width: int
+    nz: int
+    image_size: int
+    max_train: int | None
+    max_test: int | None
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "paper", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+        description="the paper's schedule: 15 epochs over all normal training images, width 64, "
+                    "nz 100, full test set",
+    ),
+    "quick": Preset(
+        "quick", epochs=1, width=16, nz=100, image_size=32, max_train=600, max_test=None,
+        description="1 epoch over the first 600 normal training images (570 after the 5% "
+                    "held-out slice), width 16, nz 100, full test set; about 8 s per batch-1 run "
+                    "on one CPU core -- far shorter than the paper's schedule",
+    ),
+}
+
+STUDIES: dict[str, str] = {
+    "edegan": "EDE-GAN teacher on every class: mean AUROC against the paper's teacher",
+    "score": "claim (a): the latent-distance score beats the image reconstruction error "
+             "(both scores of the same EDE-GAN runs)",
+    "batch-size": "claim (b): batch size 1 trains the best EDE-GAN",
+    "latent-constraint": "claim (c): a constraint on the latent space helps",
+    "distillation": "claim (d): two-step P-KDGAN beats the best single-step structure, which "
+                    "beats a student trained alone",
+}
+DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
+
+# The paper's reported mean AUROC (percent). It gives class means only, so per-class cells
+# of our tables have no paper column. Sources: IJCAI 2020 P-KDGAN and arXiv 2109.07295.
+PAPER_TEACHER = {"mnist": 97.80, "cifar10": 73.76}
+PAPER_STUDENT = {"mnist": 97.25, "fmnist": 92.93, "cifar10": 73.05}
+PAPER_STUDENT_GAIN = {"mnist": 1.77, "fmnist": 1.73, "cifar10": 2.44}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid. ``name`` is its folder under the store; ``stage`` orders
+    dependencies (distillation runs, stage 1, need their teacher, stage 0, finished)."""
+
+    kind: str
+    name: str
+    config: dict[str, Any]
+    config_hash: str
+    arm: str
+    normal_class: int
+    seed: int
+    stage: int = 0
+    needs: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["needs"] = list(self.needs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        return cls(**{**d, "needs": tuple(d.get("needs", ()))})
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """What ``pkdgan reproduce`` asks for, after presets and overrides are resolved."""
+
+    study: str
+    dataset: str
+    classes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    preset: Preset
+    data_root: str | None = None
+    device: str = "auto"
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    constraint: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if self.study not in STUDIES:
+            raise UsageError(f"unknown study {self.study!r}; choose one of {', '.join(STUDIES)}")
+        if self.dataset not in STUDY_DATASETS:
+            raise UsageError(f"studies run on {', '.join(STUDY_DATASETS)}, not {self.dataset!r}")
+        if not self.classes or not self.seeds:
+            raise UsageError("a study needs at least one class and one seed")
+        if self.constraint == "none":
+            raise UsageError("--constraint must name a constraint (tanh or l2), not none")
+
+
+def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: int = 1,
+                    constraint: str = "none") -> RunConfig:
+    p = req.preset
+    return RunConfig(
+        model=ModelConfig(image_size=p.image_size, channels=CHANNELS[req.dataset], nz=p.nz,
+                          width=p.width, latent_constraint=constraint),  # type: ignore[arg-type]
+        data=DataConfig(dataset=req.dataset, data_root=req.data_root, normal_class=normal_class,
+                        max_train=p.max_train, max_test=p.max_test),
+        train=TrainConfig(epochs=p.epochs, batch_size=batch_size, seed=seed, device=req.device),
+    )
+
+
+def _edegan_spec(cfg: RunConfig, arm: str) -> RunSpec:
+    """Folder name is readable and a function of the config alone, so studies can share runs."""
+    h = cfg.hash()
+    tags = ""
+    if cfg.train.batch_size != 1:
+        tags += f"bs{cfg.train.batch_size}-"
+    if cfg.model.latent_constraint != "none":
+        tags += f"{cfg.model.latent_constraint}-"
+    name = f"edegan/{cfg.data.dataset}/c{cfg.data.normal_class}/{tags}s{cfg.train.seed}-{h}"
+    return RunSpec("edegan", name, cfg.to_dict(), h, arm, cfg.data.normal_class, cfg.train.seed)
+
+
+def build_specs(req: GridRequest) -> list[RunSpec]:
+    """The grid of ``req.study``: one spec per (arm, class, seed)."""
+    specs: list[RunSpec] = []
+    for k in req.classes:
+        for s in req.seeds:
+            if req.study in ("edegan", "score"):
+                specs.append(_edegan_spec(_teacher_config(req, k, s), "teacher"))
+            elif req.study == "batch-size":
+                for b in req.batch_sizes:
+                    specs.append(_edegan_spec(_teacher_config(req, k, s, batch_size=b), f"bs={b}"))
+            elif req.study == "latent-constraint":
+                specs.append(_edegan_spec(_teacher_config(req, k, s), "off"))
+                specs.append(_edegan_spec(_teacher_config(req, k, s, constraint=req.constraint),
+                                          f"on ({req.constraint})"))
+            else:
+                specs.extend(_distillation_specs(req, k, s))
+    return specs
+
+
+def _distillation_specs(req: GridRequest, normal_class: int, seed: int) -> list[RunSpec]:
+    from pkdgan.studies_distill import distillation_specs
+
+    teacher = _edegan_spec(_teacher_config(req, normal_class, seed), "teacher")
+    return [teacher, *distillation_specs(req, teacher)]
+
+
+def grid_key(req: GridRequest) -> str:
+    """What must match for a grid folder to be extended rather than refused."""
+    return config_hash({"study": req.study, "dataset": req.dataset,
+                        "preset": req.preset.to_dict(), "batch_sizes": list(req.batch_sizes),
+                        "constraint": req.constraint})
