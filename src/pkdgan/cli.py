@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PkdganError as e:
         sys.stderr.write(f"pkdgan {args.command}: error: {e}\n")
         return e.exit_code
+    except OSError as e:  # the file system said no (permissions, a file where a folder goes, full disk)
+        where = f"{e.filename}: " if e.filename else ""
+        sys.stderr.write(f"pkdgan {args.command}: error: {where}{e.strerror or e}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write(f"pkdgan {args.command}: interrupted; finished epochs are kept "
                          "(continue with --resume)\n")

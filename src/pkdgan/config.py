@@ -191,3 +191,100 @@ def from_dict(cls: type[T], d: dict[str, Any]) -> T:
 def config_hash(d: dict[str, Any]) -> str:
     blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+DISTILL_MODES = ("single", "progressive", "alone")
+STRUCTURES = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Teacher -> student distillation (P-KDGAN); what ``config.json["distill"]`` holds.
+
+    Structures (the paper's single-step variants): 1 = teacher frozen, student loss K only;
+    2 = teacher frozen, student K + its own GAN loss; 3 = teacher trained jointly (its GAN loss
+    + K), student K + own GAN loss; 4 = joint, student K only. ``single`` runs ``structure`` for
+    ``epochs``; ``progressive`` runs ``step1_structure`` (frozen: 1 or 2) for ``step1_epochs``
+    then ``step2_structure`` (joint: 3 or 4) for ``step2_epochs``; ``alone`` trains the student
+    without a teacher for ``epochs`` (the baseline). ``gan`` weights both models' GAN losses;
+    ``teacher_lr`` (default: ``lr``) is the teacher's learning rate when it is fine-tuned.
+    """
+
+    mode: Literal["single", "progressive", "alone"] = "progressive"
+    structure: int = 2
+    epochs: int = 15
+    step1_structure: int = 2
+    step2_structure: int = 3
+    step1_epochs: int = 10
+    step2_epochs: int = 5
+    w1: float = 1.0
+    wx: float = 1.0
+    w2: float = 1.0
+    gan: LossWeights = field(default_factory=LossWeights)
+    batch_size: int = 1
+    lr: float = 2e-4
+    teacher_lr: float | None = None
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    d_reinit_threshold: float = 1e-5
+    score: Literal["latent", "reconstruction"] = "latent"
+
+    def __post_init__(self) -> None:
+        if self.mode not in DISTILL_MODES:
+            raise UsageError(f"distill mode must be one of {', '.join(DISTILL_MODES)}, got {self.mode!r}")
+        for name in ("structure", "step1_structure", "step2_structure"):
+            if getattr(self, name) not in STRUCTURES:
+                raise UsageError(f"{name.replace('_', ' ')} must be 1, 2, 3 or 4, got {getattr(self, name)}")
+        if self.step1_structure not in (1, 2):
+            raise UsageError("progressive step 1 learns from a frozen teacher: structure 1 or 2, "
+                             f"got {self.step1_structure}")
+        if self.step2_structure not in (3, 4):
+            raise UsageError("progressive step 2 trains teacher and student jointly: structure 3 or 4, "
+                             f"got {self.step2_structure}")
+        for name in ("epochs", "step1_epochs", "step2_epochs"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be >= 1, got {getattr(self, name)}")
+        for name in ("w1", "wx", "w2"):
+            if not getattr(self, name) >= 0:
+                raise UsageError(f"distillation weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.mode != "alone" and self.w1 + self.wx + self.w2 == 0:
+            raise UsageError("all distillation weights are 0: nothing to distil (use --mode alone)")
+        if self.teacher_lr is not None and not self.teacher_lr > 0:
+            raise UsageError(f"teacher learning rate must be > 0, got {self.teacher_lr}")
+        if not isinstance(self.gan, LossWeights):
+            raise UsageError("gan must be LossWeights")
+        self.train_config()
+
+    def schedule(self) -> tuple[tuple[int, int], ...]:
+        """(structure, epochs) per step; empty for ``alone``."""
+        if self.mode == "single":
+            return ((self.structure, self.epochs),)
+        if self.mode == "progressive":
+            return ((self.step1_structure, self.step1_epochs), (self.step2_structure, self.step2_epochs))
+        return ()
+
+    def total_epochs(self) -> int:
+        return sum(e for _, e in self.schedule()) if self.mode != "alone" else self.epochs
+
+    def train_config(self, teacher: bool = False) -> TrainConfig:
+        """The student's (or, with ``teacher``, the fine-tuned teacher's) optimiser settings."""
+        lr = self.teacher_lr if teacher and self.teacher_lr is not None else self.lr
+        return TrainConfig(
+            epochs=self.total_epochs(), batch_size=self.batch_size, lr=lr, beta1=self.beta1,
+            beta2=self.beta2, seed=self.seed, device=self.device,
+            d_reinit_threshold=self.d_reinit_threshold, score=self.score,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        if not isinstance(d, dict):
+            raise UsageError(f"DistillConfig must be a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        if "gan" in d:
+            d["gan"] = from_dict(LossWeights, d["gan"])
+        return from_dict(cls, d)

@@ -176,20 +176,25 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, channels); 16-bit and palette images are converted."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file -> uint8 (H, W, channels); 16-bit, float and palette images are converted."""
+    from PIL import Image
 
+    finite = True
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(im, dtype=np.float64)
+                finite = bool(np.isfinite(arr).all())
+                arr = np.nan_to_num(arr)
                 peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
                 im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
             im = im.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+    except Exception as e:  # decoders of untrusted files raise many types; all mean "corrupt"
+        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    if not finite:
+        raise DataError(f"{path}: image contains NaN or Inf pixel values")
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -202,7 +207,7 @@ def detect_channels(paths: list[Path]) -> int:
             with Image.open(p) as im:
                 if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
                     return 3
-        except OSError:
+        except Exception:
             continue  # read_image reports the broken file with its path
     return 1
 

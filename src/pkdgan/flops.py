@@ -9,6 +9,7 @@ not run it. Counts are per image (batch 1, eval mode).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import torch
@@ -83,3 +84,29 @@ def cost_table(names: list[str]) -> dict[str, dict]:
                     "paper_ratio": entry.paper_ratio}
         out[name] = row
     return out
+
+
+@torch.no_grad()
+def scoring_speed(generator: nn.Module, channels: int, image_size: int, batch_size: int = 256,
+                  min_seconds: float = 1.0) -> float:
+    """Images/s of eval-mode scoring (E1 -> D -> E2 + latent score) on the generator's device.
+
+    One warm-up batch, then whole batches until ``min_seconds`` have passed; compare models
+    measured in the same process (and thread setting) only.
+    """
+    from pkdgan.losses import latent_score
+
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    x = torch.randn(batch_size, channels, image_size, image_size, device=device)
+    latent_score(*generator(x)[::2])
+    n, t0 = 0, time.perf_counter()
+    while n == 0 or time.perf_counter() - t0 < min_seconds:
+        latent_score(*generator(x)[::2])
+        n += batch_size
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    generator.train(was_training)
+    return n / seconds

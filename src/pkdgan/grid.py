@@ -59,9 +59,16 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
             raise UsageError(f"{spec.name}: config does not match its hash (edited grid.json?)")
         return train_run(cfg, run_dir(store, spec), resume=True, progress=False)
     if spec.kind == "distill":
-        from pkdgan.studies import run_distill_spec
+        from pkdgan.config import DistillConfig
+        from pkdgan.distill import distill_run
+        from pkdgan.studies import distill_hash
 
-        return run_distill_spec(spec, store)
+        c = spec.config
+        if distill_hash(c) != spec.config_hash:
+            raise UsageError(f"{spec.name}: config does not match its hash (edited grid.json?)")
+        return distill_run(store / c["teacher"], c["student"], DistillConfig.from_dict(c["distill"]),
+                           run_dir(store, spec), data_root=c.get("data_root"), progress=False,
+                           resume=True)
     raise UsageError(f"unknown run kind {spec.kind!r}")
 
 

@@ -75,3 +75,42 @@ def latent_score(z: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
 def reconstruction_score(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Image reconstruction error per image (mean squared), kept for the paper's comparison."""
     return (x - x_hat).pow(2).flatten(1).mean(dim=1)
+
+
+# --- P-KDGAN distillation: student outputs against the teacher's (both from the same x) ---
+
+
+def distillation_z_loss(z_student: torch.Tensor, z_teacher: torch.Tensor) -> torch.Tensor:
+    """K1: L2 between the first latent vectors z = E1(x) of student and teacher."""
+    return F.mse_loss(z_student, z_teacher)
+
+
+def distillation_image_loss(x_hat_student: torch.Tensor, x_hat_teacher: torch.Tensor) -> torch.Tensor:
+    """Kx: L1 between the reconstructions D(z) of student and teacher."""
+    return F.l1_loss(x_hat_student, x_hat_teacher)
+
+
+def distillation_zhat_loss(z_hat_student: torch.Tensor, z_hat_teacher: torch.Tensor) -> torch.Tensor:
+    """K2: L2 between the second latent vectors z_hat = E2(x_hat) of student and teacher."""
+    return F.mse_loss(z_hat_student, z_hat_teacher)
+
+
+def distillation_loss(
+    student: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    w1: float,
+    wx: float,
+    w2: float,
+) -> dict[str, torch.Tensor]:
+    """K = w1*K1 + wx*Kx + w2*K2 over (z, x_hat, z_hat) pairs; every term returned for logging.
+
+    Latents must already share a size: when the student's nz differs, the caller projects the
+    student's z and z_hat into the teacher's latent space first.
+    """
+    terms = {
+        "k1": distillation_z_loss(student[0], teacher[0]),
+        "kx": distillation_image_loss(student[1], teacher[1]),
+        "k2": distillation_zhat_loss(student[2], teacher[2]),
+    }
+    terms["total"] = w1 * terms["k1"] + wx * terms["kx"] + w2 * terms["k2"]
+    return terms

@@ -5,6 +5,7 @@ Shared by ``train``, ``distill`` and ``test`` so every run folder has the same f
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,18 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
         **s,
     )
     runs.write_json(run_dir / runs.METRICS, metrics)
+    write_plots(run_dir, generator, split)
     return metrics
+
+
+def write_plots(run_dir: Path, generator: nn.Module, split: OneClassSplit) -> None:
+    """Plots are a convenience: any failure warns and never un-finishes the run."""
+    try:
+        from pkdgan.plots import write_run_plots
+
+        write_run_plots(run_dir, generator, split.test, split.test_labels)
+    except Exception as e:  # whatever matplotlib raises, the run stays finished
+        warnings.warn(f"{run_dir}: plots not written ({type(e).__name__}: {e})", stacklevel=2)
 
 
 def load_run_generator(run_dir: Path) -> tuple[dict[str, Any], nn.Module]:

@@ -85,10 +85,10 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, s
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=meta)
+        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file as 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

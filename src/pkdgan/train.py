@@ -7,6 +7,7 @@ kept is the last epoch: nothing here looks at test labels.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -22,7 +23,7 @@ from pkdgan import runs
 from pkdgan.config import LossWeights, ModelConfig, RunConfig, TrainConfig
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import EDEGANModel
-from pkdgan.errors import DivergenceError, UsageError
+from pkdgan.errors import DataError, DivergenceError, UsageError
 from pkdgan.losses import discriminator_loss, generator_loss
 
 
@@ -108,8 +109,7 @@ def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
     if bad:
         raise DivergenceError(
-            f"training diverged at epoch {epoch + 1}, step {step}: {', '.join(bad)} is NaN/Inf; "
-            "the last good checkpoint is kept"
+            f"training diverged at epoch {epoch + 1}, step {step + 1}: {', '.join(bad)} is NaN/Inf"
         )
 
 
@@ -129,72 +129,104 @@ class EpochLog:
 
 def save_training_state(run_dir: Path, state: GanState, epoch: int, shuffle: torch.Generator,
                         cfg: RunConfig, extra: dict[str, Any]) -> None:
-    """Checkpoint after a completed epoch: weights, then optimizer + RNG state."""
-    meta = {"config": cfg.to_json(), "epoch": str(epoch)}
-    runs.save_tensors(
-        run_dir / runs.CHECKPOINT,
-        runs.flatten_state("generator", state.model.generator.state_dict())
-        | runs.flatten_state("discriminator", state.model.discriminator.state_dict()),
-        meta,
-    )
+    """Checkpoint after a completed epoch.
+
+    ``train_state`` holds everything a resume needs (weights too) and is written first, so a
+    kill between the two writes can never pair weights and optimizer state of different epochs.
+    """
+    weights = (runs.flatten_state("generator", state.model.generator.state_dict())
+               | runs.flatten_state("discriminator", state.model.discriminator.state_dict()))
     tg, groups_g = runs.optimizer_to_tensors("opt_g", state.opt_g)
     td, groups_d = runs.optimizer_to_tensors("opt_d", state.opt_d)
     rng = {"rng.torch": torch.get_rng_state(), "rng.shuffle": shuffle.get_state()}
     meta = {"epoch": str(epoch), "opt_g": json.dumps(groups_g), "opt_d": json.dumps(groups_d),
             "extra": json.dumps(extra | {"d_reinits": state.d_reinits})}
-    runs.save_tensors(run_dir / runs.TRAIN_STATE, tg | td | rng, meta)
+    runs.save_tensors(run_dir / runs.TRAIN_STATE, weights | tg | td | rng, meta)
+    runs.save_tensors(run_dir / runs.CHECKPOINT, weights,
+                      {"config": cfg.to_json(), "epoch": str(epoch)})
 
 
 def load_training_state(run_dir: Path, state: GanState, shuffle: torch.Generator
                         ) -> tuple[int, dict[str, Any]]:
     """Restore the last completed epoch; returns (epochs done, extra info)."""
-    ckpt = runs.load_tensors(run_dir / runs.CHECKPOINT)
-    path = run_dir / runs.CHECKPOINT
-    runs.load_module_state(state.model.generator, runs.unflatten_state("generator", ckpt), path)
-    runs.load_module_state(
-        state.model.discriminator, runs.unflatten_state("discriminator", ckpt), path
-    )
     ts_path = run_dir / runs.TRAIN_STATE
     ts = runs.load_tensors(ts_path)
-    with safe_open(str(ts_path), "pt") as f:
-        meta = f.metadata()
-    runs.optimizer_from_tensors("opt_g", state.opt_g, ts, json.loads(meta["opt_g"]))
-    runs.optimizer_from_tensors("opt_d", state.opt_d, ts, json.loads(meta["opt_d"]))
-    torch.set_rng_state(ts["rng.torch"])
-    shuffle.set_state(ts["rng.shuffle"])
-    extra = json.loads(meta["extra"])
-    state.d_reinits = int(extra.get("d_reinits", 0))
-    return int(meta["epoch"]), extra
+    path = ts_path
+    if not any(k.startswith("generator.") for k in ts):  # written before weights moved in here
+        path = run_dir / runs.CHECKPOINT
+    weights = runs.load_tensors(path) if path != ts_path else ts
+    runs.load_module_state(state.model.generator, runs.unflatten_state("generator", weights), path)
+    runs.load_module_state(
+        state.model.discriminator, runs.unflatten_state("discriminator", weights), path
+    )
+    try:
+        with safe_open(str(ts_path), "pt") as f:
+            meta = f.metadata() or {}
+        runs.optimizer_from_tensors("opt_g", state.opt_g, ts, json.loads(meta["opt_g"]))
+        runs.optimizer_from_tensors("opt_d", state.opt_d, ts, json.loads(meta["opt_d"]))
+        torch.set_rng_state(ts["rng.torch"])
+        shuffle.set_state(ts["rng.shuffle"])
+        extra = json.loads(meta["extra"])
+        state.d_reinits = int(extra.get("d_reinits", 0))
+        return int(meta["epoch"]), extra
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise DataError(
+            f"{ts_path}: unusable training state ({type(e).__name__}: {e}); delete it to restart"
+        ) from None
 
 
 MAX_RECOVERIES = 3
 
 
-def _recover(state: GanState, run_dir: Path | None, shuffle: torch.Generator, t: TrainConfig,
+def _snapshot(state: GanState) -> dict[str, Any]:
+    """In-memory copy of the last good generator state: recovery then also works in epoch 1
+    and without a run folder."""
+    return copy.deepcopy({"model": state.model.state_dict(), "opt_g": state.opt_g.state_dict()})
+
+
+def _recover(state: GanState, good: dict[str, Any] | None, t: TrainConfig,
              info: dict[str, Any]) -> bool:
     """``on_divergence=reinit``: back to the last good epoch with a fresh discriminator."""
-    if t.on_divergence != "reinit" or info.get("recoveries", 0) >= MAX_RECOVERIES:
+    if good is None or t.on_divergence != "reinit" or info.get("recoveries", 0) >= MAX_RECOVERIES:
         return False
     info["recoveries"] = info.get("recoveries", 0) + 1
-    if run_dir is not None and (run_dir / runs.TRAIN_STATE).is_file():
-        rng = shuffle.get_state()
-        load_training_state(run_dir, state, shuffle)
-        shuffle.set_state(rng)
+    state.model.load_state_dict(good["model"])
+    # Optimizer.load_state_dict aliases the given tensors; a copy keeps the snapshot intact.
+    state.opt_g.load_state_dict(copy.deepcopy(good["opt_g"]))
     state.model.reinit_discriminator()
     state.opt_d.state.clear()
     return True
 
 
+def _kept(run_dir: Path | None, epochs_done: int) -> str:
+    """What a stopped run leaves behind, for the divergence message."""
+    if run_dir is None:
+        return "nothing saved (no run folder)"
+    if epochs_done == 0:
+        return f"no epoch had completed, so {run_dir} holds no checkpoint"
+    return f"kept the last good checkpoint {run_dir / runs.CHECKPOINT} (epoch {epochs_done})"
+
+
+def _weights_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
     """Create or check the folder; returns True when a partial run should be resumed."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file, not a folder; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     if runs.is_finished(run_dir):
         raise UsageError(f"{run_dir} already holds a finished run; choose another --out")
     cfg_path = run_dir / runs.CONFIG
     has_state = (run_dir / runs.TRAIN_STATE).is_file()
     if cfg_path.is_file():
-        saved = RunConfig.from_dict(runs.read_json(cfg_path))
-        if saved.hash() != cfg.hash():
+        saved = runs.read_json(cfg_path)
+        try:
+            same = isinstance(saved, dict) and RunConfig.from_dict(saved).hash() == cfg.hash()
+        except UsageError:
+            same = False
+        if not same:
             raise UsageError(
                 f"{run_dir} holds a run with a different config; choose another --out"
             )
@@ -223,16 +255,20 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
         log = EpochLog()
+        good = _snapshot(state) if t.on_divergence == "reinit" else None
         perm = torch.randperm(n, generator=shuffle)
         for i in range(steps):
             xb = x_all[perm[i * t.batch_size:(i + 1) * t.batch_size]].to(device)
             losses = gan_step(state, xb, cfg.loss, t.d_reinit_threshold)
+            if i == steps - 1 and not _weights_finite(state.model):
+                losses["weights"] = math.nan  # the last update must not reach the checkpoint
             try:
                 check_finite(losses, epoch, i)
-            except DivergenceError:
-                if not _recover(state, run_dir, shuffle, t, info):
+            except DivergenceError as e:
+                if not _recover(state, good, t, info):
                     bar.close()
-                    raise
+                    tried = f" after {info['recoveries']} recoveries" if info.get("recoveries") else ""
+                    raise DivergenceError(f"{e}{tried}; {_kept(run_dir, epoch)}") from None
                 continue
             log.add(losses)
             bar.update(1)

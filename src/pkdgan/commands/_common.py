@@ -78,6 +78,9 @@ def parse_classes(text: str, n_classes: int = 10) -> list[int]:
         if lo > hi:
             raise UsageError(f"bad class range {part.strip()!r}")
         out.update(range(lo, hi + 1))
+    bad = sorted(k for k in out if not 0 <= k < n_classes)
+    if bad:  # checked up front: a long multi-class run must not fail at its last class
+        raise UsageError(f"unknown class {bad[0]}; classes are 0..{n_classes - 1}")
     return sorted(out)
 
 

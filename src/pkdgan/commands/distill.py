@@ -1,0 +1,115 @@
+"""``pkdgan distill``: a trained teacher run -> a student run folder (P-KDGAN or a baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from pkdgan.config import DISTILL_MODES, DistillConfig, LossWeights
+from pkdgan.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill", help="distil a trained teacher run into a small student",
+        description="Train a registered student config from a finished teacher run folder on the "
+                    "teacher's data and split. Structures: 1 teacher frozen, student K only; "
+                    "2 frozen, K + student GAN loss; 3 joint (teacher GAN loss + K), K + student "
+                    "GAN loss; 4 joint, K only. progressive = step 1 (frozen) then step 2 (joint); "
+                    "alone = the same student trained without the teacher (baseline).")
+    p.add_argument("--teacher", required=True, type=Path,
+                   help="finished teacher run folder, or a folder of class_K run folders")
+    p.add_argument("--student", default=None,
+                   help="registry name (see `pkdgan flops`); default student-<teacher's dataset>")
+    p.add_argument("--width", type=int, default=None, help="override the student's width")
+    p.add_argument("--nz", type=int, default=None, help="override the student's latent size")
+    p.add_argument("--mode", default="progressive", choices=DISTILL_MODES)
+    p.add_argument("--structure", type=int, default=2, choices=[1, 2, 3, 4],
+                   help="single mode's structure")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of single and alone modes")
+    p.add_argument("--step1-structure", type=int, default=2, choices=[1, 2])
+    p.add_argument("--step2-structure", type=int, default=3, choices=[3, 4])
+    p.add_argument("--step1-epochs", type=int, default=10)
+    p.add_argument("--step2-epochs", type=int, default=5)
+    d = DistillConfig()
+    g = p.add_argument_group("distillation loss K = w1*K1 + wx*Kx + w2*K2")
+    g.add_argument("--w1", type=float, default=d.w1, help="K1: L2 between z's")
+    g.add_argument("--wx", type=float, default=d.wx, help="Kx: L1 between reconstructions")
+    g.add_argument("--w2", type=float, default=d.w2, help="K2: L2 between z_hat's")
+    g = p.add_argument_group("GAN losses and optimisation (student, and teacher when trained)")
+    g.add_argument("--w-adv", type=float, default=1.0)
+    g.add_argument("--w-con", type=float, default=50.0)
+    g.add_argument("--w-lat", type=float, default=1.0)
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps")
+    g.add_argument("--beta1", type=float, default=0.5)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"])
+    p.add_argument("--data-root", default=None, help="override the teacher run's data root")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write (or parent folder)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=main)
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    return DistillConfig(
+        mode=args.mode, structure=args.structure, epochs=args.epochs,
+        step1_structure=args.step1_structure, step2_structure=args.step2_structure,
+        step1_epochs=args.step1_epochs, step2_epochs=args.step2_epochs,
+        w1=args.w1, wx=args.wx, w2=args.w2,
+        gan=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
+        batch_size=args.batch_size, lr=args.lr, teacher_lr=args.teacher_lr, beta1=args.beta1,
+        seed=args.seed, device=args.device, score=args.score,
+    )
+
+
+def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:
+    """(teacher run, student run) pairs: one run, or every class_K run inside a folder."""
+    if (teacher / "config.json").is_file():
+        return [(teacher, out)]
+    found = sorted(p for p in teacher.glob("class_*") if (p / "config.json").is_file())
+    if not found:
+        raise UsageError(f"{teacher} is neither a run folder nor a folder of class_K runs")
+    return [(p, out / p.name) for p in found]
+
+
+def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 - str | ModelConfig
+    """Registry name, or the registry config with --width/--nz overrides applied."""
+    from pkdgan import runs
+    from pkdgan.registry import REGISTRY, get_config
+
+    name = args.student
+    if name is None:
+        dataset = runs.read_json(teacher_dir / runs.CONFIG).get("data", {}).get("dataset")
+        name = f"student-{dataset}"
+        if name not in REGISTRY:
+            raise UsageError(f"no registered student for dataset {dataset!r}; pass --student")
+    if args.width is None and args.nz is None:
+        return name
+    from pkdgan.config import ModelConfig, from_dict
+    from pkdgan.registry import for_teacher
+
+    cfg = get_config(name)
+    teacher_cfg = from_dict(ModelConfig, runs.read_json(teacher_dir / runs.CONFIG)["model"])
+    cfg = dataclasses.replace(cfg, width=args.width or cfg.width, nz=args.nz or cfg.nz)
+    return for_teacher(cfg, teacher_cfg)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pkdgan.distill import distill_run
+
+    dcfg = distill_config(args)
+    for teacher_dir, out in teacher_runs(args.teacher, args.out):
+        m = distill_run(teacher_dir, student_spec(args, teacher_dir), dcfg, out,
+                        data_root=args.data_root, progress=not args.no_progress, resume=args.resume)
+        print(json.dumps({"run": str(out), "normal_class": m["normal_class"], "mode": dcfg.mode,
+                          "auroc": round(m["auroc"], 4),
+                          "teacher_auroc_before": round(m["teacher_auroc_before"], 4),
+                          "teacher_auroc_after": round(m["teacher_auroc_after"], 4),
+                          "train_seconds": round(m["train_seconds"], 1)}))
+    return 0

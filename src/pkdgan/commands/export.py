@@ -1,0 +1,35 @@
+"""``pkdgan export RUN_DIR --format onnx``: one graph from image batch to scores, plus a JSON sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run's scoring model (ONNX) with a JSON sidecar",
+                       description="Write the run's scoring path (E1 -> D -> E2 -> score) as one ONNX "
+                                   "graph: input float32 images N x C x S x S in [-1, 1] (dynamic N), "
+                                   "output scores N. FILE.json beside it holds the preprocessing and "
+                                   "the threshold. Needs the onnx extra: pip install 'pkdgan[onnx]'.")
+    p.add_argument("run_dir", type=Path, help="run folder (pkdgan train / distill, or a saved detector)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    p.add_argument("--output", "-o", type=Path, default=None,
+                   help="file to write; RUN_DIR/model.onnx when not given")
+    p.add_argument("--score", choices=["latent", "reconstruction"], default=None,
+                   help="anomaly score the graph computes; the run's own when not given")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the onnxruntime-vs-PyTorch parity check")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pkdgan import runs
+    from pkdgan.export import export_run, sidecar_path
+
+    out = export_run(args.run_dir, args.output, args.format, score=args.score, check=not args.no_check)
+    sidecar = runs.read_json(sidecar_path(out))
+    print(json.dumps({"model": str(out), "sidecar": str(sidecar_path(out)), "score": sidecar["score"],
+                      "threshold": sidecar["threshold"], "parity": sidecar.get("parity")}))
+    return 0

@@ -1,0 +1,87 @@
+"""``pkdgan reproduce STUDY``: run one of the paper's studies as a resumable grid of runs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+from pkdgan.commands._common import parse_classes
+from pkdgan.errors import UsageError
+from pkdgan.studies import DEFAULT_BATCH_SIZES, PRESETS, STUDIES, STUDY_DATASETS, GridRequest
+
+
+def _preset_help() -> str:
+    return "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    studies = "; ".join(f"{k}: {v}" for k, v in STUDIES.items())
+    p = sub.add_parser(
+        "reproduce", help="run one of the paper's studies (a resumable grid of runs)",
+        description=f"Run a study as a grid of independent runs (arms x classes x seeds). "
+                    f"Re-running skips finished runs and resumes killed ones. Studies: {studies}. "
+                    f"Presets: {_preset_help()}. Then: pkdgan report GRID_DIR.")
+    p.add_argument("study", choices=list(STUDIES))
+    p.add_argument("--dataset", default="mnist", choices=STUDY_DATASETS)
+    p.add_argument("--data-root", default=None, help="folder with mnist/, fashion-mnist/, cifar-10/")
+    p.add_argument("--classes", default="all", help="normal classes: 3, 0-9, 1,3,5 or all")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (seeds 0..N-1)")
+    p.add_argument("--preset", default="quick", choices=list(PRESETS))
+    p.add_argument("--out", required=True, type=Path, help="grid folder (grid.json, report)")
+    p.add_argument("--store", type=Path, default=None,
+                   help="folder holding the run folders, shareable between grids so identical "
+                        "runs are trained once (default: --out)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=1, help="local executor: parallel processes")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray); runs are written to "
+                        "--store, which every Ray node must see at the same path")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+                   help="batch-size study: the sizes compared")
+    p.add_argument("--constraint", default="tanh", choices=["tanh", "l2"],
+                   help="latent-constraint study: the constraint compared with none")
+    g = p.add_argument_group("preset overrides (change the config hash, so the runs too)")
+    for name in ("epochs", "width", "nz", "image_size", "max_train", "max_test"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    p.add_argument("--list", action="store_true", help="print the runs and exit")
+    p.set_defaults(func=main)
+
+
+def request(args: argparse.Namespace) -> GridRequest:
+    preset = PRESETS[args.preset]
+    overrides = {k: getattr(args, k) for k in ("epochs", "width", "nz", "image_size",
+                                               "max_train", "max_test") if getattr(args, k)}
+    if overrides:
+        changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        preset = dataclasses.replace(preset, **overrides,
+                                     description=f"{preset.name} overridden by {changed}")
+    try:
+        sizes = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError:
+        raise UsageError(f"bad --batch-sizes {args.batch_sizes!r}; use e.g. 1,8,32,64") from None
+    if args.seeds < 1 or any(b < 1 for b in sizes):
+        raise UsageError("--seeds and batch sizes must be >= 1")
+    return GridRequest(study=args.study, dataset=args.dataset,
+                       classes=tuple(parse_classes(args.classes)), seeds=tuple(range(args.seeds)),
+                       preset=preset, data_root=args.data_root, device=args.device,
+                       batch_sizes=sizes, constraint=args.constraint)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pkdgan.grid import run_grid
+    from pkdgan.studies import build_specs
+
+    req = request(args)
+    if args.list:
+        for s in build_specs(req):
+            print(f"{s.arm:12s} class {s.normal_class} seed {s.seed}  {s.name}")
+        return 0
+    command = "pkdgan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_grid(req, args.out, store=args.store, executor=args.executor,
+                       workers=args.workers, address=args.address, command=command,
+                       echo=lambda m: print(m, flush=True))
+    return 1 if summary["failed"] else 0

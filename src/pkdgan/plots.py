@@ -1,0 +1,214 @@
+"""Plots of a run folder: ROC, score histograms with the threshold, reconstructions, losses.
+
+Written into ``RUN_DIR/plots/`` when a run finishes and by ``pkdgan plot``. Figures are built
+with matplotlib's object API (no pyplot), so nothing depends on, or changes, a global backend.
+Test labels only colour the figures; they choose nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pkdgan import runs
+from pkdgan.errors import DataError, PkdganError
+
+PLOTS_DIR = "plots"
+ROC = "roc.png"
+HISTOGRAM = "score_histogram.png"
+RECONSTRUCTIONS = "reconstructions.png"
+LOSSES = "losses.png"
+N_RECON = 8
+NOT_LOSSES = {"epoch", "step", "structure", "seconds", "images_per_second", "d_reinits", "teacher_d_reinits"}
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    runs.atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def plot_roc(scores: dict[str, np.ndarray], labels: np.ndarray, path: Path) -> Path:
+    """One ROC curve per score kind (the paper's point: latent beats reconstruction)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = _figure(5, 4.6)
+    ax = fig.add_subplot()
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(labels, s)
+        ax.plot(fpr, tpr, lw=1.8, label=f"{name} score (AUROC {roc_auc_score(labels, s):.4f})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
+    ax.set(xlabel="false-positive rate (normal flagged)", ylabel="true-positive rate (anomalies flagged)",
+           xlim=(0, 1), ylim=(0, 1.01), title="ROC on the test set")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _bins(values: np.ndarray, n: int = 60) -> tuple[np.ndarray, bool]:
+    """Log-spaced bins when scores span orders of magnitude (latent scores usually do)."""
+    lo, hi = float(values.min()), float(values.max())
+    if lo > 0 and hi / lo > 100:
+        return np.geomspace(lo, hi, n + 1), True
+    return np.linspace(lo, hi if hi > lo else lo + 1e-12, n + 1), False
+
+
+def plot_histograms(scores: np.ndarray, labels: np.ndarray, path: Path, threshold: float | None = None,
+                    holdout: np.ndarray | None = None, score_name: str = "latent") -> Path:
+    """Normal vs anomalous test scores, the held-out normal scores, and the fitted threshold."""
+    labels = np.asarray(labels).astype(bool)
+    groups = [(scores[~labels], "normal (test)", "tab:blue"), (scores[labels], "anomalous (test)", "tab:red")]
+    every = [scores] + ([holdout] if holdout is not None and len(holdout) else [])
+    bins, log = _bins(np.concatenate(every))
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for values, name, colour in groups:
+        ax.hist(values, bins=bins, density=True, alpha=0.45, color=colour, label=f"{name}, n={len(values)}")
+    if holdout is not None and len(holdout):
+        ax.hist(holdout, bins=bins, density=True, histtype="step", color="k", lw=1.2,
+                label=f"normal (held out from training), n={len(holdout)}")
+    if threshold is not None:
+        flagged = scores > threshold
+        ax.axvline(threshold, color="k", ls="--", lw=1.2,
+                   label=f"threshold {threshold:.4g}: test FPR {flagged[~labels].mean():.3f}, "
+                         f"TPR {flagged[labels].mean():.3f}")
+    if log:
+        ax.set_xscale("log")
+    ax.set(xlabel=f"{score_name} anomaly score", ylabel="density",
+           title="Test scores; threshold from held-out normal images")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _grid(x: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
+    """Rows input / reconstruction / |difference| (error of half the range = white), uint8 RGB."""
+    from pkdgan.predict import to_uint8_image
+
+    diff = (x - x_hat).abs().mean(1, keepdim=True).clamp(0, 1) * 2 - 1
+    rows = []
+    for t in (x, x_hat, diff):
+        tiles = [np.pad(to_uint8_image(img), ((1, 1), (1, 1), (0, 0)), constant_values=128) for img in t]
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+@torch.no_grad()
+def plot_reconstructions(generator: nn.Module, images: torch.Tensor, labels: np.ndarray, path: Path,
+                         score: str = "latent") -> Path:
+    """The first normal and the first anomalous test images with reconstructions and errors."""
+    from pkdgan.edegan import score_generator
+
+    labels = np.asarray(labels).astype(bool)
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    groups = [(np.flatnonzero(~labels)[:N_RECON], "normal"), (np.flatnonzero(labels)[:N_RECON], "anomalous")]
+    groups = [(idx, name) for idx, name in groups if len(idx)]
+    if not groups:
+        raise DataError("no test images to reconstruct")
+    fig = _figure(1.0 * N_RECON + 1.2, 3.1 * len(groups))
+    for k, (idx, name) in enumerate(groups):
+        x = images[torch.as_tensor(idx)].float()
+        _, x_hat, _ = generator(x.to(device))
+        s = score_generator(generator, x, score).numpy()
+        ax = fig.add_subplot(len(groups), 1, k + 1)
+        ax.imshow(_grid(x, x_hat.float().cpu()), interpolation="nearest")
+        size = x.shape[-1] + 2
+        ax.set_yticks([size * (i + 0.5) for i in range(3)], ["input", "reconstruction", "|difference|"])
+        ax.set_xticks([size * (i + 0.5) for i in range(len(idx))], [f"{v:.3g}" for v in s], fontsize=7)
+        ax.set_title(f"{name} test images ({score} score below each)", fontsize=9)
+        ax.tick_params(length=0)
+    generator.train(was_training)
+    return _save(fig, path)
+
+
+def plot_losses(history: list[dict[str, str]], path: Path) -> Path:
+    """Every loss column of ``history.csv`` per epoch, one panel each (their scales differ)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if not history:
+        raise DataError("empty training history")
+    epochs = np.array([float(r["epoch"]) for r in history])
+    columns = {}
+    for key in history[0]:
+        if key in NOT_LOSSES:
+            continue
+        values = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in history])
+        if np.isfinite(values).any() and np.nanmax(np.abs(values)) > 0:
+            columns[key] = values
+    if not columns:
+        raise DataError("no loss columns in the training history")
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = _figure(3.4 * ncols, 2.4 * nrows)
+    for i, (key, values) in enumerate(columns.items()):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.plot(epochs, values, marker="o", ms=3, lw=1.4)
+        if np.nanmin(values) > 0 and np.nanmax(values) / np.nanmin(values) > 20:
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Training losses (epoch means)", fontsize=10)
+    return _save(fig, path)
+
+
+def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: torch.Tensor | None = None,
+                    labels: np.ndarray | None = None) -> list[Path]:
+    """Every plot the run folder's files allow; the reconstruction grid needs the test images."""
+    run_dir = Path(run_dir)
+    out = run_dir / PLOTS_DIR
+    written: list[Path] = []
+    calibration = runs.read_json(run_dir / runs.CALIBRATION) if (run_dir / runs.CALIBRATION).is_file() else {}
+    score = calibration.get("score", "latent")
+    if (run_dir / runs.SCORES).is_file():
+        z = runs.read_npz(run_dir / runs.SCORES)
+        kinds = {k: z[k] for k in ("latent", "reconstruction") if k in z}
+        written.append(plot_roc(kinds or {score: z["scores"]}, z["labels"], out / ROC))
+        written.append(plot_histograms(z["scores"], z["labels"], out / HISTOGRAM,
+                                       calibration.get("threshold"), z.get(f"holdout_{score}"), score))
+    if generator is not None and images is not None and labels is not None:
+        written.append(plot_reconstructions(generator, images, labels, out / RECONSTRUCTIONS, score))
+    history = runs.read_history(run_dir / runs.HISTORY)
+    if history:
+        written.append(plot_losses(history, out / LOSSES))
+    return written
+
+
+def replot_run(run_dir: Path, data_root: str | None = None, reconstructions: bool = True) -> list[Path]:
+    """``pkdgan plot``: all plots again; the test images are re-read from the run's data config."""
+    from pkdgan.config import DataConfig, from_dict
+    from pkdgan.data import one_class_split
+    from pkdgan.results import load_run_generator
+
+    run_dir = runs.require_run(Path(run_dir))
+    generator = images = labels = None
+    if reconstructions:
+        cfg, generator = load_run_generator(run_dir)
+        data = dict(cfg.get("data", {})) | ({"data_root": data_root} if data_root is not None else {})
+        model = cfg["model"]
+        try:
+            split = one_class_split(from_dict(DataConfig, data), model["image_size"], model["channels"],
+                                    int(cfg.get("split_seed", cfg.get("train", {}).get("seed", 0))))
+            images, labels = split.test, split.test_labels
+        except PkdganError as e:
+            warnings.warn(f"reconstruction grid skipped: the test images cannot be read ({e})", stacklevel=2)
+    written = write_run_plots(run_dir, generator, images, labels)
+    if not written:
+        raise DataError(f"{run_dir}: nothing to plot (no {runs.SCORES}, no {runs.HISTORY})")
+    return written

@@ -1,0 +1,120 @@
+"""Vectorised multi-model training must equal training each model alone (``train.fit``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pkdgan import runs
+from pkdgan.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data import OneClassSplit, to_tensor
+from pkdgan.edegan import score_both
+from pkdgan.errors import UsageError
+from pkdgan.multi import fit_many, stacked_conv2d, stacked_conv_transpose2d, train_runs
+from pkdgan.train import fit, train_run
+from tests.conftest import bars
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def split(n_train: int, seed: int, dtype: torch.dtype = torch.float32) -> OneClassSplit:
+    x = to_tensor(bars(n_train + 12, 16, vertical=bool(seed % 2), seed=seed), 16).to(dtype)
+    labels = np.r_[np.zeros(6), np.ones(6)].astype(np.int64)
+    test = torch.cat([x[n_train:n_train + 6], x[n_train:n_train + 6].transpose(2, 3)])
+    return OneClassSplit(x[:n_train], x[n_train + 6:n_train + 9], test, labels, labels.copy())
+
+
+def config(seed: int, **train: object) -> RunConfig:
+    return RunConfig(
+        model=ModelConfig(image_size=16, channels=1, nz=8, width=4, latent_constraint="l2"),
+        loss=LossWeights(),
+        data=DataConfig(dataset="folder", normal_class=seed),
+        train=TrainConfig(epochs=2, batch_size=1, seed=seed, device="cpu", **train),  # type: ignore[arg-type]
+    )
+
+
+def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, rtol: float, atol: float) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=atol, msg=k)
+
+
+def test_three_models_equal_fit_float64(float64: None) -> None:
+    """Same seeds -> same weights, buffers, D re-inits and scores as three separate fits.
+
+    Datasets of different sizes exercise models whose epochs end at different steps; the high
+    re-init threshold makes D re-initialise, which must draw from each model's own RNG stream.
+    """
+    sizes = (5, 8, 6)
+    cfgs = [config(seed, d_reinit_threshold=0.69) for seed in range(3)]
+    splits = [split(n, seed, torch.float64) for seed, n in enumerate(sizes)]
+    results = fit_many(cfgs, splits, progress=False)
+    reinits = 0
+    for cfg, sp, res in zip(cfgs, splits, results, strict=True):
+        assert res.error is None
+        alone, info = fit(cfg, sp, progress=False)
+        assert res.info["d_reinits"] == info["d_reinits"]
+        reinits += info["d_reinits"]
+        assert res.info["n_train"] == len(sp.train)
+        assert_same_model(res.model, alone, rtol=1e-9, atol=1e-11)
+        for got, want in zip(score_both(res.model.generator, sp.test), score_both(alone.generator, sp.test),
+                             strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert reinits > 0, "the test should exercise D re-initialisation"
+
+
+def test_run_folders_match_single_runs(tmp_path: Path) -> None:
+    """float32, bundled digits, through run folders: files agree with ``train_run``'s."""
+    cfgs = [dataclasses.replace(config(seed), data=DataConfig(dataset="digits", normal_class=seed,
+                                                              max_train=n, max_test=40))
+            for seed, n in ((3, 7), (4, 5))]
+    dirs = [tmp_path / f"many_{i}" for i in range(2)]
+    metrics = train_runs(cfgs, dirs, progress=False)
+    for cfg, d, m in zip(cfgs, dirs, metrics, strict=True):
+        alone = d.with_name(d.name + "_alone")
+        want = train_run(cfg, alone, progress=False)
+        a, b = runs.load_tensors(d / runs.CHECKPOINT), runs.load_tensors(alone / runs.CHECKPOINT)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert [int(r["epoch"]) for r in runs.read_history(d / runs.HISTORY)] == [1, 2]
+        assert runs.is_finished(d) and not (d / runs.TRAIN_STATE).exists()
+        assert m["n_train"] == want["n_train"] and m["trained_together"] == 2
+        np.testing.assert_allclose(runs.read_npz(d / runs.SCORES)["scores"],
+                                   runs.read_npz(alone / runs.SCORES)["scores"], rtol=1e-3, atol=1e-6)
+        assert abs(m["auroc"] - want["auroc"]) < 0.02
+
+
+def test_stacked_layers_match_torch() -> None:
+    """Each model's slice of a stacked conv / transposed conv is that model's torch layer."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 2, 8, 8, generator=g)
+    w = torch.randn(3, 5, 4, 4, 4, generator=g)
+    out = stacked_conv2d(x, w, None, 2, 1)
+    wt = torch.randn(3, 4, 5, 4, 4, generator=g)
+    out_t = stacked_conv_transpose2d(x, wt, None, 2, 1)
+    for k in range(3):
+        for j in range(2):
+            torch.testing.assert_close(out[k, :, j], torch.conv2d(x[k, :, j][None], w[k], stride=2, padding=1)[0])
+            torch.testing.assert_close(out_t[k, :, j], torch.conv_transpose2d(
+                x[k, :, j][None], wt[k], stride=2, padding=1)[0])
+
+
+def test_incompatible_configs_are_refused() -> None:
+    a = config(0)
+    with pytest.raises(UsageError, match="batch size 1"):
+        fit_many([dataclasses.replace(a, train=dataclasses.replace(a.train, batch_size=2))], [split(4, 0)])
+    b = dataclasses.replace(a, model=dataclasses.replace(a.model, width=8))
+    with pytest.raises(UsageError, match="share model"):
+        fit_many([a, b], [split(4, 0), split(4, 1)])
