@@ -51,13 +51,18 @@ def vectorised(cfg: ModelConfig, k: int) -> tuple[Callable[[], None], int]:
     return (lambda: stack.step(x, run)), k
 
 
-def images_per_second(step: Callable[[], None], per_step: int, seconds: float) -> float:
+def images_per_second(step: Callable[[], None], per_step: int, seconds: float) -> tuple[float, float]:
+    """(images per wall second, images per CPU second of this process) over one window.
+
+    CPU seconds count every thread of this process, so on a machine shared with other jobs
+    the second figure is the cost of the work itself, the first what this run got.
+    """
     step()
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while (elapsed := time.perf_counter() - t0) < seconds:
         step()
         n += 1
-    return n * per_step / elapsed
+    return n * per_step / elapsed, n * per_step / max(time.process_time() - c0, 1e-9)
 
 
 def profile(step: Callable[[], None], rows: int) -> str:
@@ -97,14 +102,21 @@ def main() -> None:
         print(profile(settings["vectorised_bs1"][0], 25))
         return
     samples: dict[str, list[float]] = {k: [] for k in settings}
+    cpu: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.rounds):
         for name, (step, per_step) in settings.items():
-            samples[name].append(images_per_second(step, per_step, args.window))
+            wall, per_cpu = images_per_second(step, per_step, args.window)
+            samples[name].append(wall)
+            cpu[name].append(per_cpu)
     med = {k: statistics.median(v) for k, v in samples.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     out = {
         **{k: round(v, 2) for k, v in med.items()},
         "ratio_vs_naive": round(med["vectorised_bs1"] / med["naive_bs1"], 3),
         "ratio_vs_batch64": round(med["vectorised_bs1"] / med["batch64"], 3),
+        "per_cpu_second": {k: round(v, 2) for k, v in med_cpu.items()},
+        "cpu_ratio_vs_naive": round(med_cpu["vectorised_bs1"] / med_cpu["naive_bs1"], 3),
+        "cpu_ratio_vs_batch64": round(med_cpu["vectorised_bs1"] / med_cpu["batch64"], 3),
         "settings": {"image_size": args.image_size, "channels": args.channels, "width": args.width,
                      "nz": args.nz, "models": args.models, "threads": torch.get_num_threads(),
                      "rounds": args.rounds, "window_s": args.window, "torch": torch.__version__},
@@ -119,6 +131,10 @@ def main() -> None:
     print(f"(b) vectorised batch 1, K={args.models:<3d} {med['vectorised_bs1']:8.1f} images/s")
     print(f"(c) batch 64, one model       {med['batch64']:8.1f} images/s")
     print(f"b/a = {out['ratio_vs_naive']:.2f}   b/c = {out['ratio_vs_batch64']:.2f}")
+    pc = out["per_cpu_second"]
+    print(f"per CPU second of this process: a {pc['naive_bs1']:.1f}, b {pc['vectorised_bs1']:.1f}, "
+          f"c {pc['batch64']:.1f};  b/a = {out['cpu_ratio_vs_naive']:.2f}   "
+          f"b/c = {out['cpu_ratio_vs_batch64']:.2f}")
 
 
 if __name__ == "__main__":

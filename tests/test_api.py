@@ -109,6 +109,8 @@ def test_bad_inputs_raise_clear_errors(detector: EDEGAN) -> None:
         detector.decision_function(["/nonexistent/image.png"])
     with pytest.raises(UsageError, match="holdout_fraction"):
         EDEGAN(**TINY | {"holdout_fraction": 0.0}).fit(NORMAL)
+    with pytest.raises(UsageError, match="score must be"):  # refused before any training
+        EDEGAN(**TINY | {"score": "pixels"}).fit(NORMAL)
 
 
 def test_small_holdout_warns() -> None:

@@ -25,7 +25,7 @@ from pkdgan import runs
 from pkdgan.cli import main
 from pkdgan.config import DataConfig, ModelConfig, TrainConfig
 from pkdgan.data import load_images, to_tensor
-from pkdgan.errors import DataError, UsageError
+from pkdgan.errors import DataError, PkdganError, UsageError
 from pkdgan.results import load_run_generator
 
 TINY = ["--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "1", "--batch-size", "8",
@@ -140,6 +140,15 @@ def test_images_and_labels_disagree(mnist_root: Path, capsys: pytest.CaptureFixt
     path = mnist_root / "mnist" / IDX_NAMES["train_y"]
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(29, np.uint8))))
     train_mnist(capsys, mnist_root, 1, ["do not match", str(mnist_root / "mnist")])
+
+
+def test_test_set_without_anomalies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """digits' test set starts with a 0: capped at one image it holds no anomaly, so AUROC is
+    undefined; refused before training rather than after it."""
+    out = tmp_path / "run"
+    fails(capsys, 1, ["needs both normal (class 0) and anomalous images", "--max-test"], "train",
+          "--dataset", "digits", *TINY, "--max-test", "1", "--out", str(out))
+    assert not out.exists()
 
 
 def test_corrupt_cifar_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -292,6 +301,24 @@ def test_api_rejects_bad_configs_and_arrays() -> None:
     assert torch.equal(to_tensor(a.astype(np.float64), 16), to_tensor(a, 16))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # holdout-size and resize notes
+def test_api_detector_bad_input(tmp_path: Path) -> None:
+    """The PyOD-style API refuses the same inputs with the project's errors, before training."""
+    from pkdgan.api import EDEGAN, load
+
+    tiny = {"image_size": 16, "width": 4, "nz": 8, "epochs": 1, "batch_size": 8, "device": "cpu"}
+    ok = np.zeros((8, 16, 16), np.uint8)
+    nan = np.zeros((8, 1, 16, 16), np.float32)
+    nan[2, 0, 3, 3] = np.nan
+    cases = [(tiny, nan, "NaN"), (tiny | {"epochs": 0}, ok, "epochs must be >= 1"),
+             (tiny | {"image_size": 24}, ok, "power of two"), (tiny | {"width": 0}, ok, "width")]
+    for params, x, needle in cases:
+        with pytest.raises(PkdganError, match=needle):
+            EDEGAN(**params).fit(x)
+    with pytest.raises(DataError, match="run folder not found"):
+        load(tmp_path / "nope")
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("finished") / "run"
@@ -322,6 +349,13 @@ def test_checkpoint_from_a_different_config(run_copy: Path, capsys: pytest.Captu
         load_run_generator(run_copy)
 
 
+def test_saved_data_config_is_invalid(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = json.loads((run_copy / runs.CONFIG).read_text())
+    cfg["data"]["dataset"] = "imagenet"
+    (run_copy / runs.CONFIG).write_text(json.dumps(cfg))
+    fails(capsys, 1, [str(run_copy / runs.CONFIG), "unknown dataset 'imagenet'"], "test", str(run_copy))
+
+
 def test_checkpoint_with_nan_weights(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = run_copy / runs.CHECKPOINT
     tensors = runs.load_tensors(path)
@@ -334,6 +368,8 @@ def test_checkpoint_with_nan_weights(run_copy: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("name, content, needle", [
     (runs.CONFIG, "{not json", "unreadable JSON"),
     (runs.CONFIG, "[1, 2]", "no model config"),
+    (runs.CONFIG, '{"model": {"image_size": 24}}', "power of two"),
+    (runs.CONFIG, '{"model": {"depth": 3}}', "unknown ModelConfig field(s): depth"),
     (runs.CHECKPOINT, "not a safetensors file", "not a valid safetensors checkpoint"),
 ])
 def test_corrupt_run_files(run_copy: Path, capsys: pytest.CaptureFixture[str], name: str,

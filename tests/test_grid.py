@@ -17,7 +17,7 @@ import pytest
 from pkdgan import runs
 from pkdgan.cli import main
 from pkdgan.errors import UsageError
-from pkdgan.grid import read_grid, run_grid
+from pkdgan.grid import read_grid, run_grid, tasks
 from pkdgan.report import mean_stats, paired, write_report
 from pkdgan.studies import PRESETS, GridRequest, build_specs
 
@@ -60,27 +60,28 @@ def test_paper_preset_is_the_papers_schedule():
 
 
 def test_rerun_skips_finished_and_grid_folder_is_checked(tmp_path):
-    req = request("batch-size", batch_sizes=(1, 4))
+    req = request("batch-size", classes=[0], batch_sizes=(1, 4))
     first = run_grid(req, tmp_path, echo=lambda m: None)
-    assert first["done"] == 4 and not first["failed"]
+    assert first["done"] == 2 and not first["failed"]
     _, specs, store = read_grid(tmp_path)
     stamps = {s.name: (store / s.name / runs.METRICS).stat().st_mtime_ns for s in specs}
     second = run_grid(req, tmp_path, echo=lambda m: None)
     assert second["done"] == 0
     assert stamps == {s.name: (store / s.name / runs.METRICS).stat().st_mtime_ns for s in specs}
     # more seeds extend the grid; another study in the same folder is refused
-    third = run_grid(request("batch-size", seeds=(0, 1), batch_sizes=(1, 4)), tmp_path,
-                     echo=lambda m: None)
-    assert third["done"] == 4 and len(read_grid(tmp_path)[1]) == 8
+    third = run_grid(request("batch-size", classes=[0], seeds=(0, 1), batch_sizes=(1, 4)),
+                     tmp_path, echo=lambda m: None)
+    assert third["done"] == 2 and len(read_grid(tmp_path)[1]) == 4
     with pytest.raises(UsageError, match="different grid"):
         run_grid(request("edegan"), tmp_path, echo=lambda m: None)
     lines = (tmp_path / "invocations.jsonl").read_text().splitlines()
-    assert [json.loads(x)["done"] for x in lines] == [4, 0, 4]
+    assert [json.loads(x)["done"] for x in lines] == [2, 0, 2]
 
 
 def _reproduce(out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pkdgan.cli", "reproduce", "latent-constraint", *TINY_ARGS,
-           "--epochs", "4", "--classes", "0-1", "--seeds", "1", "--out", str(out), *extra]
+           "--epochs", "4", "--max-train", "60", "--classes", "0-1", "--seeds", "1",
+           "--out", str(out), *extra]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -179,3 +180,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["reproduce", "edegan", *TINY_ARGS, "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert main(["reproduce", "edegan", *TINY_ARGS, "--executor", "local", "--workers", "0",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_missing_ray_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["reproduce", "edegan", *TINY_ARGS, "--classes", "0", "--seeds", "1",
+                 "--executor", "ray", "--out", str(tmp_path)]) == 2
+    assert "pip install 'pkdgan[ray]'" in capsys.readouterr().err
+
+
+def test_stacked_batch1_runs_match_one_by_one(tmp_path):
+    """--stack trains compatible batch-1 runs together (pkdgan.multi); other runs stay single."""
+    bs = build_specs(request("batch-size", classes=(0, 1), seeds=(0, 1), batch_sizes=(1, 8)))
+    groups = tasks(bs, stack=3)
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 1, 3]
+    assert all(s.config["train"]["batch_size"] == 1 for g in groups if len(g) > 1 for s in g)
+    req = request("edegan", classes=(0, 1), seeds=(0,))
+    stacked = run_grid(req, tmp_path / "stacked", stack=2, echo=lambda m: None)
+    single = run_grid(req, tmp_path / "single", echo=lambda m: None)
+    assert stacked["done"] == single["done"] == 2 and stacked["stack"] == 2
+    for s in read_grid(tmp_path / "single")[1]:
+        a = runs.read_json(tmp_path / "stacked" / s.name / runs.METRICS)
+        b = runs.read_json(tmp_path / "single" / s.name / runs.METRICS)
+        assert a["trained_together"] == 2 and abs(a["auroc"] - b["auroc"]) < 0.02

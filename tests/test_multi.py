@@ -13,7 +13,7 @@ from pkdgan import runs
 from pkdgan.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
 from pkdgan.data import OneClassSplit, to_tensor
 from pkdgan.edegan import score_both
-from pkdgan.errors import UsageError
+from pkdgan.errors import DivergenceError, UsageError
 from pkdgan.multi import fit_many, stacked_conv2d, stacked_conv_transpose2d, train_runs
 from pkdgan.train import fit, train_run
 from tests.conftest import bars
@@ -106,9 +106,10 @@ def test_stacked_layers_match_torch() -> None:
     out_t = stacked_conv_transpose2d(x, wt, None, 2, 1)
     for k in range(3):
         for j in range(2):
-            torch.testing.assert_close(out[k, :, j], torch.conv2d(x[k, :, j][None], w[k], stride=2, padding=1)[0])
-            torch.testing.assert_close(out_t[k, :, j], torch.conv_transpose2d(
-                x[k, :, j][None], wt[k], stride=2, padding=1)[0])
+            xi = x[k, :, j][None]
+            torch.testing.assert_close(out[k, :, j], torch.conv2d(xi, w[k], stride=2, padding=1)[0])
+            want_t = torch.conv_transpose2d(xi, wt[k], stride=2, padding=1)[0]
+            torch.testing.assert_close(out_t[k, :, j], want_t)
 
 
 def test_incompatible_configs_are_refused() -> None:
@@ -118,3 +119,41 @@ def test_incompatible_configs_are_refused() -> None:
     b = dataclasses.replace(a, model=dataclasses.replace(a.model, width=8))
     with pytest.raises(UsageError, match="share model"):
         fit_many([a, b], [split(4, 0), split(4, 1)])
+
+
+def test_cli_trains_classes_together_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--normal-class 0-2`` at batch 1: one folder per class; ``--resume`` reads finished ones back."""
+    from pkdgan.cli import main
+
+    args = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",
+            "--epochs", "1", "--max-train", "9", "--max-test", "30", "--normal-class", "0-2",
+            "--no-progress", "--out", str(tmp_path)]
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 3
+    for k in range(3):
+        metrics = runs.read_json(tmp_path / f"class_{k}" / runs.METRICS)
+        assert metrics["normal_class"] == k and metrics["trained_together"] == 3
+    assert main(args + ["--resume"]) == 0
+    assert capsys.readouterr().out.splitlines() == first
+
+
+@pytest.mark.parametrize("policy", ["reinit", "stop"])
+def test_divergence_of_one_model_is_handled_as_alone(float64: None, policy: str) -> None:
+    """A NaN image diverges one model: ``reinit`` recovers it exactly as ``fit`` does, ``stop``
+    stops only that model; the other model is unaffected either way."""
+    cfgs = [config(seed, on_divergence=policy) for seed in (0, 1)]
+    splits = [split(6, seed, torch.float64) for seed in (0, 1)]
+    splits[1].train[2] = float("nan")
+    results = fit_many(cfgs, splits, progress=False)
+    alone, _ = fit(cfgs[0], splits[0], progress=False)
+    assert results[0].error is None
+    assert_same_model(results[0].model, alone, rtol=1e-9, atol=1e-11)
+    if policy == "stop":
+        with pytest.raises(DivergenceError):
+            fit(cfgs[1], splits[1], progress=False)
+        assert results[1].error is not None and "NaN" in str(results[1].error)
+        return
+    alone, info = fit(cfgs[1], splits[1], progress=False)
+    assert results[1].error is None and results[1].info["recoveries"] == info["recoveries"] == 2
+    assert_same_model(results[1].model, alone, rtol=1e-9, atol=1e-11)

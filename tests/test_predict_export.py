@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import pkdgan.plots
 from pkdgan import runs
 from pkdgan.cli import main
+from pkdgan.config import ModelConfig
+from pkdgan.data import OneClassSplit, to_tensor
 from pkdgan.export import onnx_scores, sidecar_path
+from pkdgan.nets import build_generator
 from pkdgan.plots import HISTOGRAM, LOSSES, PLOTS_DIR, RECONSTRUCTIONS, ROC
 from pkdgan.predict import read_files
+from pkdgan.results import finish_run
 from tests.conftest import bars
 
 PLOT_FILES = {ROC, HISTOGRAM, RECONSTRUCTIONS, LOSSES}
@@ -139,3 +144,17 @@ def test_cli_errors_are_one_line(trained: tuple[Path, Path], tmp_path: Path, bad
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pkdgan {argv[0]}: error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_plot_failure_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(pkdgan.plots, "write_run_plots", broken)
+    x = to_tensor(bars(30, 16, vertical=False, seed=0), 16)
+    labels = np.r_[np.zeros(5), np.ones(5)].astype(np.int64)
+    split = OneClassSplit(x[:10], x[10:20], x[20:], labels, labels.copy())
+    generator = build_generator(ModelConfig(image_size=16, nz=4, width=2))
+    with pytest.warns(UserWarning, match="plots not written .*no display"):
+        finish_run(tmp_path, generator, split, "latent", {})
+    assert runs.is_finished(tmp_path)

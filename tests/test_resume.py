@@ -156,6 +156,16 @@ def test_interrupt_between_the_two_checkpoint_writes(reference: Path, tmp_path: 
     assert_same_run(reference, out)
 
 
+def test_resume_passes_over_finished_classes(tmp_path: Path) -> None:
+    """A multi-class run killed at its second class: --resume keeps the finished first one."""
+    args = [*ARGS, "--epochs", "1"]
+    assert main([*args, "--normal-class", "1", "--out", str(tmp_path / "class_1")]) == 0
+    first = (tmp_path / "class_1" / runs.METRICS).read_bytes()
+    assert main([*args, "--normal-class", "1,2", "--out", str(tmp_path), "--resume"]) == 0
+    assert (tmp_path / "class_1" / runs.METRICS).read_bytes() == first
+    assert runs.is_finished(tmp_path / "class_2")
+
+
 def test_atomic_writes_keep_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt, meta = tmp_path / runs.CHECKPOINT, tmp_path / runs.METRICS
     runs.save_tensors(ckpt, {"w": torch.ones(3)}, {"epoch": "1"})

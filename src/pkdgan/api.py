@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from pkdgan import runs
 from pkdgan.config import (
+    SCORES,
     DataConfig,
     DistillConfig,
     LossWeights,
@@ -64,7 +66,7 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[n_hold:], perm[:n_hold]
 
 
-class OneClassDetector(BaseEstimator):
+class OneClassDetector(BaseEstimator, ABC):
     """Scoring, thresholds and persistence shared by the teacher and the student detectors.
 
     Fitted attributes: ``generator_`` (the scoring network, eval mode), ``model_config_``,
@@ -86,8 +88,9 @@ class OneClassDetector(BaseEstimator):
 
     # --- fitting -------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any = None) -> OneClassDetector:  # noqa: ARG002 - sklearn signature
+    def fit(self, X: Any, y: Any = None) -> OneClassDetector:
         """Train on normal images X (``y`` is ignored, as in PyOD); fit the threshold on a held-out slice."""
+        self._check_params()
         channels = self._channels(X)
         x = as_images(X, channels, self._image_size(), self.resize)
         train_idx, hold_idx = holdout_split(len(x), self.holdout_fraction, self.seed)
@@ -103,15 +106,29 @@ class OneClassDetector(BaseEstimator):
         self.calibrate()
         return self
 
+    def _check_params(self) -> None:
+        """Settings that would otherwise only fail after training."""
+        if self.score not in SCORES:
+            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.resize not in ("pad", "bilinear"):
+            raise UsageError(f"resize must be 'pad' or 'bilinear', got {self.resize!r}")
+        for name in ("fpr", "contamination"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise UsageError(f"{name} must be in (0, 1), got {value}")
+
+    @abstractmethod
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
-        raise NotImplementedError
+        """(generator, discriminator or None, run config dict, training info) from ``split.train``."""
 
+    @abstractmethod
     def _image_size(self) -> int:
-        raise NotImplementedError
+        """Side of the square images the model takes."""
 
+    @abstractmethod
     def _channels(self, X: Any) -> int:
-        raise NotImplementedError
+        """Channels of the model to fit on X."""
 
     def _set_model(self, generator: nn.Module, discriminator: nn.Module | None,
                    config: dict[str, Any]) -> None:
@@ -348,6 +365,7 @@ class PKDGAN(OneClassDetector):
     first trained on the same images. ``student`` is a registry name (``student-mnist``...) or a
     ``ModelConfig``; its image shape follows the teacher. The rest are ``DistillConfig`` fields
     (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``).
+    After ``fit``, ``teacher_`` is the teacher that was used.
     """
 
     def __init__(self, *, teacher: EDEGAN | None = None, student: str | ModelConfig = "student-mnist",
@@ -475,6 +493,7 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
     if score is not None:
         params["score"] = score
     det = cls(**{k: v for k, v in params.items() if k in cls().get_params()})
+    det._check_params()
     ckpt = runs.load_tensors(run_dir / runs.CHECKPOINT)
     discriminator = _discriminator(cfg, ckpt, run_dir)
     det._set_model(generator, discriminator, {k: v for k, v in cfg.items() if k != "detector"})

@@ -137,6 +137,11 @@ def one_class_split(cfg: DataConfig, image_size: int, channels: int, seed: int =
         normal = normal[: cfg.max_train]
     if cfg.max_test is not None:
         xte, yte = xte[: cfg.max_test], yte[: cfg.max_test]
+    if len(np.unique(yte == cfg.normal_class)) != 2:  # checked now, not after hours of training
+        raise DataError(
+            f"the {cfg.dataset} test set ({len(yte)} images) needs both normal (class "
+            f"{cfg.normal_class}) and anomalous images for AUROC; raise --max-test"
+        )
     train, holdout = _holdout(to_tensor(normal, image_size, cfg.resize), cfg.holdout_fraction, seed)
     note = ""
     if cfg.dataset == "cifar10" and len(xte) < 10000:
@@ -177,25 +182,32 @@ def list_images(folder: Path) -> list[Path]:
 
 def read_image(path: Path, channels: int) -> np.ndarray:
     """One image file -> uint8 (H, W, channels); 16-bit, float and palette images are converted."""
-    from PIL import Image
-
-    finite = True
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                finite = bool(np.isfinite(arr).all())
-                arr = np.nan_to_num(arr)
-                peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+        with warnings.catch_warnings():
+            # PIL's "corrupt EXIF"-style notes would break the one-line error contract
+            warnings.simplefilter("ignore", UserWarning)
+            arr, finite = _decode_image(path, channels)
     except Exception as e:  # decoders of untrusted files raise many types; all mean "corrupt"
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     if not finite:
         raise DataError(f"{path}: image contains NaN or Inf pixel values")
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _decode_image(path: Path, channels: int) -> tuple[np.ndarray, bool]:
+    from PIL import Image
+
+    finite = True
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(im, dtype=np.float64)
+            finite = bool(np.isfinite(arr).all())
+            arr = np.nan_to_num(arr)
+            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
+        im = im.convert("L" if channels == 1 else "RGB")
+        return np.asarray(im, dtype=np.uint8), finite
 
 
 def detect_channels(paths: list[Path]) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 from pkdgan import runs
 from pkdgan.config import DataConfig, from_dict
 from pkdgan.data import one_class_split
+from pkdgan.errors import UsageError
 from pkdgan.evaluate import evaluate_scores
 from pkdgan.results import load_run_generator, score_split
 
@@ -27,7 +28,10 @@ def evaluate_run(run_dir: Path, data_root: str | None = None,
         data = dict(cfg.get("data", {}))
         if data_root is not None:
             data["data_root"] = data_root
-        data_cfg = from_dict(DataConfig, data)
+        try:
+            data_cfg = from_dict(DataConfig, data)
+        except UsageError as e:  # a bad value in a saved run is a broken file, not a bad argument
+            raise runs.DataError(f"{run_dir / runs.CONFIG}: {e}") from None
         model = cfg["model"]
         split = one_class_split(data_cfg, model["image_size"], model["channels"],
                                 cfg.get("train", {}).get("seed", 0))

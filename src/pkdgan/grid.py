@@ -72,6 +72,70 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
     raise UsageError(f"unknown run kind {spec.kind!r}")
 
 
+def execute_stacked(specs: list[RunSpec], store: str) -> list[Result]:
+    """Batch-1 EDE-GAN runs trained together by ``multi.train_runs`` (one vectorised pass).
+
+    Same files and resume as ``execute_spec``; a divergence fails only the runs left unfinished.
+    """
+    from pkdgan.config import RunConfig
+    from pkdgan.multi import train_runs
+
+    todo = [s for s in specs if not runs.is_finished(run_dir(Path(store), s))]
+    t0 = time.perf_counter()
+    error = None
+    if todo:
+        try:
+            train_runs([RunConfig.from_dict(s.config) for s in todo],
+                       [run_dir(Path(store), s) for s in todo], resume=True, progress=False)
+        except PkdganError as e:
+            error = str(e)
+    seconds = (time.perf_counter() - t0) / max(len(todo), 1)
+    out = []
+    for s in specs:
+        path = run_dir(Path(store), s)
+        if s not in todo:
+            out.append({"name": s.name, "status": "skipped", "seconds": 0.0})
+        elif runs.is_finished(path):
+            out.append({"name": s.name, "status": "done", "seconds": seconds,
+                        "auroc": runs.read_json(path / runs.METRICS).get("auroc")})
+        else:
+            out.append({"name": s.name, "status": "failed", "seconds": seconds, "error": error})
+    return out
+
+
+def execute_task(task: list[RunSpec], store: str) -> list[Result]:
+    """A task is one run, or several stackable ones (see ``tasks``)."""
+    return execute_stacked(task, store) if len(task) > 1 else [execute_spec(task[0], store)]
+
+
+def _stack_key(spec: RunSpec) -> str | None:
+    """Runs that ``multi`` may train together share this key (only data, seed, epochs differ)."""
+    if spec.kind != "edegan" or spec.config["train"]["batch_size"] != 1:
+        return None
+    c = json.loads(json.dumps(spec.config))
+    for k in ("seed", "epochs"):
+        c["train"].pop(k)
+    c.pop("data")
+    return json.dumps(c, sort_keys=True)
+
+
+def tasks(specs: list[RunSpec], stack: int) -> list[list[RunSpec]]:
+    """Group stackable batch-1 runs ``stack`` at a time; every other run is a task of its own."""
+    if stack <= 1:
+        return [[s] for s in specs]
+    groups: dict[str | None, list[RunSpec]] = {}
+    out: list[list[RunSpec]] = []
+    for s in specs:
+        key = _stack_key(s)
+        if key is None:
+            out.append([s])
+        else:
+            groups.setdefault(key, []).append(s)
+    for g in groups.values():
+        out.extend(g[i:i + stack] for i in range(0, len(g), stack))
+    return out
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -79,25 +143,27 @@ def _init_worker(threads: int) -> None:
 
 
 def run_local(specs: list[RunSpec], store: Path, workers: int,
-              on_result: Callable[[Result], None]) -> None:
+              on_result: Callable[[Result], None], stack: int = 1) -> None:
     """Sequential for one worker, else a spawn-context process pool; stage by stage."""
     for stage in sorted({s.stage for s in specs}):
-        todo = [s for s in specs if s.stage == stage]
+        todo = tasks([s for s in specs if s.stage == stage], stack)
         if workers <= 1:
-            for spec in todo:
-                on_result(execute_spec(spec, str(store)))
+            for task in todo:
+                for r in execute_task(task, str(store)):
+                    on_result(r)
             continue
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(execute_spec, spec, str(store)) for spec in todo]
+            futures = [pool.submit(execute_task, task, str(store)) for task in todo]
             for f in as_completed(futures):
-                on_result(f.result())
+                for r in f.result():
+                    on_result(r)
 
 
 def run_ray(specs: list[RunSpec], store: Path, address: str | None,
-            on_result: Callable[[Result], None]) -> None:
-    """One Ray task (1 CPU) per run. Workers must see ``store`` at the same path (shared FS)."""
+            on_result: Callable[[Result], None], stack: int = 1) -> None:
+    """One Ray task (1 CPU) per run or stack. Workers must see ``store`` at the same path."""
     try:
         import ray
     except ImportError:
@@ -106,12 +172,14 @@ def run_ray(specs: list[RunSpec], store: Path, address: str | None,
     if started:
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     try:
-        task = ray.remote(num_cpus=1)(execute_spec)
+        remote = ray.remote(num_cpus=1)(execute_task)
         for stage in sorted({s.stage for s in specs}):
-            pending = [task.remote(s, str(store)) for s in specs if s.stage == stage]
+            pending = [remote.remote(t, str(store))
+                       for t in tasks([s for s in specs if s.stage == stage], stack)]
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                on_result(ray.get(done[0]))
+                for r in ray.get(done[0]):
+                    on_result(r)
     finally:
         if started:
             ray.shutdown()
@@ -165,19 +233,23 @@ def machine() -> dict[str, Any]:
 
 
 def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, executor: str = "local",
-             workers: int = 1, address: str | None = None, command: str = "",
+             workers: int = 1, address: str | None = None, command: str = "", stack: int = 1,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write grid.json, run every unfinished run, log the invocation; returns the summary."""
+    """Write grid.json, run every unfinished run, log the invocation; returns the summary.
+
+    ``stack`` > 1 trains up to that many compatible batch-1 EDE-GAN runs together with
+    ``multi.train_runs`` (same results as one by one, see tests/test_multi.py).
+    """
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if workers < 1 or stack < 1:
+        raise UsageError(f"--workers and --stack must be >= 1, got {workers} and {stack}")
     grid_dir = Path(grid_dir)
     store = Path(store) if store is not None else grid_dir
     specs = write_grid(grid_dir, req, build_specs(req), store, command)
     todo = [s for s in specs if not runs.is_finished(run_dir(store, s))]
     echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(todo)} already "
-         f"finished, {len(todo)} to run ({executor}, workers {workers})")
+         f"finished, {len(todo)} to run ({executor}, workers {workers}, stack {stack})")
     results: list[Result] = []
     t0 = time.time()
 
@@ -188,10 +260,10 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
              f"({r['seconds']:.1f} s)")
 
     if executor == "ray":
-        run_ray(todo, store, address, on_result)
+        run_ray(todo, store, address, on_result, stack)
     else:
-        run_local(todo, store, workers, on_result)
-    summary = _log_invocation(grid_dir, t0, results, executor, workers, command)
+        run_local(todo, store, workers, on_result, stack)
+    summary = _log_invocation(grid_dir, t0, results, executor, workers, stack, command)
     failed = [r for r in results if r["status"] == "failed"]
     echo(f"done in {summary['wall_seconds']:.0f} s: {summary['done']} trained, "
          f"{summary['skipped']} skipped, {len(failed)} failed")
@@ -199,7 +271,7 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
 
 
 def _log_invocation(grid_dir: Path, t0: float, results: Iterable[Result], executor: str,
-                    workers: int, command: str) -> dict[str, Any]:
+                    workers: int, stack: int, command: str) -> dict[str, Any]:
     results = list(results)
     summary = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
@@ -209,7 +281,8 @@ def _log_invocation(grid_dir: Path, t0: float, results: Iterable[Result], execut
         "skipped": sum(r["status"] == "skipped" for r in results),
         "failed": [{"name": r["name"], "error": r.get("error")} for r in results
                    if r["status"] == "failed"],
-        "executor": executor, "workers": workers, "command": command, "machine": machine(),
+        "executor": executor, "workers": workers, "stack": stack, "command": command,
+        "machine": machine(),
     }
     with (grid_dir / LOG_FILE).open("a") as f:
         f.write(json.dumps(summary, sort_keys=True) + "\n")

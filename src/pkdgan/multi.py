@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.optim.adam import adam as adam_update
 from torch import nn
+from torch.optim.adam import adam as adam_update
 from tqdm.auto import tqdm
 
 from pkdgan import runs
@@ -46,8 +46,10 @@ from pkdgan.errors import DivergenceError, UsageError
 from pkdgan.losses import discriminator_loss, generator_loss
 from pkdgan.nets import weights_init
 from pkdgan.train import (
+    MAX_RECOVERIES,
     EpochLog,
     GanState,
+    _kept,
     check_finite,
     load_training_state,
     prepare_run_dir,
@@ -64,6 +66,59 @@ D_BN_UPDATES = (0, 1, 0, 1)
 # Stacked layers. Activations are (K, C, n, H, W): model, channel, image of that model, space.
 
 
+class _Sink:
+    """Where the stacked layers of one network put their weight gradients.
+
+    ``buffers`` are persistent, so a step allocates (and page-faults in) no weight-sized
+    gradient tensors; ``weights`` is False while G's loss is back-propagated through D, whose
+    weight gradients that pass would only discard.
+    """
+
+    def __init__(self, buffers: dict[str, torch.Tensor] | None = None) -> None:
+        self.buffers = buffers if buffers is not None else {}
+        self.weights = True
+
+
+def _gemv_or_bmm(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """w @ a per model; one column per model goes through ``mv`` (MKL's batched GEMM is ~2x
+    slower than matrix-vector products at these shapes, measured)."""
+    if a.shape[-1] == 1:
+        return torch.stack([torch.mv(w[k], a[k, :, 0]) for k in range(w.shape[0])]).unsqueeze(-1)
+    return torch.bmm(w, a)
+
+
+class _WeightProduct(torch.autograd.Function):
+    """Per-model ``w @ a`` (``left``) or ``a @ w`` with every product reading ``w`` row-major.
+
+    Autograd's own bmm backward streams the weight transposed for the input gradient, 2-5x
+    slower at batch-1 shapes (measured). The weight gradient is written in ``w``'s layout into
+    the sink's buffer when it has one (each weight is used once per step), else returned.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, a: torch.Tensor, left: bool, sink: _Sink,
+                name: str) -> torch.Tensor:
+        ctx.save_for_backward(w, a)
+        ctx.left, ctx.sink, ctx.name = left, sink, name
+        return _gemv_or_bmm(w, a) if left else torch.bmm(a, w)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        w, a = ctx.saved_tensors
+        ga = gw = None
+        if ctx.needs_input_grad[1]:
+            ga = (torch.bmm(g.transpose(1, 2), w).transpose(1, 2) if ctx.left
+                  else _gemv_or_bmm(w, g.transpose(1, 2)).transpose(1, 2))
+        if ctx.needs_input_grad[0] and ctx.sink.weights:
+            buf = ctx.sink.buffers.get(ctx.name)
+            out = None if buf is None else buf.view(w.shape)
+            lhs, rhs = (g, a.transpose(1, 2)) if ctx.left else (a.transpose(1, 2), g)
+            gw = torch.bmm(lhs, rhs, out=out) if out is not None else torch.bmm(lhs, rhs)
+            if out is not None:
+                gw = None
+        return gw, ga, None, None, None
+
+
 def _unfold(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Tensor:
     """im2col per model: (K, C, n, H, W) -> (K, C*k*k, n*L), images side by side."""
     k_models, c, n, h, w = x.shape
@@ -75,30 +130,34 @@ def _unfold(x: torch.Tensor, kernel: int, stride: int, padding: int) -> torch.Te
                       for j in range(n)], dim=2)
 
 
-def stacked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                   stride: int, padding: int) -> torch.Tensor:
-    """``conv2d`` of each model's images with its own weight (K, O, C, k, k): one bmm."""
+def stacked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                   padding: int, sink: _Sink | None = None, name: str = "") -> torch.Tensor:
+    """``conv2d`` of each model's images with its own weight (K, O, C, k, k): one GEMM each."""
     k_models, _, n, h, _ = x.shape
     kernel = weight.shape[-1]
-    out = torch.bmm(weight.reshape(k_models, weight.shape[1], -1), _unfold(x, kernel, stride, padding))
+    cols = _unfold(x, kernel, stride, padding)
+    out = _WeightProduct.apply(weight.reshape(k_models, weight.shape[1], -1), cols, True,
+                               sink or _Sink(), name)
     if bias is not None:
         out = out + bias.unsqueeze(-1)
     size = (h + 2 * padding - kernel) // stride + 1
     return out.view(k_models, weight.shape[1], n, size, size)
 
 
-def stacked_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             stride: int, padding: int) -> torch.Tensor:
-    """``conv_transpose2d`` per model (weight (K, C, O, k, k)): one bmm, then col2im (fold)."""
+def stacked_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                             padding: int, sink: _Sink | None = None, name: str = "") -> torch.Tensor:
+    """``conv_transpose2d`` per model (weight (K, C, O, k, k)): one GEMM, then col2im (fold)."""
     k_models, c, n, h, w = x.shape
     o, kernel = weight.shape[2], weight.shape[-1]
-    cols = torch.bmm(weight.reshape(k_models, c, -1).transpose(1, 2), x.reshape(k_models, c, n * h * w))
+    cols_t = _WeightProduct.apply(weight.reshape(k_models, c, -1),
+                                  x.reshape(k_models, c, n * h * w).transpose(1, 2), False,
+                                  sink or _Sink(), name)
     size = (h - 1) * stride - 2 * padding + kernel
     if (h, w) == (1, 1) and padding == 0:  # 1x1 code -> k x k map: the columns are the map
-        out = cols.view(k_models, o, kernel, kernel, n).permute(0, 1, 4, 2, 3)
+        out = cols_t.view(k_models, n, o, kernel, kernel).transpose(1, 2)
     else:
-        cols = cols.view(k_models, o * kernel * kernel, n, h * w)
-        out = torch.stack([F.fold(cols[:, :, j], size, kernel, padding=padding, stride=stride)
+        cols = cols_t.view(k_models, n, h * w, o * kernel * kernel).transpose(2, 3)
+        out = torch.stack([F.fold(cols[:, j], size, kernel, padding=padding, stride=stride)
                            for j in range(n)], dim=2)
     if bias is not None:
         out = out + bias.view(k_models, o, 1, 1, 1)
@@ -147,18 +206,24 @@ class _Group:
     exp_avg: dict[str, torch.Tensor]
     exp_avg_sq: dict[str, torch.Tensor]
     steps: torch.Tensor  # (n_params, K): Adam's step count per parameter tensor and model
-    rows: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = (
-        field(default_factory=lambda: ([], [], [], [])))
+    sink: _Sink = field(default_factory=_Sink)
+    rows: tuple[list[torch.Tensor], ...] = ()
 
     def __post_init__(self) -> None:
         names = list(self.params)
         k_models = self.steps.shape[1]
-        self.rows = (
-            [self.params[n].detach()[k] for n in names for k in range(k_models)],
-            [self.exp_avg[n][k] for n in names for k in range(k_models)],
-            [self.exp_avg_sq[n][k] for n in names for k in range(k_models)],
-            [self.steps[i, k] for i in range(len(names)) for k in range(k_models)],
-        )
+        self.sink = _Sink({n: torch.zeros_like(p) for n, p in self.params.items()})
+        self.rows = tuple([t[n].detach()[k] for n in names for k in range(k_models)]
+                          for t in (self.params, self.sink.buffers, self.exp_avg, self.exp_avg_sq))
+        self.rows += ([self.steps[i, k] for i in range(len(names)) for k in range(k_models)],)
+
+    def collect_grads(self) -> None:
+        """Move autograd's gradients (BatchNorm, biases) into the persistent buffers."""
+        with torch.no_grad():
+            for n, p in self.params.items():
+                if p.grad is not None:
+                    self.sink.buffers[n].copy_(p.grad)
+                    p.grad = None
 
 
 def _module_buffers(module: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
@@ -213,10 +278,11 @@ class StackedGan:
         p = group.params
         bias = p.get(f"{name}.bias")
         if isinstance(module, nn.Conv2d):
-            return stacked_conv2d(x, p[f"{name}.weight"], bias, module.stride[0], module.padding[0])
+            return stacked_conv2d(x, p[f"{name}.weight"], bias, module.stride[0], module.padding[0],
+                                  group.sink, f"{name}.weight")
         if isinstance(module, nn.ConvTranspose2d):
             return stacked_conv_transpose2d(x, p[f"{name}.weight"], bias, module.stride[0],
-                                            module.padding[0])
+                                            module.padding[0], group.sink, f"{name}.weight")
         if isinstance(module, nn.BatchNorm2d):
             return stacked_batch_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], group.buffers[name],
                                       module, updates)
@@ -265,20 +331,20 @@ class StackedGan:
         terms = torch.func.vmap(functools.partial(generator_loss, weights=run.loss, cfg=self.cfg))(
             x.unsqueeze(1), z, x_hat, z_hat, feat_real, feat_fake)
         g_params = list(self.g.params.values())
+        self.d.sink.weights = False  # D's weight gradients from G's loss would be discarded
         terms["total"].sum().backward(inputs=g_params, retain_graph=True)
+        self.d.sink.weights = True
         self._adam(self.g)
         loss_d = torch.func.vmap(discriminator_loss)(logit[:, :1], logit[:, 1:])
         loss_d.sum().backward(inputs=list(self.d.params.values()))
         self._adam(self.d)
         out = torch.stack([terms[k] for k in ("adversarial", "contextual", "latent", "constraint",
                                               "total")] + [loss_d]).detach()
-        for p in g_params + list(self.d.params.values()):
-            p.grad = None
         return out.cpu().tolist()
 
     def _adam(self, group: _Group) -> None:
-        params, m, v, steps = group.rows
-        grads = [g for p in group.params.values() for g in p.grad.unbind(0)]
+        group.collect_grads()
+        params, grads, m, v, steps = group.rows
         with torch.no_grad():
             adam_update(params, grads, m, v, [], steps, **self.adam)
 
@@ -472,13 +538,11 @@ def _end_epoch(m: _Member, stack: StackedGan, i: int) -> None:
 
 def _diverged(m: _Member, stack: StackedGan, i: int, err: DivergenceError) -> None:
     """``train.fit``'s ``on_divergence`` handling for one model; sets ``m.error`` when it stops."""
-    from pkdgan.train import MAX_RECOVERIES
-
     recoveries = m.info.get("recoveries", 0)
     if m.good is None or recoveries >= MAX_RECOVERIES:
         tried = f" after {recoveries} recoveries" if recoveries else ""
-        where = m.run_dir if m.run_dir is not None else f"model {i}"
-        m.error = DivergenceError(f"{where}: {err}{tried}")
+        name = f"{m.run_dir}: " if m.run_dir is not None else ""
+        m.error = DivergenceError(f"{name}{err}{tried}; {_kept(m.run_dir, m.epoch)}")
         return
     m.info["recoveries"] = recoveries + 1
     stack.restore(i, m.good)
@@ -576,15 +640,28 @@ def train_runs(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], resume: bool
                progress: bool = True) -> list[dict[str, Any]]:
     """``train.train_run`` for several run folders trained together; metrics per folder.
 
-    Runs that finished are scored and written before a divergence of another is reported.
+    With ``resume``, folders that already finished with the same config are read back, not
+    retrained (as ``train_run`` does). Runs that finish are scored and written before a
+    divergence of another is reported.
     """
     from pkdgan.data import one_class_split
     from pkdgan.results import finish_run
 
-    splits = [one_class_split(c.data, c.model.image_size, c.model.channels, c.train.seed) for c in cfgs]
-    results = fit_many(cfgs, splits, run_dirs, resume=resume, progress=progress)
-    metrics, errors = [], []
-    for cfg, split, run_dir, res in zip(cfgs, splits, run_dirs, results, strict=True):
+    metrics: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+        saved = runs.read_json(run_dir / runs.CONFIG) if resume and runs.is_finished(run_dir) else None
+        if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
+            metrics[i] = runs.read_json(run_dir / runs.METRICS)
+        else:
+            todo.append(i)
+    splits = {i: one_class_split(cfgs[i].data, cfgs[i].model.image_size, cfgs[i].model.channels,
+                                 cfgs[i].train.seed) for i in todo}
+    results = fit_many([cfgs[i] for i in todo], [splits[i] for i in todo], [run_dirs[i] for i in todo],
+                       resume=resume, progress=progress) if todo else []
+    errors = []
+    for i, res in zip(todo, results, strict=True):
+        cfg, split, run_dir = cfgs[i], splits[i], run_dirs[i]
         if res.error is not None:
             errors.append(str(res.error))
             continue
@@ -592,8 +669,8 @@ def train_runs(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], resume: bool
                             "batch_size": cfg.train.batch_size, "width": cfg.model.width,
                             "seed": cfg.train.seed, "config_hash": cfg.hash(),
                             "n_holdout": len(split.holdout)}
-        metrics.append(finish_run(run_dir, res.model.generator, split, cfg.train.score, extra))
+        metrics[i] = finish_run(run_dir, res.model.generator, split, cfg.train.score, extra)
         (run_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
     if errors:
         raise DivergenceError("; ".join(errors))
-    return metrics
+    return [metrics[i] for i in range(len(cfgs))]

@@ -138,11 +138,10 @@ def warn_resized(sizes: set[tuple[int, int]], image_size: int, resize: str) -> N
                   f"(resize mode {resize})", stacklevel=3)
 
 
-def read_files(paths: Sequence[Path], channels: int, image_size: int, resize: str,
-               warn: bool = True) -> torch.Tensor:
+def read_files(paths: Sequence[Path], channels: int, image_size: int, resize: str) -> torch.Tensor:
     """Image files -> one tensor; off-size images are announced with one warning."""
     x, sizes = _read(paths, channels, image_size, resize)
-    if sizes and warn:
+    if sizes:
         warn_resized(sizes, image_size, resize)
     return x
 

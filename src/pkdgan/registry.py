@@ -61,6 +61,11 @@ MODEL_NAMES: list[str] = list(REGISTRY)
 STUDENT_NAMES: list[str] = [e.name for e in _ENTRIES if e.is_student]
 
 
+# Which student ``distill`` and ``demo`` use when none is named (digits are MNIST-like).
+DEFAULT_STUDENT = {"mnist": "student-mnist", "digits": "student-mnist", "fmnist": "student-fmnist",
+                   "cifar10": "student-cifar10"}
+
+
 def get_entry(name: str) -> RegisteredModel:
     try:
         return REGISTRY[name]

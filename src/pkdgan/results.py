@@ -91,13 +91,17 @@ def load_run_generator(run_dir: Path) -> tuple[dict[str, Any], nn.Module]:
     ``model`` config and the checkpoint holds its weights under ``generator.``.
     """
     from pkdgan.config import ModelConfig, from_dict
+    from pkdgan.errors import UsageError
     from pkdgan.nets import build_generator
 
     run_dir = runs.require_run(Path(run_dir))
     cfg = runs.read_json(run_dir / runs.CONFIG)
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise runs.DataError(f"{run_dir / runs.CONFIG}: no model config in it")
-    model_cfg = from_dict(ModelConfig, cfg["model"])
+    try:
+        model_cfg = from_dict(ModelConfig, cfg["model"])
+    except UsageError as e:  # a bad value in a saved run is a broken file, not a bad argument
+        raise runs.DataError(f"{run_dir / runs.CONFIG}: {e}") from None
     generator = build_generator(model_cfg)
     path = run_dir / runs.CHECKPOINT
     state = runs.unflatten_state("generator", runs.load_tensors(path))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from pkdgan.errors import DataError
 
@@ -84,15 +84,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     """safetensors file written atomically; tensors are made contiguous CPU copies."""
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=meta)
-        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file as 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(flat, metadata=meta))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -151,10 +151,9 @@ def load_training_state(run_dir: Path, state: GanState, shuffle: torch.Generator
     """Restore the last completed epoch; returns (epochs done, extra info)."""
     ts_path = run_dir / runs.TRAIN_STATE
     ts = runs.load_tensors(ts_path)
-    path = ts_path
-    if not any(k.startswith("generator.") for k in ts):  # written before weights moved in here
-        path = run_dir / runs.CHECKPOINT
-    weights = runs.load_tensors(path) if path != ts_path else ts
+    # states written before the weights moved in here take them from the checkpoint
+    path = ts_path if any(k.startswith("generator.") for k in ts) else run_dir / runs.CHECKPOINT
+    weights = ts if path == ts_path else runs.load_tensors(path)
     runs.load_module_state(state.model.generator, runs.unflatten_state("generator", weights), path)
     runs.load_module_state(
         state.model.discriminator, runs.unflatten_state("discriminator", weights), path
@@ -179,8 +178,8 @@ MAX_RECOVERIES = 3
 
 
 def _snapshot(state: GanState) -> dict[str, Any]:
-    """In-memory copy of the last good generator state: recovery then also works in epoch 1
-    and without a run folder."""
+    """In-memory copy of the last good model and generator-optimizer state: recovery then
+    also works in epoch 1 and without a run folder."""
     return copy.deepcopy({"model": state.model.state_dict(), "opt_g": state.opt_g.state_dict()})
 
 
@@ -296,6 +295,10 @@ def train_run(cfg: RunConfig, run_dir: Path, resume: bool = False,
     from pkdgan.data import one_class_split
     from pkdgan.results import finish_run
 
+    if resume and runs.is_finished(run_dir):  # e.g. the classes a killed multi-class run had done
+        saved = runs.read_json(run_dir / runs.CONFIG)
+        if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
+            return runs.read_json(run_dir / runs.METRICS)
     split = one_class_split(cfg.data, cfg.model.image_size, cfg.model.channels, cfg.train.seed)
     model, info = fit(cfg, split, run_dir, resume=resume, progress=progress)
     extra = info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", required=True, type=Path,
                    help="finished teacher run folder, or a folder of class_K run folders")
     p.add_argument("--student", default=None,
-                   help="registry name (see `pkdgan flops`); default student-<teacher's dataset>")
+                   help="registry name (see `pkdgan flops`); default: the teacher's dataset's")
     p.add_argument("--width", type=int, default=None, help="override the student's width")
     p.add_argument("--nz", type=int, default=None, help="override the student's latent size")
     p.add_argument("--mode", default="progressive", choices=DISTILL_MODES)
@@ -81,14 +81,14 @@ def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:
 def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 - str | ModelConfig
     """Registry name, or the registry config with --width/--nz overrides applied."""
     from pkdgan import runs
-    from pkdgan.registry import REGISTRY, get_config
+    from pkdgan.registry import DEFAULT_STUDENT, get_config
 
     name = args.student
     if name is None:
         dataset = runs.read_json(teacher_dir / runs.CONFIG).get("data", {}).get("dataset")
-        name = f"student-{dataset}"
-        if name not in REGISTRY:
-            raise UsageError(f"no registered student for dataset {dataset!r}; pass --student")
+        if dataset not in DEFAULT_STUDENT:
+            raise UsageError(f"no default student for dataset {dataset!r}; pass --student")
+        name = DEFAULT_STUDENT[dataset]
     if args.width is None and args.nz is None:
         return name
     from pkdgan.config import ModelConfig, from_dict

@@ -59,8 +59,15 @@ def main(args: argparse.Namespace) -> int:
         dirs = [out]
     else:
         dirs = [out / f"class_{k}" for k in classes]
-    for cfg, run_dir in zip(configs, dirs, strict=True):
-        metrics = train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    if len(configs) > 1 and args.batch_size == 1:
+        # batch size 1 leaves the CPU idle: the classes train together, one model each (multi.py)
+        from pkdgan.multi import train_runs
+
+        all_metrics = train_runs(configs, dirs, resume=args.resume, progress=not args.no_progress)
+    else:
+        all_metrics = (train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+                       for cfg, run_dir in zip(configs, dirs, strict=True))
+    for cfg, run_dir, metrics in zip(configs, dirs, all_metrics, strict=True):
         print(json.dumps({"run": str(run_dir), "normal_class": cfg.data.normal_class,
                           "auroc": round(metrics["auroc"], 4), "aupr": round(metrics["aupr"], 4)}))
     return 0

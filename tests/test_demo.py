@@ -1,0 +1,33 @@
+"""``pkdgan demo`` end to end, shortened with its own flags (one class, one epoch per arm)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pkdgan.cli import main
+
+FAST = ["demo", "--classes", "2", "--teacher-epochs", "1", "--step1-epochs", "1",
+        "--step2-epochs", "1", "--max-train", "16", "--max-test", "60"]
+
+
+def test_demo_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*FAST, "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert list(rows) == ["teacher", "student alone", "P-KDGAN student", "teacher after step 2"]
+    assert rows["teacher"]["width"] == 64 and rows["P-KDGAN student"]["width"] == 3
+    assert rows["teacher"]["flops"] > 50 * rows["P-KDGAN student"]["flops"]
+    assert all(0.0 <= r["auroc_mean"] <= 1.0 and r["images_per_second"] > 0 for r in rows.values())
+    for arm in ("teacher", "alone", "pkdgan"):
+        assert (tmp_path / "class_2" / arm / "metrics.json").is_file()
+    metrics = json.loads((tmp_path / "class_2" / "pkdgan" / "metrics.json").read_text())
+    assert rows["P-KDGAN student"]["auroc_per_class"] == [metrics["auroc"]]
+
+
+def test_demo_text_table_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(FAST) == 0
+    text = capsys.readouterr().out
+    assert "P-KDGAN student" in text and "student alone" in text and "images/s" in text
+    assert main(["demo", "--step2-epochs", "0"]) == 2
+    assert "--step2-epochs must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,267 @@
+"""P-KDGAN distillation: loss terms, the four structures, progressive steps, run folders."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pkdgan import runs
+from pkdgan.cli import main
+from pkdgan.config import DataConfig, DistillConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.distill import (
+    STRUCTURES,
+    Pair,
+    distill,
+    distill_run,
+    distill_step,
+    make_projection,
+    teacher_outputs,
+)
+from pkdgan.edegan import EDEGANModel
+from pkdgan.errors import UsageError
+from pkdgan.evaluate_run import evaluate_run
+from pkdgan.flops import model_cost
+from pkdgan.losses import (
+    distillation_image_loss,
+    distillation_loss,
+    distillation_z_loss,
+    distillation_zhat_loss,
+)
+from pkdgan.registry import get_config
+from pkdgan.results import load_run_generator
+from pkdgan.train import GanState, fit, train_run
+from tests.test_integration import bars_split
+
+TEACHER = ModelConfig(image_size=16, channels=1, nz=16, width=8)
+STUDENT = ModelConfig(image_size=16, channels=1, nz=8, width=2)
+FAST = {"batch_size": 8, "seed": 0, "device": "cpu"}
+
+
+def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- loss terms ------------------------------------------------------------------------------
+
+
+def test_distillation_terms_hand_computed() -> None:
+    zs, zt = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    xs, xt = torch.tensor([[0.5, -0.5, 1.0, 0.0]]), torch.zeros(1, 4)
+    hs, ht = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    assert distillation_z_loss(zs, zt).item() == pytest.approx((1 + 4) / 2)
+    assert distillation_image_loss(xs, xt).item() == pytest.approx(2.0 / 4)
+    assert distillation_zhat_loss(hs, ht).item() == pytest.approx(9 / 2)
+    k = distillation_loss((zs, xs, hs), (zt, xt, ht), w1=2.0, wx=10.0, w2=0.5)
+    assert k["k1"].item() == pytest.approx(2.5) and k["kx"].item() == pytest.approx(0.5)
+    assert k["k2"].item() == pytest.approx(4.5)
+    assert k["total"].item() == pytest.approx(2 * 2.5 + 10 * 0.5 + 0.5 * 4.5)
+
+
+def test_projection_only_when_latent_sizes_differ() -> None:
+    assert isinstance(make_projection(16, 16), torch.nn.Identity)
+    p = make_projection(8, 16)
+    assert isinstance(p, torch.nn.Linear) and tuple(p.weight.shape) == (16, 8)
+
+
+def test_distill_config_validation_and_schedule() -> None:
+    assert DistillConfig().schedule() == ((2, 10), (3, 5))
+    assert DistillConfig(mode="single", structure=4, epochs=3).schedule() == ((4, 3),)
+    assert DistillConfig(mode="alone", epochs=7).total_epochs() == 7
+    with pytest.raises(UsageError, match="step 1 learns from a frozen teacher"):
+        DistillConfig(step1_structure=3)
+    with pytest.raises(UsageError, match="step 2 trains teacher and student jointly"):
+        DistillConfig(step2_structure=2)
+    with pytest.raises(UsageError, match="nothing to distil"):
+        DistillConfig(w1=0, wx=0, w2=0)
+    with pytest.raises(UsageError, match="batch size"):
+        DistillConfig(batch_size=0)
+    d = DistillConfig(mode="single", gan=LossWeights(contextual=20.0), teacher_lr=1e-4)
+    assert DistillConfig.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+
+
+# --- single steps of each structure ----------------------------------------------------------
+
+
+def make_pair() -> Pair:
+    torch.manual_seed(0)
+    t = TrainConfig()
+    dev = torch.device("cpu")
+    student, teacher = GanState.create(STUDENT, t, dev), GanState.create(TEACHER, t, dev)
+    projection = make_projection(STUDENT.nz, TEACHER.nz)
+    student.opt_g = torch.optim.Adam([*student.model.generator.parameters(),
+                                      *projection.parameters()], lr=t.lr)
+    return Pair(student, teacher, projection)
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
+def test_each_structure_trains_exactly_the_models_it_names(number: int) -> None:
+    pair, structure = make_pair(), STRUCTURES[number]
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    pair.set_structure(structure)
+    target = None if structure.teacher_trained else tuple(
+        a[:4] for a in teacher_outputs(pair.teacher.model.generator, x))
+    before = {name: state_of(m) for name, m in (
+        ("tg", pair.teacher.model.generator), ("td", pair.teacher.model.discriminator),
+        ("sg", pair.student.model.generator), ("sd", pair.student.model.discriminator),
+        ("proj", pair.projection))}
+    losses = distill_step(pair, x, structure, DistillConfig(), target)  # type: ignore[arg-type]
+    after = {"tg": pair.teacher.model.generator, "td": pair.teacher.model.discriminator,
+             "sg": pair.student.model.generator, "sd": pair.student.model.discriminator,
+             "proj": pair.projection}
+    moved = {k for k, m in after.items() if not same(before[k], state_of(m))}
+    expected = {"sg", "proj"} | ({"sd"} if structure.student_gan else set()) | (
+        {"tg", "td"} if structure.teacher_trained else set())
+    assert moved == expected
+    assert {"k1", "kx", "k2", "k_total"} <= set(losses)
+    assert ("s_g_total" in losses) == structure.student_gan
+    assert ("t_g_total" in losses) == structure.teacher_trained
+
+
+# --- whole distillations ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bars_teacher() -> tuple[EDEGANModel, object]:
+    split = bars_split()
+    cfg = RunConfig(model=TEACHER, data=DataConfig(dataset="folder"),
+                    train=TrainConfig(epochs=2, batch_size=1, seed=0, device="cpu"))
+    model, _ = fit(cfg, split, progress=False)
+    return model, split
+
+
+def test_frozen_step_keeps_teacher_bit_identical(bars_teacher) -> None:  # noqa: ANN001
+    teacher, split = clone(bars_teacher[0]), bars_teacher[1]
+    before = state_of(teacher)
+    dcfg = DistillConfig(mode="single", structure=2, epochs=1, **FAST)
+    _, after, info = distill(teacher, STUDENT, split, dcfg, progress=False)
+    assert same(before, state_of(after)) and not info["teacher_changed"]
+    assert info["teacher_auroc_after"] == info["teacher_auroc_before"]
+
+
+def clone(model: EDEGANModel) -> EDEGANModel:
+    copy = EDEGANModel(model.cfg)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> None:  # noqa: ANN001
+    teacher0, split = bars_teacher
+    teacher = clone(teacher0)
+    dcfg = DistillConfig(mode="progressive", step1_epochs=2, step2_epochs=1, seed=0,
+                         batch_size=2, device="cpu")
+    student, after, info = distill(teacher, STUDENT, split, dcfg, progress=False)
+    assert info["teacher_changed"] and not same(state_of(teacher0), state_of(after))
+    assert info["teacher_auroc_before"] > 0.5
+    assert 0.0 <= info["teacher_auroc_after"] <= 1.0
+    assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
+    from pkdgan.distill import auroc
+
+    assert auroc(student.generator, split, "latent") > 0.75
+
+
+def test_student_inits_like_alone_baseline() -> None:
+    """Same seed -> the distilled student and the alone baseline start from the same weights."""
+    torch.manual_seed(3)
+    a = EDEGANModel(STUDENT)
+    torch.manual_seed(3)
+    b = GanState.create(STUDENT, TrainConfig(), torch.device("cpu")).model
+    assert same(state_of(a), state_of(b))
+
+
+# --- run folders and CLI (digits: no files needed) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = RunConfig(model=dataclasses.replace(get_config("student-mnist"), width=4, nz=16),
+                    data=DataConfig(dataset="digits", normal_class=1, max_train=24, max_test=80),
+                    train=TrainConfig(epochs=1, batch_size=4, seed=0, device="cpu"))
+    train_run(cfg, out, progress=False)
+    return out
+
+
+def test_distill_run_writes_a_normal_run_folder(teacher_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    dcfg = DistillConfig(mode="progressive", step1_epochs=1, step2_epochs=1, **FAST)
+    m = distill_run(teacher_run, "student-mnist", dcfg, out, progress=False)
+    cfg = runs.read_json(out / runs.CONFIG)
+    assert cfg["kind"] == "distill" and cfg["model"] == dataclasses.asdict(get_config("student-mnist"))
+    assert cfg["data"]["normal_class"] == 1 and cfg["distill"]["mode"] == "progressive"
+    assert cfg["teacher_run"] == str(teacher_run.resolve())
+    keys = runs.load_tensors(out / runs.CHECKPOINT).keys()
+    assert {k.split(".")[0] for k in keys} == {"generator", "discriminator", "projection",
+                                               "teacher_generator"}
+    assert not (out / runs.TRAIN_STATE).exists()
+    # the student's size is the registry's
+    cost = model_cost(get_config("student-mnist"))
+    assert (m["student_params"], m["student_flops"]) == (cost.params, cost.flops)
+    assert {"teacher_auroc_before", "teacher_auroc_after", "auroc"} <= set(m)
+    # ``test`` and the loaders work on it unchanged
+    assert evaluate_run(out)["auroc"] == pytest.approx(m["auroc"], abs=1e-9)
+    _, g = load_run_generator(out)
+    assert sum(p.numel() for p in g.parameters()) == cost.params
+    assert len(runs.read_history(out / runs.HISTORY)) == 2
+    assert set(np.load(out / runs.SCORES).files) >= {"scores", "labels", "latent"}
+
+
+def test_resume_matches_an_uninterrupted_run(teacher_run: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    dcfg = DistillConfig(mode="progressive", step1_epochs=1, step2_epochs=1, **FAST)
+    full = distill_run(teacher_run, "student-mnist", dcfg, tmp_path / "full", progress=False)
+    import pkdgan.distill as mod
+
+    real, calls = mod.distill_step, {"n": 0}
+    steps_per_epoch = math.ceil(full["n_train"] / FAST["batch_size"])
+
+    def interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] > steps_per_epoch:  # during epoch 2 (step 2)
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "distill_step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        distill_run(teacher_run, "student-mnist", dcfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(mod, "distill_step", real)
+    with pytest.raises(UsageError, match="--resume"):
+        distill_run(teacher_run, "student-mnist", dcfg, tmp_path / "cut", progress=False)
+    resumed = distill_run(teacher_run, "student-mnist", dcfg, tmp_path / "cut", progress=False,
+                          resume=True)
+    assert resumed["auroc"] == full["auroc"]
+    a = runs.load_tensors(tmp_path / "full" / runs.CHECKPOINT)
+    b = runs.load_tensors(tmp_path / "cut" / runs.CHECKPOINT)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_alone_and_single(teacher_run: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--teacher", str(teacher_run), "--batch-size", "8", "--device", "cpu", "--no-progress"]
+    assert main(["distill", *common, "--mode", "alone", "--epochs", "1", "--out",
+                 str(tmp_path / "alone")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    cfg = runs.read_json(tmp_path / "alone" / runs.CONFIG)
+    assert cfg["kind"] == "distill" and cfg["distill"]["mode"] == "alone"
+    assert cfg["student_name"] == "student-mnist"  # the default student for digits
+    assert line["teacher_auroc_after"] == line["teacher_auroc_before"]
+    assert main(["test", str(tmp_path / "alone")]) == 0
+    assert main(["distill", *common, "--mode", "single", "--structure", "1", "--epochs", "1",
+                 "--student", "student-fmnist", "--out", str(tmp_path / "s1")]) == 0
+    keys = runs.load_tensors(tmp_path / "s1" / runs.CHECKPOINT).keys()
+    assert not any(k.startswith("teacher_") for k in keys)
+
+
+def test_cli_errors(teacher_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["distill", "--teacher", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "neither a run folder" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(teacher_run), "--student", "teacher2",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "unknown model config" in capsys.readouterr().err
