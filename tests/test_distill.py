@@ -73,7 +73,7 @@ def test_projection_only_when_latent_sizes_differ() -> None:
 
 def test_distill_config_validation_and_schedule() -> None:
     assert DistillConfig().schedule() == ((2, 10), (3, 5))
-    assert DistillConfig(mode="single", structure=4, epochs=3).schedule() == ((4, 3),)
+    assert DistillConfig(mode="single", structure=4, epochs=3, w1=1, w2=1).schedule() == ((4, 3),)
     assert DistillConfig(mode="alone", epochs=7).total_epochs() == 7
     with pytest.raises(UsageError, match="step 1 learns from a frozen teacher"):
         DistillConfig(step1_structure=3)
@@ -81,6 +81,9 @@ def test_distill_config_validation_and_schedule() -> None:
         DistillConfig(step2_structure=2)
     with pytest.raises(UsageError, match="nothing to distil"):
         DistillConfig(w1=0, wx=0, w2=0)
+    with pytest.raises(UsageError, match="w1 and w2 must be > 0"):
+        DistillConfig(mode="single", structure=1)  # K = Kx only would leave E2 untrained
+    assert DistillConfig(mode="single", structure=4, w1=1, w2=1).schedule() == ((4, 15),)
     with pytest.raises(UsageError, match="batch size"):
         DistillConfig(batch_size=0)
     d = DistillConfig(mode="single", gan=LossWeights(contextual=20.0), teacher_lr=1e-4)
@@ -112,7 +115,8 @@ def test_each_structure_trains_exactly_the_models_it_names(number: int) -> None:
         ("tg", pair.teacher.model.generator), ("td", pair.teacher.model.discriminator),
         ("sg", pair.student.model.generator), ("sd", pair.student.model.discriminator),
         ("proj", pair.projection))}
-    losses = distill_step(pair, x, structure, DistillConfig(), target)  # type: ignore[arg-type]
+    dcfg = DistillConfig(w1=1.0, wx=1.0, w2=1.0)
+    losses = distill_step(pair, x, structure, dcfg, target)  # type: ignore[arg-type]
     after = {"tg": pair.teacher.model.generator, "td": pair.teacher.model.discriminator,
              "sg": pair.student.model.generator, "sd": pair.student.model.discriminator,
              "proj": pair.projection}
@@ -164,7 +168,7 @@ def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> No
     assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
     from pkdgan.distill import auroc
 
-    assert auroc(student.generator, split, "latent") > 0.75
+    assert auroc(student.generator, split, "latent") > 0.75, auroc(student.generator, split, "latent")
 
 
 def test_student_inits_like_alone_baseline() -> None:
@@ -254,7 +258,11 @@ def test_cli_alone_and_single(teacher_run: Path, tmp_path: Path,
     assert line["teacher_auroc_after"] == line["teacher_auroc_before"]
     assert main(["test", str(tmp_path / "alone")]) == 0
     assert main(["distill", *common, "--mode", "single", "--structure", "1", "--epochs", "1",
-                 "--student", "student-fmnist", "--out", str(tmp_path / "s1")]) == 0
+                 "--student", "student-fmnist", "--out", str(tmp_path / "s1")]) == 2
+    assert "w1 and w2 must be > 0" in capsys.readouterr().err
+    assert main(["distill", *common, "--mode", "single", "--structure", "1", "--epochs", "1",
+                 "--w1", "1", "--w2", "1", "--student", "student-fmnist",
+                 "--out", str(tmp_path / "s1")]) == 0
     keys = runs.load_tensors(tmp_path / "s1" / runs.CHECKPOINT).keys()
     assert not any(k.startswith("teacher_") for k in keys)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pkdgan import runs
 from pkdgan.cli import main
@@ -78,10 +79,12 @@ def test_rerun_skips_finished_and_grid_folder_is_checked(tmp_path):
     assert [json.loads(x)["done"] for x in lines] == [2, 0, 2]
 
 
+KILL_GRID = ["--epochs", "4", "--max-train", "60", "--classes", "0-1", "--seeds", "1"]
+
+
 def _reproduce(out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pkdgan.cli", "reproduce", "latent-constraint", *TINY_ARGS,
-           "--epochs", "4", "--max-train", "60", "--classes", "0-1", "--seeds", "1",
-           "--out", str(out), *extra]
+           *KILL_GRID, "--out", str(out), *extra]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -107,16 +110,23 @@ def test_killed_grid_resumes_to_the_uninterrupted_result(tmp_path):
     finished = {p.parent: p.stat().st_mtime_ns for p in killed.rglob(runs.METRICS)}
     partial = _partial_runs(killed)
     assert finished and partial
+    done_epochs = {p: runs.read_history(p / runs.HISTORY) for p in partial}
 
     resumed = _reproduce(killed)
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out
     assert {p: (p / runs.METRICS).stat().st_mtime_ns for p in finished} == finished
-    for p in partial:  # resumed from its last epoch: one history row per epoch
-        assert [r["epoch"] for r in runs.read_history(p / runs.HISTORY)] == ["1", "2", "3", "4"]
+    for p in partial:  # resumed after its last saved epoch: earlier rows (timings too) kept
+        rows = runs.read_history(p / runs.HISTORY)
+        assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+        assert done_epochs[p] and rows[:len(done_epochs[p])] == done_epochs[p]
 
-    baseline = _reproduce(full)
-    assert baseline.communicate(timeout=300)[0] and baseline.returncode == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the subprocesses, so both compute the same floats
+    try:
+        assert main(["reproduce", "latent-constraint", *TINY_ARGS, *KILL_GRID, "--out", str(full)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     _, specs, _ = read_grid(full)
     assert len(specs) == 4
     for s in specs:

@@ -217,9 +217,9 @@ class DistillConfig:
     step2_structure: int = 3
     step1_epochs: int = 10
     step2_epochs: int = 5
-    w1: float = 1.0
+    w1: float = 0.0
     wx: float = 1.0
-    w2: float = 1.0
+    w2: float = 0.0
     gan: LossWeights = field(default_factory=LossWeights)
     batch_size: int = 1
     lr: float = 2e-4
@@ -251,6 +251,12 @@ class DistillConfig:
                 raise UsageError(f"distillation weight {name} must be >= 0, got {getattr(self, name)}")
         if self.mode != "alone" and self.w1 + self.wx + self.w2 == 0:
             raise UsageError("all distillation weights are 0: nothing to distil (use --mode alone)")
+        k_only = [s for s, _ in self.schedule() if s in (1, 4)]
+        if k_only and not (self.w1 > 0 and self.w2 > 0):
+            raise UsageError(
+                f"structure {k_only[0]} trains the student from K alone: its second encoder learns "
+                "only from K2 and its latent scale only from K1, so w1 and w2 must be > 0"
+            )
         if self.teacher_lr is not None and not self.teacher_lr > 0:
             raise UsageError(f"teacher learning rate must be > 0, got {self.teacher_lr}")
         if not isinstance(self.gan, LossWeights):

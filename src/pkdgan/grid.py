@@ -169,8 +169,10 @@ def run_ray(specs: list[RunSpec], store: Path, address: str | None,
     except ImportError:
         raise UsageError("the Ray executor needs ray: pip install 'pkdgan[ray]'") from None
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    if started and address:
+        ray.init(address=address)
+    elif started:  # a private local Ray: no dashboard, worker logs stay in Ray's log folder
+        ray.init(log_to_driver=False, include_dashboard=False)
     try:
         remote = ray.remote(num_cpus=1)(execute_task)
         for stage in sorted({s.stage for s in specs}):

@@ -88,11 +88,12 @@ def _gemv_or_bmm(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 class _WeightProduct(torch.autograd.Function):
-    """Per-model ``w @ a`` (``left``) or ``a @ w`` with every product reading ``w`` row-major.
+    """Per-model ``w @ a`` (``left``) or ``a @ w``, each product in its fastest orientation.
 
     Autograd's own bmm backward streams the weight transposed for the input gradient, 2-5x
-    slower at batch-1 shapes (measured). The weight gradient is written in ``w``'s layout into
-    the sink's buffer when it has one (each weight is used once per step), else returned.
+    slower at batch-1 shapes with few columns (measured). The weight gradient is written in
+    ``w``'s layout into the sink's buffer when it has one (each weight is used once per step),
+    else returned.
     """
 
     @staticmethod
@@ -106,9 +107,12 @@ class _WeightProduct(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         w, a = ctx.saved_tensors
         ga = gw = None
-        if ctx.needs_input_grad[1]:
-            ga = (torch.bmm(g.transpose(1, 2), w).transpose(1, 2) if ctx.left
-                  else _gemv_or_bmm(w, g.transpose(1, 2)).transpose(1, 2))
+        if ctx.needs_input_grad[1] and not ctx.left:
+            ga = _gemv_or_bmm(w, g.transpose(1, 2)).transpose(1, 2)
+        elif ctx.needs_input_grad[1]:
+            # few columns: stream w row-major; many: w^T @ g gives col2im its layout uncopied
+            ga = torch.bmm(w.transpose(1, 2), g) if g.shape[-1] >= 64 else (
+                torch.bmm(g.transpose(1, 2), w).transpose(1, 2))
         if ctx.needs_input_grad[0] and ctx.sink.weights:
             buf = ctx.sink.buffers.get(ctx.name)
             out = None if buf is None else buf.view(w.shape)
