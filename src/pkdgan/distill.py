@@ -228,6 +228,46 @@ def check_student_shape(student_cfg: ModelConfig, teacher_cfg: ModelConfig) -> N
         )
 
 
+def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_all: torch.Tensor,
+                  dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator, bar: tqdm,
+                  info: dict[str, Any], run_dir: Path | None, config_json: str) -> None:
+    """Epochs ``start`` .. end of ``plan``; logs and checkpoints each one when ``run_dir`` is set."""
+    n, bs = len(x_all), dcfg.batch_size
+    steps = math.ceil(n / bs)
+    targets: Outputs | None = None
+    for epoch in range(start, len(plan)):
+        step, structure = plan[epoch]
+        t0 = time.perf_counter()
+        pair.set_structure(structure)
+        if structure.teacher_trained:
+            targets = None
+        elif targets is None:
+            targets = teacher_outputs(pair.teacher.model.generator, x_all)
+        log = EpochLog()
+        perm = torch.randperm(n, generator=shuffle)
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            target = None if targets is None else tuple(a[idx].to(device) for a in targets)
+            losses = distill_step(pair, x_all[idx].to(device), structure, dcfg, target)  # type: ignore[arg-type]
+            check_finite(losses, epoch, i)
+            log.add(losses)
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, structure=structure.number,
+                                k=f"{losses['k_total']:.3f}", refresh=False)
+        seconds = time.perf_counter() - t0
+        info["train_seconds"] += seconds
+        info["step_seconds"][step] += seconds
+        if run_dir is not None:
+            means = log.means()
+            row = {"epoch": epoch + 1, "step": step + 1, "structure": structure.number,
+                   **{k: f"{means[k]:.6g}" if k in means else "" for k in HISTORY_KEYS},
+                   "d_reinits": pair.student.d_reinits, "teacher_d_reinits": pair.teacher.d_reinits,
+                   "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
+            runs.append_history(run_dir / runs.HISTORY, row)
+            save_state(run_dir, pair, epoch + 1, shuffle, config_json, info)
+
+
 def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
             dcfg: DistillConfig, run_dir: Path | None = None, progress: bool = True, *,
             data: DataConfig | None = None, resume: bool = False,
@@ -269,48 +309,14 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
     start, info = 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
     if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
         start, info = load_state(run_dir, pair, shuffle)
-    x_all, bs = split.train, dcfg.batch_size
-    n = len(x_all)
-    steps = math.ceil(n / bs)
-    bar = tqdm(total=(len(plan) - start) * steps, disable=not progress, unit="step",
+    n = len(split.train)
+    bar = tqdm(total=(len(plan) - start) * math.ceil(n / dcfg.batch_size), disable=not progress, unit="step",
                desc="distill", dynamic_ncols=True, mininterval=0.5)
-    targets: Outputs | None = None
-    for epoch in range(start, len(plan)):
-        step, structure = plan[epoch]
-        t0 = time.perf_counter()
-        pair.set_structure(structure)
-        if structure.teacher_trained:
-            targets = None
-        elif targets is None:
-            targets = teacher_outputs(teacher.generator, x_all)
-        log = EpochLog()
-        perm = torch.randperm(n, generator=shuffle)
-        for i in range(steps):
-            idx = perm[i * bs:(i + 1) * bs]
-            target = None if targets is None else tuple(a[idx].to(device) for a in targets)
-            losses = distill_step(pair, x_all[idx].to(device), structure, dcfg, target)  # type: ignore[arg-type]
-            try:
-                check_finite(losses, epoch, i)
-            except Exception:
-                bar.close()
-                raise
-            log.add(losses)
-            bar.update(1)
-            if i % 50 == 0:
-                bar.set_postfix(epoch=epoch + 1, structure=structure.number,
-                                k=f"{losses['k_total']:.3f}", refresh=False)
-        seconds = time.perf_counter() - t0
-        info["train_seconds"] += seconds
-        info["step_seconds"][step] += seconds
-        if run_dir is not None:
-            means = log.means()
-            row = {"epoch": epoch + 1, "step": step + 1, "structure": structure.number,
-                   **{k: f"{means[k]:.6g}" if k in means else "" for k in HISTORY_KEYS},
-                   "d_reinits": pair.student.d_reinits, "teacher_d_reinits": pair.teacher.d_reinits,
-                   "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
-            runs.append_history(run_dir / runs.HISTORY, row)
-            save_state(run_dir, pair, epoch + 1, shuffle, config_json, info)
-    bar.close()
+    try:
+        _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
+                      run_dir, config_json)
+    finally:
+        bar.close()
     teacher.requires_grad_(True)
     teacher.eval()
     student.eval()

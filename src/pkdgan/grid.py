@@ -85,8 +85,10 @@ def execute_stacked(specs: list[RunSpec], store: str) -> list[Result]:
     error = None
     if todo:
         try:
-            train_runs([RunConfig.from_dict(s.config) for s in todo],
-                       [run_dir(Path(store), s) for s in todo], resume=True, progress=False)
+            cfgs = [RunConfig.from_dict(s.config) for s in todo]
+            if any(c.hash() != s.config_hash for c, s in zip(cfgs, todo, strict=True)):
+                raise UsageError("a run's config does not match its hash (edited grid.json?)")
+            train_runs(cfgs, [run_dir(Path(store), s) for s in todo], resume=True, progress=False)
         except PkdganError as e:
             error = str(e)
     seconds = (time.perf_counter() - t0) / max(len(todo), 1)

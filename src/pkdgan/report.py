@@ -156,7 +156,7 @@ def overall(comparisons: list[Comparison], checks: list[tuple[str, str]]) -> str
     """The claim's verdict; a study without a paired claim (edegan) is judged on the paper's mean."""
     verdicts = [c.verdict for c in comparisons]
     if not verdicts:
-        return "; ".join(v for _, v in checks) or "nothing to compare with"
+        return "; ".join(v for _, v in checks) or "no paper number to compare with"
     if "contradicted" in verdicts:
         return "contradicted"
     return "supported" if all(v == "supported" for v in verdicts) else "inconclusive"
@@ -208,7 +208,8 @@ def paper_checks(grid: dict[str, Any], table: Table, classes: list[int]) -> list
         c = paired(table, "p-kdgan", "alone")
         if c.n:
             paper = PAPER_STUDENT_GAIN[ds]
-            verdict = "consistent with the paper" if c.lo <= paper <= c.hi else "differs from the paper"
+            verdict = ("paper's gain inside our 95% CI" if c.lo <= paper <= c.hi
+                       else "paper's gain outside our 95% CI")
             lines.append((f"**student gain from P-KDGAN** (p-kdgan - alone): ours {c.mean:+.2f} "
                           f"(95% CI {c.lo:+.2f} .. {c.hi:+.2f}), paper {paper:+.2f} -> "
                           f"**{verdict}**", verdict))
@@ -339,6 +340,23 @@ def _invocations(grid_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _steps_note(specs: list[RunSpec], store: Path) -> str:
+    """Optimizer steps per run by batch size: at a fixed epoch budget, large batches take few."""
+    steps: dict[int, set[int]] = {}
+    for s in specs:
+        path = store / s.name / runs.METRICS
+        if s.kind == "edegan" and path.is_file():
+            m = runs.read_json(path)
+            b = int(s.config["train"]["batch_size"])
+            steps.setdefault(b, set()).add(-(-int(m["n_train"]) // b) * int(m["epochs"]))
+    if len(steps) < 2:
+        return ""
+    parts = [f"bs={b}: {min(v)}" + (f"-{max(v)}" if max(v) != min(v) else "")
+             for b, v in sorted(steps.items())]
+    return ("Optimizer steps per run (same epochs for every batch size): " + ", ".join(parts)
+            + ". An arm with very few steps is barely trained; read its AUROC in that light.")
+
+
 def _run_seconds(specs: list[RunSpec], store: Path) -> float:
     """Training + scoring compute of the finished runs, from their own records."""
     total = 0.0
@@ -394,7 +412,8 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
         f"- Machine: {mach.get('processor', '?')}, {mach.get('cpus', '?')} CPUs, "
         f"OMP_NUM_THREADS={mach.get('omp_num_threads')}, torch {mach.get('torch', '?')}, "
         f"{mach.get('platform', '?')}.",
-        *[f"- Note: {n}" for n in notes], "",
+        *[f"- Note: {n}" for n in notes],
+        *([f"- {note}"] if (note := _steps_note(specs, store)) else []), "",
         "## Verdict", "",
         f"Overall: **{verdict}**" + ("" if p["name"] == "paper" else
                                      f" (at the {p['name']} preset, not the paper's schedule)"),
