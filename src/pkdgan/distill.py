@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -146,8 +147,11 @@ def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: Distil
     return out
 
 
-def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float:
-    """Test AUROC of one generator (reported, never used to choose anything)."""
+def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | None:
+    """Test AUROC of one generator (reported, never used to choose anything); None when the
+    split has no labelled test set with both kinds of images (e.g. fitting from the Python API)."""
+    if len(np.unique(split.test_labels)) != 2:
+        return None
     s = score_generator(generator, split.test, score).numpy()
     return float(evaluate_scores(s, split.test_labels)["auroc"])
 

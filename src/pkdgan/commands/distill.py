@@ -107,9 +107,8 @@ def main(args: argparse.Namespace) -> int:
     for teacher_dir, out in teacher_runs(args.teacher, args.out):
         m = distill_run(teacher_dir, student_spec(args, teacher_dir), dcfg, out,
                         data_root=args.data_root, progress=not args.no_progress, resume=args.resume)
-        print(json.dumps({"run": str(out), "normal_class": m["normal_class"], "mode": dcfg.mode,
-                          "auroc": round(m["auroc"], 4),
-                          "teacher_auroc_before": round(m["teacher_auroc_before"], 4),
-                          "teacher_auroc_after": round(m["teacher_auroc_after"], 4),
-                          "train_seconds": round(m["train_seconds"], 1)}))
+        keys = ("auroc", "teacher_auroc_before", "teacher_auroc_after")
+        line = {"run": str(out), "normal_class": m["normal_class"], "mode": dcfg.mode}
+        line |= {k: None if m.get(k) is None else round(m[k], 4) for k in keys}
+        print(json.dumps(line | {"train_seconds": round(m["train_seconds"], 1)}))
     return 0
