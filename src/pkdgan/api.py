@@ -364,14 +364,16 @@ class PKDGAN(OneClassDetector):
     fine-tuning leaves yours untouched); unfitted ones (or None: default ``EDEGAN()``) are
     first trained on the same images. ``student`` is a registry name (``student-mnist``...) or a
     ``ModelConfig``; its image shape follows the teacher. The rest are ``DistillConfig`` fields
-    (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``).
+    (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``,
+    whose defaults are ``DistillConfig``'s: Kx only, chosen by the weight study in
+    docs/results_distillation.md).
     After ``fit``, ``teacher_`` is the teacher that was used.
     """
 
     def __init__(self, *, teacher: EDEGAN | None = None, student: str | ModelConfig = "student-mnist",
                  mode: str = "progressive", structure: int = 2, epochs: int = 15,
                  step1_structure: int = 2, step2_structure: int = 3, step1_epochs: int = 10,
-                 step2_epochs: int = 5, w1: float = 1.0, wx: float = 1.0, w2: float = 1.0,
+                 step2_epochs: int = 5, w1: float = 0.0, wx: float = 1.0, w2: float = 0.0,
                  batch_size: int = 1, lr: float = 2e-4, teacher_lr: float | None = None,
                  score: str = "latent", fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
