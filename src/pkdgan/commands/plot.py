@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="(re)draw a run folder's plots into RUN_DIR/plots/",
                        description="ROC curve, score histograms (normal vs anomalous, with the "
                                    "threshold), a reconstruction grid and the loss curves.")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders to plot")
     p.add_argument("--data-root", default=None,
                    help="where the run's test images are (for the reconstruction grid), if not where it says")
     p.add_argument("--no-reconstructions", action="store_true",

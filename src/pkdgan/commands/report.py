@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "batch_size.png): per-class AUROC mean ± std over seeds, the paper's means "
                     "beside ours, and the verdict on the study's claim computed from paired "
                     "(class, seed) differences. Unfinished runs are listed, not guessed.")
-    p.add_argument("grid_dir", type=Path)
+    p.add_argument("grid_dir", type=Path, help="the --out folder of pkdgan reproduce")
     p.add_argument("--json", action="store_true", help="also print the verdicts as JSON")
     p.set_defaults(func=main)
 

@@ -23,22 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=f"Run a study as a grid of independent runs (arms x classes x seeds). "
                     f"Re-running skips finished runs and resumes killed ones. Studies: {studies}. "
                     f"Presets: {_preset_help()}. Then: pkdgan report GRID_DIR.")
-    p.add_argument("study", choices=list(STUDIES))
-    p.add_argument("--dataset", default="mnist", choices=STUDY_DATASETS)
+    p.add_argument("study", choices=list(STUDIES), help="which study (see above)")
+    p.add_argument("--dataset", default="mnist", choices=STUDY_DATASETS, help="dataset of the grid")
     p.add_argument("--data-root", default=None, help="folder with mnist/, fashion-mnist/, cifar-10/")
     p.add_argument("--classes", default="all", help="normal classes: 3, 0-9, 1,3,5 or all")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (seeds 0..N-1)")
-    p.add_argument("--preset", default="quick", choices=list(PRESETS))
+    p.add_argument("--preset", default="quick", choices=list(PRESETS),
+                   help="training schedule (see above)")
     p.add_argument("--out", required=True, type=Path, help="grid folder (grid.json, report)")
     p.add_argument("--store", type=Path, default=None,
                    help="folder holding the run folders, shareable between grids so identical "
                         "runs are trained once (default: --out)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local processes, or Ray (pip install 'pkdgan[ray]')")
     p.add_argument("--workers", type=int, default=1, help="local executor: parallel processes")
     p.add_argument("--stack", type=int, default=1,
                    help="train up to this many batch-1 EDE-GAN runs of a grid together in one "
                         "vectorised pass (pkdgan.multi; same results as one by one; about 2x "
-                        "images/s on CPU, see PERF_NOTES); 1 = one run at a time")
+                        "images/s on CPU, see docs/performance.md); 1 = one run at a time")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: start a local Ray); runs are written to "
                         "--store, which every Ray node must see at the same path")
@@ -49,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latent-constraint study: the constraint compared with none")
     g = p.add_argument_group("preset overrides (change the config hash, so the runs too)")
     for name in ("epochs", "width", "nz", "image_size", "max_train", "max_test"):
-        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+        g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                       help=f"override the preset's {name.replace('_', ' ')}")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.set_defaults(func=main)
 

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="re-evaluate a saved run folder",
                        description="Re-score the test set with the run's checkpoint and print "
                                    "AUROC; --from-scores only recomputes it from scores.npz.")
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, help="a finished run folder (train, distill or API save)")
     p.add_argument("--data-root", default=None, help="override the data root saved in the run")
     p.add_argument("--from-scores", action="store_true",
                    help="recompute metrics from the saved scores.npz without the model")
