@@ -232,6 +232,16 @@ def check_student_shape(student_cfg: ModelConfig, teacher_cfg: ModelConfig) -> N
         )
 
 
+def epoch_row(epoch: int, step: int, structure: Structure, log: EpochLog, pair: Pair,
+              seconds: float, n: int) -> dict[str, Any]:
+    """One epoch's history row (every column of ``HISTORY_KEYS``, blank where unused)."""
+    means = log.means()
+    return {"epoch": epoch + 1, "step": step + 1, "structure": structure.number,
+            **{k: f"{means[k]:.6g}" if k in means else "" for k in HISTORY_KEYS},
+            "d_reinits": pair.student.d_reinits, "teacher_d_reinits": pair.teacher.d_reinits,
+            "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
+
+
 def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_all: torch.Tensor,
                   dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator, bar: tqdm,
                   info: dict[str, Any], run_dir: Path | None, config_json: str) -> None:
@@ -263,13 +273,81 @@ def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_a
         info["train_seconds"] += seconds
         info["step_seconds"][step] += seconds
         if run_dir is not None:
-            means = log.means()
-            row = {"epoch": epoch + 1, "step": step + 1, "structure": structure.number,
-                   **{k: f"{means[k]:.6g}" if k in means else "" for k in HISTORY_KEYS},
-                   "d_reinits": pair.student.d_reinits, "teacher_d_reinits": pair.teacher.d_reinits,
-                   "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
-            runs.append_history(run_dir / runs.HISTORY, row)
+            runs.append_history(run_dir / runs.HISTORY,
+                                epoch_row(epoch, step, structure, log, pair, seconds, n))
             save_state(run_dir, pair, epoch + 1, shuffle, config_json, info)
+
+
+def make_plan(dcfg: DistillConfig) -> list[tuple[int, Structure]]:
+    """(step index, structure) for every epoch of ``dcfg``'s schedule."""
+    return [(step, STRUCTURES[number]) for step, (number, epochs) in enumerate(dcfg.schedule())
+            for _ in range(epochs)]
+
+
+def make_pair(teacher: EDEGANModel, student_cfg: ModelConfig, dcfg: DistillConfig,
+              device: torch.device) -> tuple[Pair, torch.Generator]:
+    """Seeded student, projection and optimizers, and the shuffling generator.
+
+    Seeding here gives the student the init and data order of ``fit`` with ``dcfg.seed``; the
+    global RNG is left where the discriminator's re-initialisations draw from.
+    """
+    torch.manual_seed(dcfg.seed)
+    shuffle = torch.Generator().manual_seed(dcfg.seed)
+    s_train, t_train = dcfg.train_config(), dcfg.train_config(teacher=True)
+    student = EDEGANModel(student_cfg).to(device)
+    projection = make_projection(student_cfg.nz, teacher.cfg.nz).to(device)
+    pair = Pair(
+        GanState(student, make_adam([*student.generator.parameters(), *projection.parameters()],
+                                    s_train, device),
+                 make_adam(student.discriminator.parameters(), s_train, device)),
+        GanState(teacher, make_adam(teacher.generator.parameters(), t_train, device),
+                 make_adam(teacher.discriminator.parameters(), t_train, device)),
+        projection,
+    )
+    return pair, shuffle
+
+
+def start_state(pair: Pair, shuffle: torch.Generator, dcfg: DistillConfig, run_dir: Path | None,
+                resume: bool) -> tuple[int, dict[str, Any]]:
+    """(epochs done, info): a fresh start, or the last checkpoint of an interrupted run."""
+    if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
+        return load_state(run_dir, pair, shuffle)
+    return 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
+
+
+def run_plan(pair: Pair, plan: list[tuple[int, Structure]], start: int, split: OneClassSplit,
+             dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator,
+             info: dict[str, Any], run_dir: Path | None, config_json: str, progress: bool) -> None:
+    """``_train_epochs`` from ``start`` with its progress bar."""
+    n = len(split.train)
+    bar = tqdm(total=(len(plan) - start) * math.ceil(n / dcfg.batch_size), disable=not progress, unit="step",
+               desc="distill", dynamic_ncols=True, mininterval=0.5)
+    try:
+        _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
+                      run_dir, config_json)
+    finally:
+        bar.close()
+
+
+def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dict[str, Any],
+                before: float | None) -> dict[str, Any]:
+    """Leave both models in eval mode; ``info`` completed with totals and teacher AUROCs."""
+    teacher, student, projection = pair.teacher.model, pair.student.model, pair.projection
+    teacher.requires_grad_(True)
+    teacher.eval()
+    student.eval()
+    after = auroc(teacher.generator, split, dcfg.score) if pair.teacher_changed else before
+    total, n = dcfg.total_epochs(), len(split.train)
+    info.update(
+        epochs=total, schedule=[list(s) for s in dcfg.schedule()], n_train=n,
+        d_reinits=pair.student.d_reinits, teacher_d_reinits=pair.teacher.d_reinits,
+        teacher_changed=pair.teacher_changed, teacher_auroc_before=before, teacher_auroc_after=after,
+        projection=(None if isinstance(projection, nn.Identity)
+                    else f"student side: linear {student.cfg.nz} -> {teacher.cfg.nz}"),
+        seconds_per_epoch=info["train_seconds"] / max(total, 1),
+        images_per_second=n * total / max(info["train_seconds"], 1e-9),
+    )
+    return info
 
 
 def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
@@ -295,47 +373,11 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
         return student, teacher, info | {"teacher_auroc_before": before,
                                          "teacher_auroc_after": before, "teacher_changed": False}
 
-    torch.manual_seed(dcfg.seed)  # same student init and data order as ``fit`` with this seed
-    shuffle = torch.Generator().manual_seed(dcfg.seed)
-    s_train, t_train = dcfg.train_config(), dcfg.train_config(teacher=True)
-    student = EDEGANModel(student_cfg).to(device)
-    projection = make_projection(student_cfg.nz, teacher.cfg.nz).to(device)
-    pair = Pair(
-        GanState(student, make_adam([*student.generator.parameters(), *projection.parameters()],
-                                    s_train, device),
-                 make_adam(student.discriminator.parameters(), s_train, device)),
-        GanState(teacher, make_adam(teacher.generator.parameters(), t_train, device),
-                 make_adam(teacher.discriminator.parameters(), t_train, device)),
-        projection,
-    )
-    plan = [(step, STRUCTURES[number]) for step, (number, epochs) in enumerate(dcfg.schedule())
-            for _ in range(epochs)]
-    start, info = 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
-    if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
-        start, info = load_state(run_dir, pair, shuffle)
-    n = len(split.train)
-    bar = tqdm(total=(len(plan) - start) * math.ceil(n / dcfg.batch_size), disable=not progress, unit="step",
-               desc="distill", dynamic_ncols=True, mininterval=0.5)
-    try:
-        _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
-                      run_dir, config_json)
-    finally:
-        bar.close()
-    teacher.requires_grad_(True)
-    teacher.eval()
-    student.eval()
-    after = auroc(teacher.generator, split, dcfg.score) if pair.teacher_changed else before
-    total = dcfg.total_epochs()
-    info.update(
-        epochs=total, schedule=[list(s) for s in dcfg.schedule()], n_train=n,
-        d_reinits=pair.student.d_reinits, teacher_d_reinits=pair.teacher.d_reinits,
-        teacher_changed=pair.teacher_changed, teacher_auroc_before=before, teacher_auroc_after=after,
-        projection=(None if isinstance(projection, nn.Identity)
-                    else f"student side: linear {student_cfg.nz} -> {teacher.cfg.nz}"),
-        seconds_per_epoch=info["train_seconds"] / max(total, 1),
-        images_per_second=n * total / max(info["train_seconds"], 1e-9),
-    )
-    return student, teacher, info
+    pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
+    start, info = start_state(pair, shuffle, dcfg, run_dir, resume)
+    run_plan(pair, make_plan(dcfg), start, split, dcfg, device, shuffle, info, run_dir, config_json,
+             progress)
+    return pair.student.model, teacher, finish_info(pair, split, dcfg, info, before)
 
 
 # --- run folders -------------------------------------------------------------------------------
@@ -400,19 +442,32 @@ def prepare_distill_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> 
     return resume and has_state
 
 
-def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
-                out_dir: Path, data_root: str | None = None, progress: bool = True,
-                resume: bool = False) -> dict[str, Any]:
-    """Teacher run folder -> distilled student run folder (same files as ``train`` writes).
+@dataclass
+class PreparedRun:
+    """A distillation run folder set up (config written), with its teacher, student and split."""
 
-    The data and its split (seeded by the teacher's training seed, so the held-out images are
-    ones the teacher never saw) are the teacher's; ``data_root`` overrides where they are read.
+    out_dir: Path
+    teacher: EDEGANModel
+    student_cfg: ModelConfig
+    student_name: str | None
+    data: DataConfig
+    split: OneClassSplit
+    config: dict[str, Any]
+    resuming: bool
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(self.config, sort_keys=True)
+
+
+def run_config(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
+               data_root: str | None = None
+               ) -> tuple[EDEGANModel, ModelConfig, str | None, DataConfig, dict[str, Any]]:
+    """(teacher, student config, student name, data, run config) of a distillation run.
+
+    The data and its split seed (the teacher's training seed, so the held-out images are ones
+    the teacher never saw) are the teacher's; ``data_root`` overrides where they are read.
     """
-    from pkdgan.data import one_class_split
-    from pkdgan.flops import model_cost
-    from pkdgan.results import finish_run
-
-    out_dir = Path(out_dir)
     teacher, tcfg = load_teacher(Path(teacher_run_dir))
     student_cfg, student_name = resolve_student(student_name_or_cfg, teacher.cfg)
     data_dict = dict(tcfg["data"])
@@ -428,22 +483,55 @@ def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
         "split_seed": split_seed,
     }
     config["config_hash"] = _identity(config)
+    return teacher, student_cfg, student_name, data, config
+
+
+def prepare_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
+                out_dir: Path, data_root: str | None = None, resume: bool = False) -> PreparedRun:
+    """``distill_run``'s set-up: teacher, student config, run config (written), data split."""
+    from pkdgan.data import one_class_split
+
+    out_dir = Path(out_dir)
+    teacher, student_cfg, student_name, data, config = run_config(teacher_run_dir, student_name_or_cfg,
+                                                                  dcfg, data_root)
     resuming = prepare_distill_dir(out_dir, config, resume)
-    split = one_class_split(data, student_cfg.image_size, student_cfg.channels, split_seed)
-    student, teacher, info = distill(teacher, student_cfg, split, dcfg, out_dir, progress,
-                                     data=data, resume=resuming,
-                                     config_json=json.dumps(config, sort_keys=True))
+    split = one_class_split(data, student_cfg.image_size, student_cfg.channels, config["split_seed"])
+    return PreparedRun(out_dir, teacher, student_cfg, student_name, data, split, config, resuming)
+
+
+def complete_run(prep: PreparedRun, dcfg: DistillConfig, student: EDEGANModel,
+                 teacher: EDEGANModel, info: dict[str, Any]) -> dict[str, Any]:
+    """Scores, metrics and the final checkpoint of a trained student; returns the metrics."""
+    from pkdgan.flops import model_cost
+    from pkdgan.results import finish_run
+
+    out_dir, config, data = prep.out_dir, prep.config, prep.data
     runs.write_json(out_dir / runs.CONFIG, config)
-    s_cost, t_cost = model_cost(student_cfg), model_cost(teacher.cfg)
+    s_cost, t_cost = model_cost(prep.student_cfg), model_cost(teacher.cfg)
     extra = info | {
         "kind": "distill", "mode": dcfg.mode, "dataset": data.dataset,
         "normal_class": data.normal_class, "seed": dcfg.seed, "batch_size": dcfg.batch_size,
-        "width": student_cfg.width, "nz": student_cfg.nz, "student_name": student_name,
+        "width": prep.student_cfg.width, "nz": prep.student_cfg.nz, "student_name": prep.student_name,
         "student_params": s_cost.params, "student_flops": s_cost.flops,
         "teacher_params": t_cost.params, "teacher_flops": t_cost.flops,
         "flops_ratio": t_cost.flops / s_cost.flops, "config_hash": config["config_hash"],
-        "n_holdout": len(split.holdout), "teacher_run": config["teacher_run"],
+        "n_holdout": len(prep.split.holdout), "teacher_run": config["teacher_run"],
     }
-    metrics = finish_run(out_dir, student.generator, split, dcfg.score, extra)
+    metrics = finish_run(out_dir, student.generator, prep.split, dcfg.score, extra)
     (out_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
     return metrics
+
+
+def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
+                out_dir: Path, data_root: str | None = None, progress: bool = True,
+                resume: bool = False) -> dict[str, Any]:
+    """Teacher run folder -> distilled student run folder (same files as ``train`` writes).
+
+    The data and its split are the teacher's (``prepare_run``); ``data_root`` overrides where
+    they are read.
+    """
+    prep = prepare_run(teacher_run_dir, student_name_or_cfg, dcfg, out_dir, data_root, resume)
+    student, teacher, info = distill(prep.teacher, prep.student_cfg, prep.split, dcfg, prep.out_dir,
+                                     progress, data=prep.data, resume=prep.resuming,
+                                     config_json=prep.config_json)
+    return complete_run(prep, dcfg, student, teacher, info)

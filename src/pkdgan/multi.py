@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,15 +311,20 @@ class StackedGan:
         f = self._layer(module.features, f"{prefix}features", x, group, updates)
         return self._layer(getattr(module, head), f"{prefix}{head}", f, group, updates), f
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x (K, C, H, W), one image per model -> z, x_hat, z_hat, D logits (K, 2), D features."""
+    def _generate(self, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The generators on xs (K, C, 1, H, W): z, x_hat (K, C, 1, H, W), z_hat."""
         gen = self.template.generator
-        xs = x.unsqueeze(2)
         z, _ = self._encode("encoder1", xs, self.g, (0,))
         z = torch.tanh(z) if gen.bounded else z
         x_hat = self._layer(gen.decoder.net, "decoder.net", z, self.g, (0,))
         z_hat, _ = self._encode("encoder2", x_hat, self.g, (0,))
         z_hat = torch.tanh(z_hat) if gen.bounded else z_hat
+        return z, x_hat, z_hat
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x (K, C, H, W), one image per model -> z, x_hat, z_hat, D logits (K, 2), D features."""
+        xs = x.unsqueeze(2)
+        z, x_hat, z_hat = self._generate(xs)
         logit, feat = self._encode("", torch.cat([xs, x_hat], dim=2), self.d, D_BN_UPDATES)
         k = self.k
         return (z.view(k, 1, -1), x_hat.view(k, 1, *x.shape[1:]), z_hat.view(k, 1, -1),
@@ -327,24 +332,52 @@ class StackedGan:
 
     # -- one training step -----------------------------------------------------------------------
 
-    def step(self, x: torch.Tensor, run: RunConfig) -> list[list[float]]:
-        """One G step then one D step for every model; rows of per-model losses (LOSS_KEYS)."""
+    def step(self, x: torch.Tensor, run: RunConfig, extra: ExtraLoss | None = None) -> list[list[float]]:
+        """One G step then one D step for every model; rows of per-model losses (LOSS_KEYS, then
+        ``extra``'s terms in its order). ``extra``'s ``total`` joins each generator's loss."""
         z, x_hat, z_hat, logit, feat = self.forward(x)
         feat_real = feat[:, :, 0].detach().unsqueeze(1)
         feat_fake = feat[:, :, 1].unsqueeze(1)
         terms = torch.func.vmap(functools.partial(generator_loss, weights=run.loss, cfg=self.cfg))(
             x.unsqueeze(1), z, x_hat, z_hat, feat_real, feat_fake)
-        g_params = list(self.g.params.values())
+        loss = terms["total"].sum()
+        extra_terms = extra.loss(z, x_hat, z_hat) if extra is not None else {}
+        if extra_terms:
+            loss = loss + extra_terms["total"].sum()
         self.d.sink.weights = False  # D's weight gradients from G's loss would be discarded
-        terms["total"].sum().backward(inputs=g_params, retain_graph=True)
+        loss.backward(inputs=self._g_inputs(extra), retain_graph=True)
         self.d.sink.weights = True
-        self._adam(self.g)
+        self._adam_g(extra)
         loss_d = torch.func.vmap(discriminator_loss)(logit[:, :1], logit[:, 1:])
         loss_d.sum().backward(inputs=list(self.d.params.values()))
         self._adam(self.d)
         out = torch.stack([terms[k] for k in ("adversarial", "contextual", "latent", "constraint",
-                                              "total")] + [loss_d]).detach()
+                                              "total")] + [loss_d] + list(extra_terms.values())).detach()
         return out.cpu().tolist()
+
+    def step_generator_only(self, x: torch.Tensor, extra: ExtraLoss) -> list[list[float]]:
+        """One G step on ``extra``'s loss alone (no GAN loss, D untouched); rows of its terms.
+
+        Distillation structure 1 (frozen teacher, student K only) trains this way.
+        """
+        k = self.k
+        z, x_hat, z_hat = self._generate(x.unsqueeze(2))
+        terms = extra.loss(z.view(k, 1, -1), x_hat.view(k, 1, *x.shape[1:]), z_hat.view(k, 1, -1))
+        terms["total"].sum().backward(inputs=self._g_inputs(extra))
+        self._adam_g(extra)
+        return torch.stack(list(terms.values())).detach().cpu().tolist()
+
+    def _g_inputs(self, extra: ExtraLoss | None) -> list[torch.Tensor]:
+        inputs = list(self.g.params.values())
+        if extra is not None and extra.group is not None:
+            inputs += list(extra.group.params.values())
+        return inputs
+
+    def _adam_g(self, extra: ExtraLoss | None) -> None:
+        """The generator's Adam; ``extra.group`` shares its optimizer (and so its settings)."""
+        self._adam(self.g)
+        if extra is not None and extra.group is not None:
+            self._adam(extra.group)
 
     def _adam(self, group: _Group) -> None:
         group.collect_grads()
@@ -400,19 +433,42 @@ class StackedGan:
     @torch.no_grad()
     def write_back(self, i: int, state: GanState) -> None:
         """Copy model ``i`` into ``state`` (module weights, buffers, torch Adam state)."""
-        for group, module, opt in ((self.g, state.model.generator, state.opt_g),
-                                   (self.d, state.model.discriminator, state.opt_d)):
-            for j, (name, p) in enumerate(module.named_parameters()):
-                p.copy_(group.params[name][i])
-                if float(group.steps[j, i]) == 0:
-                    opt.state.pop(p, None)
-                else:
-                    opt.state[p] = {"step": group.steps[j, i].clone(),
-                                    "exp_avg": group.exp_avg[name][i].clone(),
-                                    "exp_avg_sq": group.exp_avg_sq[name][i].clone()}
-            for name, buf in module.named_buffers():
-                owner, _, key = name.rpartition(".")
-                buf.copy_(group.buffers[owner][key][i])
+        write_group(self.g, i, state.model.generator, state.opt_g)
+        write_group(self.d, i, state.model.discriminator, state.opt_d)
+
+
+@dataclass
+class ExtraLoss:
+    """A per-model term added to every generator's loss in ``StackedGan.step``.
+
+    ``loss(z, x_hat, z_hat)`` (each (K, 1, ...)) returns named (K,) terms including ``total``;
+    its gradient reaches the generators and ``group``, stacked parameters the term owns (e.g.
+    distillation's student-side projection) that the generator's optimizer also updates.
+    """
+
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+    group: _Group | None = None
+
+
+def stack_modules(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> _Group:
+    """K identical-shaped modules (and their entries in ``opts``) as one stacked group."""
+    return _stack_group(modules, opts)
+
+
+@torch.no_grad()
+def write_group(group: _Group, i: int, module: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Copy row ``i`` of ``group`` into ``module`` and its Adam state into ``opt``."""
+    for j, (name, p) in enumerate(module.named_parameters()):
+        p.copy_(group.params[name][i])
+        if float(group.steps[j, i]) == 0:
+            opt.state.pop(p, None)
+        else:
+            opt.state[p] = {"step": group.steps[j, i].clone(),
+                            "exp_avg": group.exp_avg[name][i].clone(),
+                            "exp_avg_sq": group.exp_avg_sq[name][i].clone()}
+    for name, buf in module.named_buffers():
+        owner, _, key = name.rpartition(".")
+        buf.copy_(group.buffers[owner][key][i])
 
 
 
