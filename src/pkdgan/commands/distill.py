@@ -51,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--score", default="latent", choices=["latent", "reconstruction"])
     p.add_argument("--data-root", default=None, help="override the teacher run's data root")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (or parent folder)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs; finished ones (same config) are read back")
+    p.add_argument("--no-stack", action="store_true",
+                   help="distil several teacher runs' students one by one; without it, at batch "
+                        "size 1 their frozen-teacher epochs (structure 1 or 2, progressive step 1) "
+                        "train together in one vectorised pass, with the same results")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=main)
 
@@ -101,12 +106,14 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.distill import distill_run
+    from pkdgan.multi_distill import distill_runs
 
     dcfg = distill_config(args)
-    for teacher_dir, out in teacher_runs(args.teacher, args.out):
-        m = distill_run(teacher_dir, student_spec(args, teacher_dir), dcfg, out,
-                        data_root=args.data_root, progress=not args.no_progress, resume=args.resume)
+    pairs = teacher_runs(args.teacher, args.out)
+    metrics = distill_runs([t for t, _ in pairs], [student_spec(args, t) for t, _ in pairs], dcfg,
+                           [out for _, out in pairs], data_root=args.data_root,
+                           progress=not args.no_progress, resume=args.resume, stack=not args.no_stack)
+    for (_, out), m in zip(pairs, metrics, strict=True):
         keys = ("auroc", "teacher_auroc_before", "teacher_auroc_after")
         line = {"run": str(out), "normal_class": m["normal_class"], "mode": dcfg.mode}
         line |= {k: None if m.get(k) is None else round(m[k], 4) for k in keys}
