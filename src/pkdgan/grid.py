@@ -72,23 +72,41 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
     raise UsageError(f"unknown run kind {spec.kind!r}")
 
 
-def execute_stacked(specs: list[RunSpec], store: str) -> list[Result]:
-    """Batch-1 EDE-GAN runs trained together by ``multi.train_runs`` (one vectorised pass).
+def _train_stacked(todo: list[RunSpec], store: Path) -> None:
+    """EDE-GAN runs through ``multi.train_runs``; distillation runs through
+    ``multi_distill.distill_runs`` (their frozen-teacher epochs in one vectorised pass)."""
+    if todo[0].kind == "distill":
+        from pkdgan.config import DistillConfig
+        from pkdgan.multi_distill import distill_runs
+        from pkdgan.studies import distill_hash
 
-    Same files and resume as ``execute_spec``; a divergence fails only the runs left unfinished.
-    """
+        if any(distill_hash(s.config) != s.config_hash for s in todo):
+            raise UsageError("a run's config does not match its hash (edited grid.json?)")
+        c = todo[0].config
+        distill_runs([store / s.config["teacher"] for s in todo], [s.config["student"] for s in todo],
+                     DistillConfig.from_dict(c["distill"]), [run_dir(store, s) for s in todo],
+                     data_root=c.get("data_root"), progress=False, resume=True)
+        return
     from pkdgan.config import RunConfig
     from pkdgan.multi import train_runs
 
+    cfgs = [RunConfig.from_dict(s.config) for s in todo]
+    if any(c.hash() != s.config_hash for c, s in zip(cfgs, todo, strict=True)):
+        raise UsageError("a run's config does not match its hash (edited grid.json?)")
+    train_runs(cfgs, [run_dir(store, s) for s in todo], resume=True, progress=False)
+
+
+def execute_stacked(specs: list[RunSpec], store: str) -> list[Result]:
+    """Batch-1 runs sharing a ``_stack_key`` trained together in one vectorised pass.
+
+    Same files and resume as ``execute_spec``; a divergence fails only the runs left unfinished.
+    """
     todo = [s for s in specs if not runs.is_finished(run_dir(Path(store), s))]
     t0 = time.perf_counter()
     error = None
     if todo:
         try:
-            cfgs = [RunConfig.from_dict(s.config) for s in todo]
-            if any(c.hash() != s.config_hash for c, s in zip(cfgs, todo, strict=True)):
-                raise UsageError("a run's config does not match its hash (edited grid.json?)")
-            train_runs(cfgs, [run_dir(Path(store), s) for s in todo], resume=True, progress=False)
+            _train_stacked(todo, Path(store))
         except PkdganError as e:
             error = str(e)
     seconds = (time.perf_counter() - t0) / max(len(todo), 1)
@@ -111,7 +129,18 @@ def execute_task(task: list[RunSpec], store: str) -> list[Result]:
 
 
 def _stack_key(spec: RunSpec) -> str | None:
-    """Runs that ``multi`` may train together share this key (only data, seed, epochs differ)."""
+    """Runs that may train together share this key: EDE-GAN runs whose only differences are data,
+    seed and epochs (``multi``); distillation runs with frozen-teacher epochs whose only
+    difference is the teacher (``multi_distill``: other normal classes, same seed and settings)."""
+    if spec.kind == "distill":
+        from pkdgan.config import DistillConfig
+        from pkdgan.multi_distill import frozen_epochs
+
+        dcfg = DistillConfig.from_dict(spec.config["distill"])
+        if dcfg.mode == "alone" or dcfg.batch_size != 1 or frozen_epochs(dcfg) == 0:
+            return None
+        c = {k: v for k, v in spec.config.items() if k not in ("teacher", "teacher_hash")}
+        return "distill:" + json.dumps(c, sort_keys=True)
     if spec.kind != "edegan" or spec.config["train"]["batch_size"] != 1:
         return None
     c = json.loads(json.dumps(spec.config))
@@ -241,7 +270,7 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Write grid.json, run every unfinished run, log the invocation; returns the summary.
 
-    ``stack`` > 1 trains up to that many compatible batch-1 EDE-GAN runs together with
+    ``stack`` > 1 trains up to that many compatible batch-1 runs together with
     ``multi.train_runs`` (same results as one by one, see tests/test_multi.py).
     """
     if executor not in EXECUTORS:

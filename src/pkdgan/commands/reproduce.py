@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local processes, or Ray (pip install 'pkdgan[ray]')")
     p.add_argument("--workers", type=int, default=1, help="local executor: parallel processes")
     p.add_argument("--stack", type=int, default=1,
-                   help="train up to this many batch-1 EDE-GAN runs of a grid together in one "
-                        "vectorised pass (pkdgan.multi; same results as one by one; about 2x "
-                        "images/s on CPU, see docs/performance.md); 1 = one run at a time")
+                   help="train up to this many batch-1 runs of a grid together in one "
+                        "vectorised pass: EDE-GAN runs (pkdgan.multi, about 2x images/s) and "
+                        "the frozen-teacher epochs of distillation runs of different classes "
+                        "(pkdgan.multi_distill, about 7x); same results as one by one (see "
+                        "docs/performance.md); 1 = one run at a time")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: start a local Ray); runs are written to "
                         "--store, which every Ray node must see at the same path")
