@@ -39,7 +39,8 @@ def rate(fn: Callable[[], object], n_images: int, seconds: float) -> float:
     return n * n_images / elapsed
 
 
-def backends(name: str, batch: int, use_ort: bool) -> dict[str, Callable[[], object]]:
+def backends(name: str, batch: int, use_ort: bool, compile_: bool = False
+             ) -> dict[str, Callable[[], object]]:
     cfg = get_config(name)
     torch.manual_seed(0)
     g = build_generator(cfg).eval()
@@ -47,6 +48,11 @@ def backends(name: str, batch: int, use_ort: bool) -> dict[str, Callable[[], obj
     fast = TorchScorer(g, batch)
     out: dict[str, Callable[[], object]] = {
         "torch_baseline": lambda: score_both(g, x, batch), "torch": lambda: fast.scores(x)}
+    if compile_:  # the fast path's network under torch.compile (compiled here, before timing)
+        compiled = TorchScorer(g, batch)
+        compiled.net = torch.compile(compiled.net)
+        compiled.scores(x)
+        out["torch_compiled"] = lambda: compiled.scores(x)
     if use_ort:
         ort = OrtScorer(g, cfg, "latent", batch)
         out["onnxruntime"] = lambda: ort(x)
@@ -61,6 +67,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 round of 1.5 s windows (about a minute)")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads (default: all)")
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the fast path under torch.compile (compiles first, minutes)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     if args.quick:
@@ -73,7 +81,7 @@ def main() -> None:
     except ImportError:
         use_ort = False
     names = sorted({n for pair in PAIRS.values() for n in pair})
-    fns = {(n, b): fn for n in names for b, fn in backends(n, args.batch, use_ort).items()}
+    fns = {(n, b): fn for n in names for b, fn in backends(n, args.batch, use_ort, args.compile).items()}
     samples: dict[tuple[str, str], list[float]] = {k: [] for k in fns}
     for _ in range(args.rounds):
         for key, fn in fns.items():
