@@ -49,8 +49,8 @@ from pkdgan.train import (
     MAX_RECOVERIES,
     EpochLog,
     GanState,
-    _kept,
     check_finite,
+    kept_message,
     load_training_state,
     prepare_run_dir,
     resolve_device,
@@ -602,7 +602,7 @@ def _diverged(m: _Member, stack: StackedGan, i: int, err: DivergenceError) -> No
     if m.good is None or recoveries >= MAX_RECOVERIES:
         tried = f" after {recoveries} recoveries" if recoveries else ""
         name = f"{m.run_dir}: " if m.run_dir is not None else ""
-        m.error = DivergenceError(f"{name}{err}{tried}; {_kept(m.run_dir, m.epoch)}")
+        m.error = DivergenceError(f"{name}{err}{tried}; {kept_message(m.run_dir, m.epoch)}")
         return
     m.info["recoveries"] = recoveries + 1
     stack.restore(i, m.good)

@@ -197,7 +197,7 @@ def _recover(state: GanState, good: dict[str, Any] | None, t: TrainConfig,
     return True
 
 
-def _kept(run_dir: Path | None, epochs_done: int) -> str:
+def kept_message(run_dir: Path | None, epochs_done: int) -> str:
     """What a stopped run leaves behind, for the divergence message."""
     if run_dir is None:
         return "nothing saved (no run folder)"
@@ -267,7 +267,7 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
                 if not _recover(state, good, t, info):
                     bar.close()
                     tried = f" after {info['recoveries']} recoveries" if info.get("recoveries") else ""
-                    raise DivergenceError(f"{e}{tried}; {_kept(run_dir, epoch)}") from None
+                    raise DivergenceError(f"{e}{tried}; {kept_message(run_dir, epoch)}") from None
                 continue
             log.add(losses)
             bar.update(1)
