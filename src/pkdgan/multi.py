@@ -202,7 +202,7 @@ def stacked_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 
 
 @dataclass
-class _Group:
+class ParamGroup:
     """One optimizer's worth of stacked tensors (the generator's or the discriminator's)."""
 
     params: dict[str, torch.Tensor]
@@ -238,7 +238,7 @@ def _module_buffers(module: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-def _stack_group(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> _Group:
+def _stack_group(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> ParamGroup:
     """Copy K identical-shaped modules and their Adam states into one stacked group."""
     named = [dict(m.named_parameters()) for m in modules]
     names = list(named[0])
@@ -257,7 +257,7 @@ def _stack_group(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) ->
     bufs = [_module_buffers(m) for m in modules]
     buffers = {owner: {key: torch.stack([b[owner][key] for b in bufs]) for key in bufs[0][owner]}
                for owner in bufs[0]}
-    return _Group(params, buffers, moments["exp_avg"], moments["exp_avg_sq"], steps)
+    return ParamGroup(params, buffers, moments["exp_avg"], moments["exp_avg_sq"], steps)
 
 
 class StackedGan:
@@ -277,7 +277,7 @@ class StackedGan:
 
     # -- forward --------------------------------------------------------------------------------
 
-    def _layer(self, module: nn.Module, name: str, x: torch.Tensor, group: _Group,
+    def _layer(self, module: nn.Module, name: str, x: torch.Tensor, group: ParamGroup,
                updates: Sequence[int]) -> torch.Tensor:
         p = group.params
         bias = p.get(f"{name}.bias")
@@ -302,7 +302,7 @@ class StackedGan:
             return x
         raise UsageError(f"multi-model training has no stacked form of {type(module).__name__}")
 
-    def _encode(self, name: str, x: torch.Tensor, group: _Group, updates: Sequence[int]
+    def _encode(self, name: str, x: torch.Tensor, group: ParamGroup, updates: Sequence[int]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """An Encoder (or the Discriminator, its twin): (head output, last feature map)."""
         module = getattr(self.template.generator, name) if group is self.g else self.template.discriminator
@@ -379,7 +379,7 @@ class StackedGan:
         if extra is not None and extra.group is not None:
             self._adam(extra.group)
 
-    def _adam(self, group: _Group) -> None:
+    def _adam(self, group: ParamGroup) -> None:
         group.collect_grads()
         params, grads, m, v, steps = group.rows
         with torch.no_grad():
@@ -396,7 +396,7 @@ class StackedGan:
             self.d.params[name][i].copy_(p)
 
     @torch.no_grad()
-    def clear_adam(self, group: _Group, i: int) -> None:
+    def clear_adam(self, group: ParamGroup, i: int) -> None:
         """``opt.state.clear()`` for model ``i``: Adam restarts from step 0."""
         for name in group.params:
             group.exp_avg[name][i].zero_()
@@ -447,16 +447,16 @@ class ExtraLoss:
     """
 
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
-    group: _Group | None = None
+    group: ParamGroup | None = None
 
 
-def stack_modules(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> _Group:
+def stack_modules(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> ParamGroup:
     """K identical-shaped modules (and their entries in ``opts``) as one stacked group."""
     return _stack_group(modules, opts)
 
 
 @torch.no_grad()
-def write_group(group: _Group, i: int, module: nn.Module, opt: torch.optim.Optimizer) -> None:
+def write_group(group: ParamGroup, i: int, module: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Copy row ``i`` of ``group`` into ``module`` and its Adam state into ``opt``."""
     for j, (name, p) in enumerate(module.named_parameters()):
         p.copy_(group.params[name][i])
@@ -487,7 +487,7 @@ def _adam_settings(opt: torch.optim.Optimizer) -> dict[str, Any]:
 # Per-model bookkeeping, as train.fit keeps it.
 
 
-class _Rng:
+class RngStream:
     """One model's global-RNG stream (CPU, and the device's when on CUDA)."""
 
     def __init__(self, device: torch.device) -> None:
@@ -517,7 +517,7 @@ class _Member:
     run_dir: Path | None
     state: GanState
     shuffle: torch.Generator
-    rng: _Rng
+    rng: RngStream
     epoch: int
     info: dict[str, Any]
     offset: int = 0
@@ -570,7 +570,7 @@ def _start(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None, resume: b
     start, info = 0, {"train_seconds": 0.0}
     if run_dir is not None and prepare_run_dir(run_dir, cfg, resume):
         start, info = load_training_state(run_dir, state, shuffle)
-    return _Member(cfg, split, run_dir, state, shuffle, _Rng(device), start, info)
+    return _Member(cfg, split, run_dir, state, shuffle, RngStream(device), start, info)
 
 
 def _begin_epoch(m: _Member, stack: StackedGan, i: int) -> None:

@@ -63,7 +63,7 @@ from pkdgan.distill import (
 from pkdgan.edegan import EDEGANModel
 from pkdgan.errors import DivergenceError, UsageError
 from pkdgan.losses import distillation_loss
-from pkdgan.multi import ExtraLoss, StackedGan, _Group, _Rng, stack_modules, write_group
+from pkdgan.multi import ExtraLoss, ParamGroup, RngStream, StackedGan, stack_modules, write_group
 from pkdgan.train import EpochLog, check_finite, resolve_device
 
 S_KEYS = ("s_g_adversarial", "s_g_contextual", "s_g_latent", "s_g_constraint", "s_g_total", "s_d")
@@ -138,7 +138,7 @@ class _Member:
     epoch: int
     info: dict[str, Any]
     before: float | None
-    rng: _Rng
+    rng: RngStream
     offset: int = 0
     pos: int = 0
     perm: list[int] = field(default_factory=list)
@@ -163,14 +163,14 @@ def _start(job: Job, device: torch.device) -> _Member:
     pair, shuffle = make_pair(job.teacher, job.student_cfg, job.dcfg, device)
     start, info = start_state(pair, shuffle, job.dcfg, job.run_dir, job.resume)
     return _Member(job, pair, shuffle, make_plan(job.dcfg), frozen_epochs(job.dcfg), start, info,
-                   before, _Rng(device))
+                   before, RngStream(device))
 
 
 class _KLoss:
     """K per model against the current images' teacher outputs (``target``), via the stacked
     projection when there is one; the ``ExtraLoss`` of the stacked step."""
 
-    def __init__(self, dcfg: DistillConfig, projection: _Group | None) -> None:
+    def __init__(self, dcfg: DistillConfig, projection: ParamGroup | None) -> None:
         self.projection = projection
         self.fn = torch.func.vmap(functools.partial(distillation_loss, w1=dcfg.w1, wx=dcfg.wx,
                                                     w2=dcfg.w2))
