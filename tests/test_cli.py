@@ -72,3 +72,20 @@ def test_bad_input_one_line_no_traceback(tmp_path: Path, args: list[str], code: 
 def test_help_shows_defaults() -> None:
     r = run_cli("train", "--help")
     assert r.returncode == 0 and "(default: 15)" in r.stdout and "--normal-class" in r.stdout
+
+
+def test_every_option_of_every_command_is_explained() -> None:
+    """Each argument has help text; options with a default show it once, in --help."""
+    import argparse
+
+    from pkdgan.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"train", "test", "demo", "distill", "flops", "predict", "export", "plot", "reproduce",
+            "report"} <= set(sub.choices)
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help, f"pkdgan {name} {action.option_strings or action.dest} has no help"
+        text = command.format_help()
+        assert "(default: None)" not in text, name

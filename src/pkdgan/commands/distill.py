@@ -25,30 +25,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry name (see `pkdgan flops`); default: the teacher's dataset's")
     p.add_argument("--width", type=int, default=None, help="override the student's width")
     p.add_argument("--nz", type=int, default=None, help="override the student's latent size")
-    p.add_argument("--mode", default="progressive", choices=DISTILL_MODES)
+    p.add_argument("--mode", default="progressive", choices=DISTILL_MODES,
+                   help="progressive = P-KDGAN (two steps); single = one structure; alone = baseline")
     p.add_argument("--structure", type=int, default=2, choices=[1, 2, 3, 4],
                    help="single mode's structure")
     p.add_argument("--epochs", type=int, default=15, help="epochs of single and alone modes")
-    p.add_argument("--step1-structure", type=int, default=2, choices=[1, 2])
-    p.add_argument("--step2-structure", type=int, default=3, choices=[3, 4])
-    p.add_argument("--step1-epochs", type=int, default=10)
-    p.add_argument("--step2-epochs", type=int, default=5)
+    p.add_argument("--step1-structure", type=int, default=2, choices=[1, 2],
+                   help="progressive step 1 (frozen teacher)")
+    p.add_argument("--step2-structure", type=int, default=3, choices=[3, 4],
+                   help="progressive step 2 (teacher and student jointly)")
+    p.add_argument("--step1-epochs", type=int, default=10, help="epochs of progressive step 1")
+    p.add_argument("--step2-epochs", type=int, default=5, help="epochs of progressive step 2")
     d = DistillConfig()
     g = p.add_argument_group("distillation loss K = w1*K1 + wx*Kx + w2*K2")
     g.add_argument("--w1", type=float, default=d.w1, help="K1: L2 between z's")
     g.add_argument("--wx", type=float, default=d.wx, help="Kx: L1 between reconstructions")
     g.add_argument("--w2", type=float, default=d.w2, help="K2: L2 between z_hat's")
     g = p.add_argument_group("GAN losses and optimisation (student, and teacher when trained)")
-    g.add_argument("--w-adv", type=float, default=1.0)
-    g.add_argument("--w-con", type=float, default=50.0)
-    g.add_argument("--w-lat", type=float, default=1.0)
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
+    g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1 image) weight")
+    g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2 z vs z_hat) weight")
+    g.add_argument("--batch-size", type=int, default=1, help="images per step (the paper: 1)")
+    g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps")
-    g.add_argument("--beta1", type=float, default=0.5)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"])
+    g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
+    g.add_argument("--seed", type=int, default=0, help="student init and data order")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
+                   help="anomaly score reported and thresholded")
     p.add_argument("--data-root", default=None, help="override the teacher run's data root")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (or parent folder)")
     p.add_argument("--resume", action="store_true",
@@ -57,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="distil several teacher runs' students one by one; without it, at batch "
                         "size 1 their frozen-teacher epochs (structure 1 or 2, progressive step 1) "
                         "train together in one vectorised pass, with the same results")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=main)
 
 
