@@ -158,3 +158,34 @@ def test_plot_failure_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.warns(UserWarning, match="plots not written .*no display"):
         finish_run(tmp_path, generator, split, "latent", {})
     assert runs.is_finished(tmp_path)
+
+
+def test_folder_without_test_set_trains_calibrates_and_predicts(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Only normal images (no test/ folder): trained and calibrated, not evaluated; predict works."""
+    root = tmp_path / "data"
+    write_pngs(root / "train", bars(120, 16, vertical=False, seed=0))
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="not evaluated"):
+        rc = main(["train", "--dataset", "folder", "--data-root", str(root), "--image-size", "16",
+                   "--width", "8", "--nz", "16", "--epochs", "2", "--holdout-fraction", "0.2",
+                   "--no-progress", "--out", str(run)])
+    assert rc == 0 and runs.is_finished(run)
+    metrics = runs.read_json(run / runs.METRICS)
+    assert metrics["auroc"] is None and metrics["evaluated"] is False and metrics["n_test"] == 0
+    assert runs.read_json(run / runs.CALIBRATION)["threshold"] > 0
+    assert {p.name for p in (run / PLOTS_DIR).iterdir()} == {LOSSES}
+    new = tmp_path / "new"
+    write_pngs(new / "normal", bars(20, 16, vertical=False, seed=1))
+    write_pngs(new / "abnormal", bars(20, 16, vertical=True, seed=2))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), str(new), "--output", str(out)]) == 0
+    rows = read_csv(out)
+    abnormal = np.array(["abnormal" in r["path"] for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    assert labels[abnormal].mean() >= 0.8 and labels[~abnormal].mean() <= 0.25, labels
+    capsys.readouterr()
+    with pytest.warns(UserWarning):
+        assert main(["test", str(run)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("pkdgan test: error:") and "no test set" in err[-1]

@@ -238,15 +238,26 @@ def load_images(paths: list[Path], channels: int, image_size: int, resize: str) 
 
 def folder_split(cfg: DataConfig, image_size: int, channels: int, seed: int = 0
                  ) -> OneClassSplit:
-    """``root/train`` normal images; ``root/test/normal`` and ``root/test/abnormal``."""
+    """``root/train`` normal images; ``root/test/normal`` and ``root/test/abnormal``.
+
+    Without ``root/test`` at all the split has no test set: the run is trained and calibrated
+    on held-out normal images but not evaluated (a practitioner may have no labelled anomalies).
+    A ``root/test`` lacking one of its two folders is an error, as it is more likely a mistake.
+    """
     root = resolve_data_root(cfg.data_root)
     train_paths = list_images(root / "train")
-    normal_paths = list_images(root / "test" / "normal")
-    abnormal_paths = list_images(root / "test" / "abnormal")
+    if (root / "test").exists():
+        normal_paths = list_images(root / "test" / "normal")
+        abnormal_paths = list_images(root / "test" / "abnormal")
+    else:
+        warnings.warn(f"no {root / 'test'} folder: the run is calibrated on held-out normal "
+                      "images but not evaluated (no AUROC)", stacklevel=2)
+        normal_paths, abnormal_paths = [], []
     train, holdout = _holdout(
         load_images(train_paths, channels, image_size, cfg.resize), cfg.holdout_fraction, seed
     )
-    test = load_images(normal_paths + abnormal_paths, channels, image_size, cfg.resize)
+    test = (load_images(normal_paths + abnormal_paths, channels, image_size, cfg.resize)
+            if normal_paths or abnormal_paths else train.new_empty((0, *train.shape[1:])))
     labels = np.r_[np.zeros(len(normal_paths)), np.ones(len(abnormal_paths))].astype(np.int64)
     return OneClassSplit(train, holdout, test, labels, labels.copy())
 

@@ -188,13 +188,13 @@ def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: t
     written: list[Path] = []
     calibration = runs.read_json(run_dir / runs.CALIBRATION) if (run_dir / runs.CALIBRATION).is_file() else {}
     score = calibration.get("score", "latent")
-    if (run_dir / runs.SCORES).is_file():
-        z = runs.read_npz(run_dir / runs.SCORES)
+    z = runs.read_npz(run_dir / runs.SCORES) if (run_dir / runs.SCORES).is_file() else None
+    if z is not None and len(np.unique(z["labels"])) == 2:  # no ROC without both kinds of image
         kinds = {k: z[k] for k in ("latent", "reconstruction") if k in z}
         written.append(plot_roc(kinds or {score: z["scores"]}, z["labels"], out / ROC))
         written.append(plot_histograms(z["scores"], z["labels"], out / HISTOGRAM,
                                        calibration.get("threshold"), z.get(f"holdout_{score}"), score))
-    if generator is not None and images is not None and labels is not None:
+    if generator is not None and images is not None and labels is not None and len(images):
         written.append(plot_reconstructions(generator, images, labels, out / RECONSTRUCTIONS, score))
     history = runs.read_history(run_dir / runs.HISTORY)
     if history:

@@ -43,6 +43,11 @@ def calibrate(holdout: np.ndarray, fpr: float = DEFAULT_FPR) -> dict[str, Any]:
     }
 
 
+def has_both_labels(labels: np.ndarray) -> bool:
+    """Whether a test set can be evaluated (AUROC needs normal and anomalous images)."""
+    return len(np.unique(labels)) == 2
+
+
 def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
                extra: dict[str, Any]) -> dict[str, Any]:
     """Write calibration, raw scores and — last, marking the run finished — metrics."""
@@ -50,12 +55,16 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
     primary = s[score]
     holdout = s.get(f"holdout_{score}", np.empty(0, np.float32))
     calibration = calibrate(holdout) | {"score": score}
-    metrics = evaluate_scores(primary, split.test_labels)
-    metrics["auroc_latent"] = evaluate_scores(s["latent"], split.test_labels)["auroc"]
-    metrics["auroc_reconstruction"] = evaluate_scores(
-        s["reconstruction"], split.test_labels
-    )["auroc"]
-    if calibration["threshold"] is not None:
+    if has_both_labels(split.test_labels):
+        metrics = evaluate_scores(primary, split.test_labels)
+        metrics["auroc_latent"] = evaluate_scores(s["latent"], split.test_labels)["auroc"]
+        metrics["auroc_reconstruction"] = evaluate_scores(
+            s["reconstruction"], split.test_labels
+        )["auroc"]
+    else:  # a folder dataset without test images: trained and calibrated, not evaluated
+        metrics = {"auroc": None, "aupr": None, "auroc_latent": None, "auroc_reconstruction": None,
+                   "n_test": int(len(split.test_labels)), "evaluated": False}
+    if calibration["threshold"] is not None and metrics["auroc"] is not None:
         flagged = primary > calibration["threshold"]
         labels = split.test_labels.astype(bool)
         metrics["test_fpr_at_threshold"] = float(flagged[~labels].mean())

@@ -69,5 +69,6 @@ def main(args: argparse.Namespace) -> int:
                        for cfg, run_dir in zip(configs, dirs, strict=True))
     for cfg, run_dir, metrics in zip(configs, dirs, all_metrics, strict=True):
         print(json.dumps({"run": str(run_dir), "normal_class": cfg.data.normal_class,
-                          "auroc": round(metrics["auroc"], 4), "aupr": round(metrics["aupr"], 4)}))
+                          **{k: None if metrics[k] is None else round(metrics[k], 4)
+                             for k in ("auroc", "aupr")}}))
     return 0
