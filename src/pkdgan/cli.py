@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
+
+# OpenMP threads that spin while they wait collapse PyTorch on a CPU shared with other jobs (a
+# grid, a second run): measured beside a running grid, 2 threads, batch-1 training 0.46 vs 26.7
+# images/s and student scoring 22k vs 40k (benchmarks/omp_wait_policy.sh, docs/performance.md).
+# Read when torch loads, so it is set before any command imports it; the user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pkdgan import __version__
 from pkdgan.errors import PkdganError
