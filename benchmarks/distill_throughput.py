@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from train_throughput import images_per_second  # the script's folder is on sys.path
+from train_throughput import alternate  # the script's folder is on sys.path
 
 from pkdgan.config import DistillConfig, ModelConfig, RunConfig
 from pkdgan.distill import STRUCTURES, distill_step, make_pair, teacher_outputs
@@ -88,15 +87,7 @@ def main() -> None:
     teacher = _teacher(tcfg)
     settings = {"sequential_bs1": sequential(teacher, scfg, dcfg),
                 "stacked_bs1": stacked(teacher, scfg, dcfg, args.models)}
-    samples: dict[str, list[float]] = {k: [] for k in settings}
-    cpu: dict[str, list[float]] = {k: [] for k in settings}
-    for _ in range(args.rounds):
-        for name, (step, per_step) in settings.items():
-            wall, per_cpu = images_per_second(step, per_step, args.window)
-            samples[name].append(wall)
-            cpu[name].append(per_cpu)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    med, med_cpu, _ = alternate(settings, args.rounds, args.window)
     out = {
         **{k: round(v, 2) for k, v in med.items()},
         "ratio": round(med["stacked_bs1"] / med["sequential_bs1"], 3),

@@ -65,6 +65,25 @@ def images_per_second(step: Callable[[], None], per_step: int, seconds: float) -
     return n * per_step / elapsed, n * per_step / max(time.process_time() - c0, 1e-9)
 
 
+Settings = dict[str, tuple[Callable[[], None], int]]
+
+
+def alternate(settings: Settings, rounds: int, window: float
+              ) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """Each (step, images per step) timed in ``rounds`` alternating windows, so a change of load
+    on a shared machine hits every setting alike: median images per wall second, median images
+    per CPU second, and the wall samples."""
+    samples: dict[str, list[float]] = {k: [] for k in settings}
+    cpu: dict[str, list[float]] = {k: [] for k in settings}
+    for _ in range(rounds):
+        for name, (step, per_step) in settings.items():
+            wall, per_cpu = images_per_second(step, per_step, window)
+            samples[name].append(wall)
+            cpu[name].append(per_cpu)
+    return ({k: statistics.median(v) for k, v in samples.items()},
+            {k: statistics.median(v) for k, v in cpu.items()}, samples)
+
+
 def profile(step: Callable[[], None], rows: int) -> str:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -101,15 +120,7 @@ def main() -> None:
     if args.profile:
         print(profile(settings["vectorised_bs1"][0], 25))
         return
-    samples: dict[str, list[float]] = {k: [] for k in settings}
-    cpu: dict[str, list[float]] = {k: [] for k in settings}
-    for _ in range(args.rounds):
-        for name, (step, per_step) in settings.items():
-            wall, per_cpu = images_per_second(step, per_step, args.window)
-            samples[name].append(wall)
-            cpu[name].append(per_cpu)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    med, med_cpu, samples = alternate(settings, args.rounds, args.window)
     out = {
         **{k: round(v, 2) for k, v in med.items()},
         "ratio_vs_naive": round(med["vectorised_bs1"] / med["naive_bs1"], 3),
