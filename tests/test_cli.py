@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,31 @@ def test_every_option_of_every_command_is_explained() -> None:
             assert action.help, f"pkdgan {name} {action.option_strings or action.dest} has no help"
         text = command.format_help()
         assert "(default: None)" not in text, name
+
+
+def test_omp_wait_policy_follows_cpu_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PASSIVE only when other jobs keep a core busy; a value the user set is never replaced."""
+    import pkdgan.cpu as cpu
+
+    monkeypatch.setattr(cpu, "busy_cores", lambda seconds=0.2: 1.0)
+    env: dict[str, str] = {}
+    assert cpu.choose_omp_wait_policy(env) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert cpu.choose_omp_wait_policy(env) is None and env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.setattr(cpu, "busy_cores", lambda seconds=0.2: 0.1)
+    env = {}
+    assert cpu.choose_omp_wait_policy(env) is None and env == {}
+
+
+def test_busy_cores_sees_a_busy_process() -> None:
+    import pkdgan.cpu as cpu
+
+    if cpu._cpu_times() is None:
+        pytest.skip("no /proc/stat on this system")
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert cpu.busy_cores(0.5) >= 0.6
+    finally:
+        burner.kill()
+        burner.wait()

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
 
-# OpenMP threads that spin while they wait collapse PyTorch on a CPU shared with other jobs (a
-# grid, a second run): measured beside a running grid, 2 threads, batch-1 training 0.46 vs 26.7
-# images/s and student scoring 22k vs 40k (benchmarks/omp_wait_policy.sh, docs/performance.md).
-# Read when torch loads, so it is set before any command imports it; the user's value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from pkdgan import __version__
+from pkdgan.cpu import choose_omp_wait_policy
 from pkdgan.errors import PkdganError
 
 
@@ -60,6 +54,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads
+        choose_omp_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"pkdgan: warning: {msg}\n"
