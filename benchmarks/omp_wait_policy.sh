@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Why the CLI sets OMP_WAIT_POLICY=PASSIVE (when unset): the training and scoring benchmarks with
-# 2 threads, under the default OpenMP wait policy and under PASSIVE, one after the other. Run it
-# once on a quiet machine and once beside another CPU-bound job (e.g. a grid) to see both sides.
+# Why the CLI picks OMP_WAIT_POLICY from the CPU load (pkdgan.cpu): the training and scoring
+# benchmarks with 2 threads, under the default OpenMP wait policy and under PASSIVE, one after the
+# other. Run it once on a quiet machine and once beside another CPU-bound job (e.g. a grid).
 # Usage: bash benchmarks/omp_wait_policy.sh [python]   (prints one JSON line per run)
 set -euo pipefail
 PY=${1:-python}
