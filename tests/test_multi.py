@@ -14,7 +14,8 @@ from pkdgan.config import DataConfig, LossWeights, ModelConfig, RunConfig, Train
 from pkdgan.data import OneClassSplit, to_tensor
 from pkdgan.edegan import score_both
 from pkdgan.errors import DivergenceError, UsageError
-from pkdgan.multi import fit_many, stacked_conv2d, stacked_conv_transpose2d, train_runs
+from pkdgan.multi import fit_many, train_runs
+from pkdgan.stacked import stacked_conv2d, stacked_conv_transpose2d
 from pkdgan.train import fit, train_run
 from tests.conftest import bars
 
