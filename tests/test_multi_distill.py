@@ -201,3 +201,23 @@ def test_interrupted_stacked_run_resumes(teacher_runs: Path, tmp_path: Path,
         assert_same_state(runs.load_tensors(a_dir / runs.CHECKPOINT),
                           runs.load_tensors(b_dir / runs.CHECKPOINT), rtol=1e-6, atol=1e-7)
         assert len(runs.read_history(b_dir / runs.HISTORY)) == 3
+
+
+def test_alone_baselines_stack_like_one_by_one(teacher_runs: Path, tmp_path: Path) -> None:
+    """The ``alone`` arm of several classes trains as one ``fit_many`` stack; its run folders
+    hold the same scores and metrics as the one-by-one runs."""
+    teachers = sorted(teacher_runs.glob("class_*"))
+    dcfg = DistillConfig(mode="alone", epochs=2, batch_size=1, seed=0, device="cpu")
+    stacked = distill_runs(teachers, ["student-mnist"] * 2, dcfg,
+                           [tmp_path / "s" / t.name for t in teachers], progress=False)
+    alone = distill_runs(teachers, ["student-mnist"] * 2, dcfg,
+                         [tmp_path / "a" / t.name for t in teachers], progress=False, stack=False)
+    for t, m_s, m_a in zip(teachers, stacked, alone, strict=True):
+        assert m_s["trained_together"] == 2 and "trained_together" not in m_a
+        assert m_s["teacher_auroc_before"] == m_a["teacher_auroc_before"]
+        assert abs(m_s["auroc"] - m_a["auroc"]) < 1e-4
+        a = runs.read_npz(tmp_path / "s" / t.name / runs.SCORES)["scores"]
+        b = runs.read_npz(tmp_path / "a" / t.name / runs.SCORES)["scores"]
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+        assert runs.read_json(tmp_path / "s" / t.name / runs.CONFIG) == \
+            runs.read_json(tmp_path / "a" / t.name / runs.CONFIG)

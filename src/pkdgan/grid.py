@@ -130,14 +130,15 @@ def execute_task(task: list[RunSpec], store: str) -> list[Result]:
 
 def _stack_key(spec: RunSpec) -> str | None:
     """Runs that may train together share this key: EDE-GAN runs whose only differences are data,
-    seed and epochs (``multi``); distillation runs with frozen-teacher epochs whose only
-    difference is the teacher (``multi_distill``: other normal classes, same seed and settings)."""
+    seed and epochs (``multi``); distillation runs with frozen-teacher epochs, or ``alone``
+    baselines, whose only difference is the teacher (``multi_distill``: other normal classes,
+    same seed and settings)."""
     if spec.kind == "distill":
         from pkdgan.config import DistillConfig
         from pkdgan.multi_distill import frozen_epochs
 
         dcfg = DistillConfig.from_dict(spec.config["distill"])
-        if dcfg.mode == "alone" or dcfg.batch_size != 1 or frozen_epochs(dcfg) == 0:
+        if dcfg.batch_size != 1 or (dcfg.mode != "alone" and frozen_epochs(dcfg) == 0):
             return None
         c = {k: v for k, v in spec.config.items() if k not in ("teacher", "teacher_hash")}
         return "distill:" + json.dumps(c, sort_keys=True)

@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pkdgan import runs
-from pkdgan.config import DistillConfig, ModelConfig, RunConfig
+from pkdgan.config import DataConfig, DistillConfig, ModelConfig, RunConfig
 from pkdgan.data import OneClassSplit
 from pkdgan.distill import (
     Outputs,
@@ -63,7 +63,15 @@ from pkdgan.distill import (
 from pkdgan.edegan import EDEGANModel
 from pkdgan.errors import DivergenceError, UsageError
 from pkdgan.losses import distillation_loss
-from pkdgan.multi import ExtraLoss, ParamGroup, RngStream, StackedGan, stack_modules, write_group
+from pkdgan.multi import (
+    ExtraLoss,
+    ParamGroup,
+    RngStream,
+    StackedGan,
+    fit_many,
+    stack_modules,
+    write_group,
+)
 from pkdgan.train import EpochLog, check_finite, resolve_device
 
 S_KEYS = ("s_g_adversarial", "s_g_contextual", "s_g_latent", "s_g_constraint", "s_g_total", "s_d")
@@ -333,6 +341,26 @@ def _finish(m: _Member, device: torch.device, progress: bool) -> DistillResult:
     return DistillResult(pair.student.model, pair.teacher.model, info)
 
 
+def alone_many(jobs: Sequence[Job], data: Sequence[DataConfig], resume: bool = False,
+               progress: bool = True) -> list[DistillResult]:
+    """The ``alone`` baseline (the student trained without a teacher) for several jobs at once:
+    ``distill``'s alone mode is ``train.fit``, so the students train as one ``multi.fit_many``
+    stack at batch size 1, with the same results as one by one."""
+    device = resolve_device(jobs[0].dcfg.device)
+    befores = []
+    for j in jobs:
+        j.teacher.to(device).eval()
+        befores.append(auroc(j.teacher.generator, j.split, j.dcfg.score))
+    cfgs = [RunConfig(model=j.student_cfg, loss=j.dcfg.gan, data=d, train=j.dcfg.train_config())
+            for j, d in zip(jobs, data, strict=True)]
+    fits = fit_many(cfgs, [j.split for j in jobs], [j.run_dir for j in jobs], resume=resume,
+                    progress=progress)
+    return [DistillResult(f.model, j.teacher, f.info | {"teacher_auroc_before": b,
+                                                        "teacher_auroc_after": b,
+                                                        "teacher_changed": False}, f.error)
+            for j, f, b in zip(jobs, fits, befores, strict=True)]
+
+
 # --- run folders -------------------------------------------------------------------------------
 
 
@@ -347,8 +375,9 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
     """``distill.distill_run`` for several (teacher run, student, out folder); metrics per folder.
 
     With ``stack`` (and batch size 1, a frozen-teacher structure, several students sharing a
-    student config), their frozen-teacher epochs train together (``distill_many``); otherwise,
-    or for a group of one, each runs alone, and ``note`` says why when several could not stack.
+    student config), their frozen-teacher epochs train together (``distill_many``), and ``alone``
+    baselines train as one ``multi.fit_many`` stack (``alone_many``); otherwise, or for a group
+    of one, each runs by itself, and ``note`` says why when several could not stack.
     With ``resume``, folders that finished with the same config are read back, not retrained;
     interrupted ones go on from their last epoch. Runs that finish are written before a
     divergence of another is reported.
@@ -377,7 +406,10 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
     errors: list[str] = []
     for members in groups.values():
         reason = stack_reason([jobs[i] for i in members])
-        if len(members) > 1 and reason is None:
+        if len(members) > 1 and dcfg.mode == "alone" and dcfg.batch_size == 1:
+            results = alone_many([jobs[i] for i in members], [preps[i].data for i in members],
+                                 resume, progress)
+        elif len(members) > 1 and reason is None:
             results = distill_many([jobs[i] for i in members], progress)
         else:
             if len(members) > 1:

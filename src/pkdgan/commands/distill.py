@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-stack", action="store_true",
                    help="distil several teacher runs' students one by one; without it, at batch "
                         "size 1 their frozen-teacher epochs (structure 1 or 2, progressive step 1) "
-                        "train together in one vectorised pass, with the same results")
+                        "or alone baselines train together in one vectorised pass, with the same "
+                        "results")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=main)
 

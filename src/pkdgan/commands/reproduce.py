@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stack", type=int, default=1,
                    help="train up to this many batch-1 runs of a grid together in one "
                         "vectorised pass: EDE-GAN runs (pkdgan.multi, about 2x images/s) and "
-                        "the frozen-teacher epochs of distillation runs of different classes "
+                        "the frozen-teacher epochs (and alone baselines) of distillation runs of "
+                        "different classes "
                         "(pkdgan.multi_distill, about 7x); same results as one by one (see "
                         "docs/performance.md); 1 = one run at a time")
     p.add_argument("--address", default=None,
