@@ -24,6 +24,8 @@ def _cpu_times() -> tuple[int, int] | None:
             fields = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
+    if len(fields) < 4:
+        return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user time
     return total - idle, total
