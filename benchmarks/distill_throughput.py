@@ -21,7 +21,11 @@ import time
 from collections.abc import Callable
 
 import torch
-from train_throughput import alternate  # the script's folder is on sys.path
+from train_throughput import (  # the script's folder is on sys.path
+    add_timing_args,
+    alternate,
+    apply_timing_args,
+)
 
 from pkdgan.config import DistillConfig, ModelConfig, RunConfig
 from pkdgan.distill import STRUCTURES, distill_step, make_pair, teacher_outputs
@@ -71,16 +75,9 @@ def main() -> None:
     p.add_argument("--nz", type=int, default=100, help="teacher latent size")
     p.add_argument("--student", default="student-mnist", help="registry name of the student")
     p.add_argument("--models", type=int, default=10, help="K students in the stacked path")
-    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
-    p.add_argument("--window", type=float, default=6.0, help="seconds per setting per round")
-    p.add_argument("--quick", action="store_true", help="3 rounds of 4 s (about 30 s)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_timing_args(p, 6.0, "about 30 s")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.window = 3, 4.0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_timing_args(args)
     tcfg = ModelConfig(image_size=args.image_size, channels=args.channels, nz=args.nz, width=args.width)
     scfg = for_teacher(get_config(args.student), tcfg)
     dcfg = DistillConfig(mode="single", structure=2, batch_size=1, device="cpu")

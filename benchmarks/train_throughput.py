@@ -68,6 +68,22 @@ def images_per_second(step: Callable[[], None], per_step: int, seconds: float) -
 Settings = dict[str, tuple[Callable[[], None], int]]
 
 
+def add_timing_args(p: argparse.ArgumentParser, window: float, quick_help: str) -> None:
+    """The options every training benchmark shares: rounds, window, --quick, threads, --json."""
+    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    p.add_argument("--window", type=float, default=window, help="seconds per setting per round")
+    p.add_argument("--quick", action="store_true", help=f"3 rounds of 4 s ({quick_help})")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def apply_timing_args(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.rounds, args.window = 3, 4.0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def alternate(settings: Settings, rounds: int, window: float
               ) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
     """Each (step, images per step) timed in ``rounds`` alternating windows, so a change of load
@@ -103,17 +119,10 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--nz", type=int, default=100)
     p.add_argument("--models", type=int, default=10, help="K models in the vectorised path")
-    p.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
-    p.add_argument("--window", type=float, default=8.0, help="seconds per setting per round")
-    p.add_argument("--quick", action="store_true", help="3 rounds of 4 s (about a minute)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--profile", action="store_true", help="print the top ops of the vectorised step")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_timing_args(p, 8.0, "about a minute")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.window = 3, 4.0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_timing_args(args)
     cfg = ModelConfig(image_size=args.image_size, channels=args.channels, nz=args.nz, width=args.width)
     settings = {"naive_bs1": naive(cfg, 1), "vectorised_bs1": vectorised(cfg, args.models),
                 "batch64": naive(cfg, 64)}
