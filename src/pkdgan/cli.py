@@ -54,10 +54,10 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help and usage errors exit here, without sampling the CPU
     if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads
         choose_omp_wait_policy()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"pkdgan: warning: {msg}\n"
     try:
         return int(args.func(args) or 0)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -39,7 +38,7 @@ from pkdgan.config import DataConfig, DistillConfig, ModelConfig, RunConfig, con
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import EDEGANModel, score_generator
 from pkdgan.errors import DataError, UsageError
-from pkdgan.evaluate import evaluate_scores
+from pkdgan.evaluate import evaluate_scores, has_both_labels
 from pkdgan.losses import distillation_loss
 from pkdgan.train import (
     EpochLog,
@@ -150,7 +149,7 @@ def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: Distil
 def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | None:
     """Test AUROC of one generator (reported, never used to choose anything); None when the
     split has no labelled test set with both kinds of images (e.g. fitting from the Python API)."""
-    if len(np.unique(split.test_labels)) != 2:
+    if not has_both_labels(split.test_labels):
         return None
     s = score_generator(generator, split.test, score).numpy()
     return float(evaluate_scores(s, split.test_labels)["auroc"])
@@ -350,6 +349,25 @@ def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dic
     return info
 
 
+def teacher_auroc_before(teacher: EDEGANModel, split: OneClassSplit, dcfg: DistillConfig,
+                         device: torch.device) -> float | None:
+    """Move the teacher to ``device`` in eval mode and report its test AUROC before distillation."""
+    teacher.to(device).eval()
+    return auroc(teacher.generator, split, dcfg.score)
+
+
+def alone_config(student_cfg: ModelConfig, dcfg: DistillConfig, data: DataConfig | None) -> RunConfig:
+    """The ``alone`` baseline's run: the student trained by ``train.fit`` with ``dcfg``'s settings."""
+    return RunConfig(model=student_cfg, loss=dcfg.gan, data=data or DataConfig(),
+                     train=dcfg.train_config())
+
+
+def alone_info(info: dict[str, Any], before: float | None) -> dict[str, Any]:
+    """``fit``'s info with the teacher fields a distillation run reports (the teacher never trains)."""
+    return info | {"teacher_auroc_before": before, "teacher_auroc_after": before,
+                   "teacher_changed": False}
+
+
 def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
             dcfg: DistillConfig, run_dir: Path | None = None, progress: bool = True, *,
             data: DataConfig | None = None, resume: bool = False,
@@ -364,14 +382,11 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
     """
     check_student_shape(student_cfg, teacher.cfg)
     device = resolve_device(dcfg.device)
-    teacher.to(device).eval()
-    before = auroc(teacher.generator, split, dcfg.score)
+    before = teacher_auroc_before(teacher, split, dcfg, device)
     if dcfg.mode == "alone":
-        rc = RunConfig(model=student_cfg, loss=dcfg.gan, data=data or DataConfig(),
-                       train=dcfg.train_config())
-        student, info = fit(rc, split, run_dir, resume=resume, progress=progress)
-        return student, teacher, info | {"teacher_auroc_before": before,
-                                         "teacher_auroc_after": before, "teacher_changed": False}
+        student, info = fit(alone_config(student_cfg, dcfg, data), split, run_dir, resume=resume,
+                            progress=progress)
+        return student, teacher, alone_info(info, before)
 
     pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
     start, info = start_state(pair, shuffle, dcfg, run_dir, resume)

@@ -21,6 +21,11 @@ def _summary(s: np.ndarray) -> dict[str, float]:
     }
 
 
+def has_both_labels(labels: np.ndarray) -> bool:
+    """Whether a test set can be evaluated (AUROC needs normal and anomalous images)."""
+    return len(np.unique(labels)) == 2
+
+
 def evaluate_scores(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """AUROC, AUPR (anomalous = positive) and score summaries per group."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -29,7 +34,7 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         raise DataError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
     if not np.isfinite(scores).all():
         raise DataError("scores contain NaN or Inf; the model diverged")
-    if len(np.unique(labels)) != 2:
+    if not has_both_labels(labels):
         raise DataError("the test set needs both normal and anomalous images for AUROC")
     return {
         "auroc": float(roc_auc_score(labels, scores)),

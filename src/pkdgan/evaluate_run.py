@@ -9,8 +9,8 @@ from pkdgan import runs
 from pkdgan.config import DataConfig, from_dict
 from pkdgan.data import one_class_split
 from pkdgan.errors import UsageError
-from pkdgan.evaluate import evaluate_scores
-from pkdgan.results import has_both_labels, load_run_generator, score_split
+from pkdgan.evaluate import evaluate_scores, has_both_labels
+from pkdgan.results import load_run_generator, score_split
 
 
 def evaluate_run(run_dir: Path, data_root: str | None = None,

@@ -109,7 +109,7 @@ def _module_buffers(module: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
     return out
 
 
-def _stack_group(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> ParamGroup:
+def stack_modules(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> ParamGroup:
     """Copy K identical-shaped modules and their Adam states into one stacked group."""
     named = [dict(m.named_parameters()) for m in modules]
     names = list(named[0])
@@ -141,8 +141,8 @@ class StackedGan:
     def __init__(self, states: list[GanState], template: EDEGANModel) -> None:
         self.template = template
         self.cfg = template.cfg
-        self.g = _stack_group([s.model.generator for s in states], [s.opt_g for s in states])
-        self.d = _stack_group([s.model.discriminator for s in states], [s.opt_d for s in states])
+        self.g = stack_modules([s.model.generator for s in states], [s.opt_g for s in states])
+        self.d = stack_modules([s.model.discriminator for s in states], [s.opt_d for s in states])
         self.adam = _adam_settings(states[0].opt_g)
         self.k = len(states)
 
@@ -319,11 +319,6 @@ class ExtraLoss:
 
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
     group: ParamGroup | None = None
-
-
-def stack_modules(modules: list[nn.Module], opts: list[torch.optim.Optimizer]) -> ParamGroup:
-    """K identical-shaped modules (and their entries in ``opts``) as one stacked group."""
-    return _stack_group(modules, opts)
 
 
 @torch.no_grad()

@@ -45,7 +45,8 @@ from pkdgan.distill import (
     Outputs,
     Pair,
     Structure,
-    auroc,
+    alone_config,
+    alone_info,
     check_student_shape,
     complete_run,
     distill,
@@ -58,6 +59,7 @@ from pkdgan.distill import (
     run_plan,
     save_state,
     start_state,
+    teacher_auroc_before,
     teacher_outputs,
 )
 from pkdgan.edegan import EDEGANModel
@@ -166,8 +168,7 @@ class _Member:
 def _start(job: Job, device: torch.device) -> _Member:
     """``distill``'s set-up for one job, with its RNG stream kept aside."""
     check_student_shape(job.student_cfg, job.teacher.cfg)
-    job.teacher.to(device).eval()
-    before = auroc(job.teacher.generator, job.split, job.dcfg.score)
+    before = teacher_auroc_before(job.teacher, job.split, job.dcfg, device)
     pair, shuffle = make_pair(job.teacher, job.student_cfg, job.dcfg, device)
     start, info = start_state(pair, shuffle, job.dcfg, job.run_dir, job.resume)
     return _Member(job, pair, shuffle, make_plan(job.dcfg), frozen_epochs(job.dcfg), start, info,
@@ -347,17 +348,13 @@ def alone_many(jobs: Sequence[Job], data: Sequence[DataConfig], resume: bool = F
     ``distill``'s alone mode is ``train.fit``, so the students train as one ``multi.fit_many``
     stack at batch size 1, with the same results as one by one."""
     device = resolve_device(jobs[0].dcfg.device)
-    befores = []
     for j in jobs:
-        j.teacher.to(device).eval()
-        befores.append(auroc(j.teacher.generator, j.split, j.dcfg.score))
-    cfgs = [RunConfig(model=j.student_cfg, loss=j.dcfg.gan, data=d, train=j.dcfg.train_config())
-            for j, d in zip(jobs, data, strict=True)]
+        check_student_shape(j.student_cfg, j.teacher.cfg)
+    befores = [teacher_auroc_before(j.teacher, j.split, j.dcfg, device) for j in jobs]
+    cfgs = [alone_config(j.student_cfg, j.dcfg, d) for j, d in zip(jobs, data, strict=True)]
     fits = fit_many(cfgs, [j.split for j in jobs], [j.run_dir for j in jobs], resume=resume,
                     progress=progress)
-    return [DistillResult(f.model, j.teacher, f.info | {"teacher_auroc_before": b,
-                                                        "teacher_auroc_after": b,
-                                                        "teacher_changed": False}, f.error)
+    return [DistillResult(f.model, j.teacher, alone_info(f.info, b), f.error)
             for j, f, b in zip(jobs, fits, befores, strict=True)]
 
 

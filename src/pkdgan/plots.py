@@ -18,6 +18,7 @@ from torch import nn
 
 from pkdgan import runs
 from pkdgan.errors import DataError, PkdganError
+from pkdgan.evaluate import has_both_labels
 
 PLOTS_DIR = "plots"
 ROC = "roc.png"
@@ -189,7 +190,7 @@ def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: t
     calibration = runs.read_json(run_dir / runs.CALIBRATION) if (run_dir / runs.CALIBRATION).is_file() else {}
     score = calibration.get("score", "latent")
     z = runs.read_npz(run_dir / runs.SCORES) if (run_dir / runs.SCORES).is_file() else None
-    if z is not None and len(np.unique(z["labels"])) == 2:  # no ROC without both kinds of image
+    if z is not None and has_both_labels(z["labels"]):  # no ROC without both kinds of image
         kinds = {k: z[k] for k in ("latent", "reconstruction") if k in z}
         written.append(plot_roc(kinds or {score: z["scores"]}, z["labels"], out / ROC))
         written.append(plot_histograms(z["scores"], z["labels"], out / HISTOGRAM,

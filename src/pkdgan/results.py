@@ -15,7 +15,7 @@ from torch import nn
 from pkdgan import runs
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import score_both
-from pkdgan.evaluate import evaluate_scores, threshold_from_normal
+from pkdgan.evaluate import evaluate_scores, has_both_labels, threshold_from_normal
 
 DEFAULT_FPR = 0.05
 
@@ -41,11 +41,6 @@ def calibrate(holdout: np.ndarray, fpr: float = DEFAULT_FPR) -> dict[str, Any]:
         "holdout_mean": float(holdout.mean()),
         "holdout_std": float(holdout.std()),
     }
-
-
-def has_both_labels(labels: np.ndarray) -> bool:
-    """Whether a test set can be evaluated (AUROC needs normal and anomalous images)."""
-    return len(np.unique(labels)) == 2
 
 
 def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
