@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -18,6 +19,17 @@ LatentConstraint = Literal["none", "tanh", "l2"]
 LATENT_CONSTRAINTS = ("none", "tanh", "l2")
 DATASETS = ("mnist", "fmnist", "cifar10", "folder", "digits")
 SCORES = ("latent", "reconstruction")
+PRECISIONS = ("fp32", "bf16")
+
+# Fields added after results were committed, with the value every earlier run implicitly had.
+# A config hash leaves such a field out while it holds that value, so the hashes (and folder
+# names) of committed runs stay valid; any other value makes it part of the run's identity.
+LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32"}
+
+
+def drop_legacy(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` without the fields of ``LEGACY_DEFAULTS`` that hold their legacy value."""
+    return {k: v for k, v in d.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -121,6 +133,11 @@ class TrainConfig:
     d_reinit_threshold: float = 1e-5
     on_divergence: Literal["stop", "reinit"] = "stop"
     score: Literal["latent", "reconstruction"] = "latent"
+    # Both legacy-valued by default (see LEGACY_DEFAULTS); the presets in ``presets.py`` set them.
+    # drop_last: skip an epoch's final partial batch. With batch norm in train mode a batch of a
+    # few images moves the running statistics the eval-mode scores use, and it is the last step.
+    drop_last: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -137,6 +154,22 @@ class TrainConfig:
             raise UsageError(f"on-divergence must be stop or reinit, got {self.on_divergence!r}")
         if self.score not in SCORES:
             raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        check_precision(self.precision)
+
+    def steps_per_epoch(self, n: int) -> int:
+        """Optimiser steps over ``n`` images; a partial last batch counts unless dropped."""
+        return steps_per_epoch(n, self.batch_size, self.drop_last)
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """A dropped partial batch is kept when it is the only one (fewer images than a batch)."""
+    full = n // batch_size
+    return full if drop_last and full > 0 else math.ceil(n / batch_size)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +201,7 @@ class RunConfig:
         d = self.to_dict()
         d["train"].pop("device", None)
         d["data"].pop("data_root", None)
+        d["train"] = drop_legacy(d["train"])
         return config_hash(d)
 
 
@@ -230,6 +264,8 @@ class DistillConfig:
     device: str = "auto"
     d_reinit_threshold: float = 1e-5
     score: Literal["latent", "reconstruction"] = "latent"
+    drop_last: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.mode not in DISTILL_MODES:
@@ -281,6 +317,7 @@ class DistillConfig:
             epochs=self.total_epochs(), batch_size=self.batch_size, lr=lr, beta1=self.beta1,
             beta2=self.beta2, seed=self.seed, device=self.device,
             d_reinit_threshold=self.d_reinit_threshold, score=self.score,
+            drop_last=self.drop_last, precision=self.precision,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pkdgan import runs
-from pkdgan.config import DataConfig, DistillConfig, ModelConfig, RunConfig, config_hash, from_dict
+from pkdgan.config import (
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    RunConfig,
+    config_hash,
+    drop_legacy,
+    from_dict,
+    steps_per_epoch,
+)
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import EDEGANModel, score_generator
 from pkdgan.errors import DataError, UsageError
@@ -43,6 +51,7 @@ from pkdgan.losses import distillation_loss
 from pkdgan.train import (
     EpochLog,
     GanState,
+    autocast,
     check_finite,
     discriminator_step,
     fit,
@@ -116,20 +125,21 @@ def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: Distil
     s, t = pair.student, pair.teacher
     out: dict[str, float] = {}
     loss = x.new_zeros(())
-    if structure.teacher_trained:
-        t_terms, t_xhat, target = generator_terms(t.model, x, dcfg.gan)
-        loss = loss + t_terms["total"]
-        out |= {f"t_g_{k}": v.item() for k, v in t_terms.items()}
-    assert target is not None, "a frozen teacher's outputs must be given"
-    if structure.student_gan:
-        s_terms, s_xhat, s_out = generator_terms(s.model, x, dcfg.gan)
-        loss = loss + s_terms["total"]
-        out |= {f"s_g_{k}": v.item() for k, v in s_terms.items()}
-    else:
-        s_out = s.model.generator(x)
-        s_xhat = s_out[1]
-    k = distillation_loss(pair.project(s_out), target, dcfg.w1, dcfg.wx, dcfg.w2)
-    loss = loss + k["total"]
+    with autocast(dcfg.precision, x.device):
+        if structure.teacher_trained:
+            t_terms, t_xhat, target = generator_terms(t.model, x, dcfg.gan)
+            loss = loss + t_terms["total"]
+            out |= {f"t_g_{k}": v.item() for k, v in t_terms.items()}
+        assert target is not None, "a frozen teacher's outputs must be given"
+        if structure.student_gan:
+            s_terms, s_xhat, s_out = generator_terms(s.model, x, dcfg.gan)
+            loss = loss + s_terms["total"]
+            out |= {f"s_g_{k}": v.item() for k, v in s_terms.items()}
+        else:
+            s_out = s.model.generator(x)
+            s_xhat = s_out[1]
+        k = distillation_loss(pair.project(s_out), target, dcfg.w1, dcfg.wx, dcfg.w2)
+        loss = loss + k["total"]
     out |= {"k1": k["k1"].item(), "kx": k["kx"].item(), "k2": k["k2"].item(),
             "k_total": k["total"].item()}
     s.opt_g.zero_grad(set_to_none=True)
@@ -140,9 +150,11 @@ def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: Distil
     if structure.teacher_trained:
         t.opt_g.step()
     if structure.student_gan:
-        out["s_d"] = discriminator_step(s, x, s_xhat, dcfg.d_reinit_threshold).item()
+        out["s_d"] = discriminator_step(s, x, s_xhat, dcfg.d_reinit_threshold,
+                                         dcfg.precision).item()
     if structure.teacher_trained:
-        out["t_d"] = discriminator_step(t, x, t_xhat, dcfg.d_reinit_threshold).item()
+        out["t_d"] = discriminator_step(t, x, t_xhat, dcfg.d_reinit_threshold,
+                                         dcfg.precision).item()
     return out
 
 
@@ -246,7 +258,7 @@ def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_a
                   info: dict[str, Any], run_dir: Path | None, config_json: str) -> None:
     """Epochs ``start`` .. end of ``plan``; logs and checkpoints each one when ``run_dir`` is set."""
     n, bs = len(x_all), dcfg.batch_size
-    steps = math.ceil(n / bs)
+    steps = steps_per_epoch(n, bs, dcfg.drop_last)
     targets: Outputs | None = None
     for epoch in range(start, len(plan)):
         step, structure = plan[epoch]
@@ -319,8 +331,9 @@ def run_plan(pair: Pair, plan: list[tuple[int, Structure]], start: int, split: O
              info: dict[str, Any], run_dir: Path | None, config_json: str, progress: bool) -> None:
     """``_train_epochs`` from ``start`` with its progress bar."""
     n = len(split.train)
-    bar = tqdm(total=(len(plan) - start) * math.ceil(n / dcfg.batch_size), disable=not progress, unit="step",
-               desc="distill", dynamic_ncols=True, mininterval=0.5)
+    steps = steps_per_epoch(n, dcfg.batch_size, dcfg.drop_last)
+    bar = tqdm(total=(len(plan) - start) * steps, disable=not progress, unit="step", desc="distill",
+               dynamic_ncols=True, mininterval=0.5)
     try:
         _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
                       run_dir, config_json)
@@ -432,6 +445,7 @@ def _identity(config: dict[str, Any]) -> str:
     d["data"].pop("data_root", None)
     d["train"].pop("device", None)
     d["distill"].pop("device", None)
+    d["train"], d["distill"] = drop_legacy(d["train"]), drop_legacy(d["distill"])
     return config_hash(d)
 
 

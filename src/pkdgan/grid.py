@@ -138,11 +138,13 @@ def _stack_key(spec: RunSpec) -> str | None:
         from pkdgan.multi_distill import frozen_epochs
 
         dcfg = DistillConfig.from_dict(spec.config["distill"])
-        if dcfg.batch_size != 1 or (dcfg.mode != "alone" and frozen_epochs(dcfg) == 0):
+        if dcfg.batch_size != 1 or dcfg.precision != "fp32" or (
+                dcfg.mode != "alone" and frozen_epochs(dcfg) == 0):
             return None
         c = {k: v for k, v in spec.config.items() if k not in ("teacher", "teacher_hash")}
         return "distill:" + json.dumps(c, sort_keys=True)
-    if spec.kind != "edegan" or spec.config["train"]["batch_size"] != 1:
+    train = spec.config["train"]
+    if spec.kind != "edegan" or train["batch_size"] != 1 or train.get("precision", "fp32") != "fp32":
         return None
     c = json.loads(json.dumps(spec.config))
     for k in ("seed", "epochs"):

@@ -420,6 +420,8 @@ def check_compatible(cfgs: Sequence[RunConfig]) -> None:
     for c in cfgs:
         if c.train.batch_size != 1:
             raise UsageError(f"multi-model training is for batch size 1, got {c.train.batch_size}")
+        if c.train.precision != "fp32":
+            raise UsageError(f"multi-model training is float32 only, got {c.train.precision}")
         same_train = dataclasses.replace(c.train, seed=base.train.seed, epochs=base.train.epochs)
         if c.model != base.model or c.loss != base.loss or same_train != base.train:
             raise UsageError("models trained together must share model, loss and optimizer "

@@ -126,6 +126,8 @@ def stack_reason(jobs: Sequence[Job]) -> str | None:
         return "mode alone trains without a teacher"
     if base.dcfg.batch_size != 1:
         return f"stacking is for batch size 1, got {base.dcfg.batch_size}"
+    if base.dcfg.precision != "fp32":
+        return f"stacking is float32 only, got {base.dcfg.precision}"
     if frozen_epochs(base.dcfg) == 0:
         return f"structure {base.dcfg.structure} trains the teacher: no frozen-teacher epochs to stack"
     for j in jobs:
@@ -403,7 +405,8 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
     errors: list[str] = []
     for members in groups.values():
         reason = stack_reason([jobs[i] for i in members])
-        if len(members) > 1 and dcfg.mode == "alone" and dcfg.batch_size == 1:
+        if len(members) > 1 and dcfg.mode == "alone" and dcfg.batch_size == 1 \
+                and dcfg.precision == "fp32":
             results = alone_many([jobs[i] for i in members], [preps[i].data for i in members],
                                  resume, progress)
         elif len(members) > 1 and reason is None:

@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {name} requested but CUDA is not available")
     return torch.device(name)
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bf16 autocast (AMX on this kind of Xeon, tensor cores on CUDA) for forward passes only;
+    weights, optimiser state and scores stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def make_adam(params: Any, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
@@ -79,10 +86,11 @@ def generator_terms(
 
 
 def discriminator_step(state: GanState, x: torch.Tensor, x_hat: torch.Tensor,
-                       reinit_threshold: float) -> torch.Tensor:
-    logit_real, _ = state.model.discriminator(x)
-    logit_fake, _ = state.model.discriminator(x_hat.detach())
-    loss_d = discriminator_loss(logit_real, logit_fake)
+                       reinit_threshold: float, precision: str = "fp32") -> torch.Tensor:
+    with autocast(precision, x.device):
+        logit_real, _ = state.model.discriminator(x)
+        logit_fake, _ = state.model.discriminator(x_hat.detach())
+        loss_d = discriminator_loss(logit_real.float(), logit_fake.float())
     state.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     state.opt_d.step()
@@ -93,13 +101,14 @@ def discriminator_step(state: GanState, x: torch.Tensor, x_hat: torch.Tensor,
 
 
 def gan_step(state: GanState, x: torch.Tensor, weights: LossWeights,
-             reinit_threshold: float) -> dict[str, float]:
+             reinit_threshold: float, precision: str = "fp32") -> dict[str, float]:
     """One G step then one D step; returns the loss values for logging."""
-    terms, x_hat, _ = generator_terms(state.model, x, weights)
+    with autocast(precision, x.device):
+        terms, x_hat, _ = generator_terms(state.model, x, weights)
     state.opt_g.zero_grad(set_to_none=True)
     terms["total"].backward()
     state.opt_g.step()
-    loss_d = discriminator_step(state, x, x_hat, reinit_threshold)
+    loss_d = discriminator_step(state, x, x_hat, reinit_threshold, precision)
     out = {f"g_{k}": v.item() for k, v in terms.items()}
     out["d"] = loss_d.item()
     return out
@@ -236,8 +245,14 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
 
 
 def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
-        resume: bool = False, progress: bool = True) -> tuple[EDEGANModel, dict[str, Any]]:
-    """Train one EDE-GAN on ``split.train``; checkpoints each epoch when ``run_dir`` is given."""
+        resume: bool = False, progress: bool = True,
+        on_epoch: Callable[[int, EDEGANModel], None] | None = None,
+        ) -> tuple[EDEGANModel, dict[str, Any]]:
+    """Train one EDE-GAN on ``split.train``; checkpoints each epoch when ``run_dir`` is given.
+
+    ``on_epoch(epochs_done, model)`` is for research probes (e.g. AUROC against training time);
+    the model kept is always the last epoch's.
+    """
     t = cfg.train
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
@@ -248,7 +263,7 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
         start, info = load_training_state(run_dir, state, shuffle)
     x_all = split.train
     n = len(x_all)
-    steps = math.ceil(n / t.batch_size)
+    steps = t.steps_per_epoch(n)
     bar = tqdm(total=(t.epochs - start) * steps, disable=not progress, unit="step",
                desc="train", dynamic_ncols=True, mininterval=0.5)
     for epoch in range(start, t.epochs):
@@ -258,7 +273,7 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
         perm = torch.randperm(n, generator=shuffle)
         for i in range(steps):
             xb = x_all[perm[i * t.batch_size:(i + 1) * t.batch_size]].to(device)
-            losses = gan_step(state, xb, cfg.loss, t.d_reinit_threshold)
+            losses = gan_step(state, xb, cfg.loss, t.d_reinit_threshold, t.precision)
             if i == steps - 1 and not _weights_finite(state.model):
                 losses["weights"] = math.nan  # the last update must not reach the checkpoint
             try:
@@ -282,6 +297,8 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
                    "images_per_second": f"{n / seconds:.2f}"}
             runs.append_history(run_dir / runs.HISTORY, row)
             save_training_state(run_dir, state, epoch + 1, shuffle, cfg, info)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, state.model)
     bar.close()
     info.update(epochs=t.epochs, d_reinits=state.d_reinits, n_train=n,
                 seconds_per_epoch=info["train_seconds"] / max(t.epochs, 1),

@@ -8,6 +8,7 @@ import re
 from pkdgan.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
+    PRECISIONS,
     DataConfig,
     LossWeights,
     ModelConfig,
@@ -58,6 +59,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
                    help="anomaly score: latent distance (the paper's) or image reconstruction error")
+    g.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="training arithmetic: fp32, or bf16 autocast (AMX / tensor cores) for the "
+                        "forward passes; weights and scores stay float32")
+    g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="skip each epoch's final partial batch (its few images would move the "
+                        "batch-norm statistics the scores use)")
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -100,6 +107,6 @@ def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> Ru
         train=TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
             seed=args.seed, device=args.device, score=args.score,
-            on_divergence=args.on_divergence,
+            on_divergence=args.on_divergence, precision=args.precision, drop_last=args.drop_last,
         ),
     )

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         dirs = [out]
     else:
         dirs = [out / f"class_{k}" for k in classes]
-    if len(configs) > 1 and args.batch_size == 1:
+    if len(configs) > 1 and args.batch_size == 1 and args.precision == "fp32":
         # batch size 1 leaves the CPU idle: the classes train together, one model each (multi.py)
         from pkdgan.multi import train_runs
 
