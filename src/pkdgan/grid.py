@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from pkdgan import runs
+from pkdgan import cells, runs
 from pkdgan.errors import PkdganError, UsageError
 from pkdgan.studies import GridRequest, RunSpec, build_specs, grid_key
 
@@ -222,7 +222,7 @@ def run_ray(specs: list[RunSpec], store: Path, address: str | None,
 
 
 def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Path,
-               command: str) -> list[RunSpec]:
+               command: str, results: Path | None = None) -> list[RunSpec]:
     """Create or extend ``grid.json``; a folder holding a different grid is refused.
 
     Extending (more classes or seeds with the same study, dataset and preset) keeps the old
@@ -247,7 +247,7 @@ def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Pa
         "preset": req.preset.to_dict(), "batch_sizes": list(req.batch_sizes),
         "constraint": req.constraint, "store": os.path.relpath(store, grid_dir),
         "command": command, "specs": [s.to_dict() for s in merged],
-    })
+    } | ({"results": os.path.relpath(results, grid_dir)} if results is not None else {}))
     return merged
 
 
@@ -268,13 +268,35 @@ def machine() -> dict[str, Any]:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
+def committed_skips(specs: list[RunSpec], store: Path, results: Path | None) -> set[str]:
+    """Runs not to train because their cell is in the results store. A committed teacher is
+    still trained when a student that needs its checkpoint is not committed yet."""
+    if results is None:
+        return set()
+    committed = {s.name for s in specs if cells.is_committed(results, s)}
+    needed = {n for s in specs if s.name not in committed for n in s.needs}
+    return committed - needed
+
+
+def export_finished(specs: list[RunSpec], store: Path, results: Path | None, dataset: str) -> int:
+    """Copy every run finished in the store but not yet in the results store; returns how many."""
+    if results is None:
+        return 0
+    new = [s for s in specs if runs.is_finished(run_dir(store, s)) and not cells.is_committed(results, s)]
+    for s in new:
+        cells.export_cell(run_dir(store, s), results, s, dataset)
+    return len(new)
+
+
 def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, executor: str = "local",
              workers: int = 1, address: str | None = None, command: str = "", stack: int = 1,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, results: Path | None = None) -> dict[str, Any]:
     """Write grid.json, run every unfinished run, log the invocation; returns the summary.
 
     ``stack`` > 1 trains up to that many compatible batch-1 runs together with
-    ``multi.train_runs`` (same results as one by one, see tests/test_multi.py).
+    ``multi.train_runs`` (same results as one by one, see tests/test_multi.py). With
+    ``results`` (a committed results store, see ``cells``), cells already there are skipped
+    and every run that finishes is copied there at once.
     """
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -282,25 +304,30 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
         raise UsageError(f"--workers and --stack must be >= 1, got {workers} and {stack}")
     grid_dir = Path(grid_dir)
     store = Path(store) if store is not None else grid_dir
-    specs = write_grid(grid_dir, req, build_specs(req), store, command)
-    todo = [s for s in specs if not runs.is_finished(run_dir(store, s))]
+    specs = write_grid(grid_dir, req, build_specs(req), store, command, results)
+    export_finished(specs, store, results, req.dataset)
+    skips = committed_skips(specs, store, results)
+    todo = [s for s in specs if s.name not in skips and not runs.is_finished(run_dir(store, s))]
+    in_results = f" ({len(skips)} of them committed in {results})" if results else ""
     echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(todo)} already "
-         f"finished, {len(todo)} to run ({executor}, workers {workers}, stack {stack})")
-    results: list[Result] = []
+         f"finished{in_results}, {len(todo)} to run ({executor}, workers {workers}, stack {stack})")
+    done: list[Result] = []
+    by_name = {s.name: s for s in specs}
     t0 = time.time()
 
     def on_result(r: Result) -> None:
-        results.append(r)
+        done.append(r)
         auroc = f"auroc {r['auroc']:.4f}" if r.get("auroc") is not None else r.get("error", "")
-        echo(f"[{len(results)}/{len(todo)}] {r['status']:7s} {r['name']}  {auroc}  "
+        echo(f"[{len(done)}/{len(todo)}] {r['status']:7s} {r['name']}  {auroc}  "
              f"({r['seconds']:.1f} s)")
+        export_finished([by_name[r["name"]]], store, results, req.dataset)
 
     if executor == "ray":
         run_ray(todo, store, address, on_result, stack)
     else:
         run_local(todo, store, workers, on_result, stack)
-    summary = _log_invocation(grid_dir, t0, results, executor, workers, stack, command)
-    failed = [r for r in results if r["status"] == "failed"]
+    summary = _log_invocation(grid_dir, t0, done, executor, workers, stack, command)
+    failed = [r for r in done if r["status"] == "failed"]
     echo(f"done in {summary['wall_seconds']:.0f} s: {summary['done']} trained, "
          f"{summary['skipped']} skipped, {len(failed)} failed")
     return summary

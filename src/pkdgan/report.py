@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pkdgan import runs
+from pkdgan import cells, runs
 from pkdgan.studies import (
     PAPER_STUDENT,
     PAPER_STUDENT_GAIN,
@@ -75,7 +75,7 @@ def claims_for(grid: dict[str, Any], cols: list[Column], table: Table,
         return [(labels[1], labels[0])]
     if study == "batch-size":
         return [("bs=1", lab) for lab in labels if lab != "bs=1"] if "bs=1" in labels else []
-    if study == "distillation":
+    if study in ("distillation", "main"):
         best = best_single_step(table, classes)
         return [("p-kdgan", best), (best, "alone")] if best else []
     return []
@@ -84,13 +84,25 @@ def claims_for(grid: dict[str, Any], cols: list[Column], table: Table,
 Table = dict[str, dict[tuple[int, int], float]]
 
 
-def collect(specs: list[RunSpec], store: Path, cols: list[Column]) -> tuple[Table, list[str], list[str]]:
+def finished_path(spec: RunSpec, store: Path, results: Path | None = None) -> Path:
+    """Where a finished run's files are: the run store, else the committed results store."""
+    path = store / spec.name
+    if results is not None and not runs.is_finished(path) and cells.is_committed(results, spec):
+        return cells.cell_dir(results, spec)
+    return path
+
+
+Locate = Callable[[RunSpec], Path]
+
+
+def collect(specs: list[RunSpec], locate: Locate, cols: list[Column]
+            ) -> tuple[Table, list[str], list[str]]:
     """Column label -> {(class, seed): AUROC %}; also unfinished run names and split notes."""
     table: Table = {c.label: {} for c in cols}
     missing: list[str] = []
     notes: set[str] = set()
     for spec in specs:
-        path = store / spec.name
+        path = locate(spec)
         if not runs.is_finished(path):
             missing.append(spec.name)
             continue
@@ -186,7 +198,7 @@ def paper_checks(grid: dict[str, Any], table: Table, classes: list[int]) -> list
     pairs: list[tuple[str, str, float]] = []
     if study in ("edegan", "score") and ds in PAPER_TEACHER:
         pairs.append(("teacher" if study == "edegan" else "latent", "teacher", PAPER_TEACHER[ds]))
-    if study == "distillation":
+    if study in ("distillation", "main"):
         if ds in PAPER_TEACHER:
             pairs.append(("teacher", "teacher", PAPER_TEACHER[ds]))
         if ds in PAPER_STUDENT:
@@ -204,7 +216,7 @@ def paper_checks(grid: dict[str, Any], table: Table, classes: list[int]) -> list
         scope = "" if full else f" (our mean over classes {classes} only; the paper's is over all 10)"
         lines.append((f"**{what} mean AUROC**: ours {mean:.2f} ± {sd:.2f} (n = {n} seeds), paper "
                       f"{paper:.2f} -> **{verdict}**{scope}", verdict))
-    if study == "distillation" and ds in PAPER_STUDENT_GAIN:
+    if study in ("distillation", "main") and ds in PAPER_STUDENT_GAIN:
         c = paired(table, "p-kdgan", "alone")
         if c.n:
             paper = PAPER_STUDENT_GAIN[ds]
@@ -250,7 +262,7 @@ def render_tables(grid: dict[str, Any], table: Table, cols: list[Column], classe
 def _paper_mean(grid: dict[str, Any]) -> tuple[str, float, str] | None:
     """(what, value, our column it compares with) for the mean row's paper cell."""
     ds, study = grid["dataset"], grid["study"]
-    if study == "distillation" and ds in PAPER_STUDENT:
+    if study in ("distillation", "main") and ds in PAPER_STUDENT:
         return "P-KDGAN student", PAPER_STUDENT[ds], "p-kdgan"
     if study in ("edegan", "score", "batch-size", "latent-constraint") and ds in PAPER_TEACHER:
         col = {"edegan": "teacher", "score": "latent", "batch-size": "bs=1"}.get(study, "")
@@ -299,7 +311,7 @@ def plot_batch_curve(path: Path, table: Table, labels: list[str], classes: list[
     plt.close(fig)
 
 
-def plot_roc(path: Path, specs: list[RunSpec], store: Path, cols: list[Column],
+def plot_roc(path: Path, specs: list[RunSpec], locate: Locate, cols: list[Column],
              classes: list[int]) -> None:
     """ROC curves of each column for each class, from the lowest finished seed."""
     import matplotlib.pyplot as plt
@@ -311,10 +323,10 @@ def plot_roc(path: Path, specs: list[RunSpec], store: Path, cols: list[Column],
     for ax, k in zip(axes.flat, classes, strict=False):
         for c in cols:
             runs_k = sorted((s for s in specs if s.arm == c.arm and s.normal_class == k
-                             and runs.is_finished(store / s.name)), key=lambda s: s.seed)
+                             and runs.is_finished(locate(s))), key=lambda s: s.seed)
             if not runs_k:
                 continue
-            z = runs.read_npz(store / runs_k[0].name / runs.SCORES)
+            z = runs.read_npz(locate(runs_k[0]) / runs.SCORES)
             fpr, tpr, _ = roc_curve(z["labels"], z[c.npz])
             ax.plot(fpr, tpr, lw=1, label=c.label)
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
@@ -340,11 +352,11 @@ def _invocations(grid_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _steps_note(specs: list[RunSpec], store: Path) -> str:
+def _steps_note(specs: list[RunSpec], locate: Locate) -> str:
     """Optimizer steps per run by batch size: at a fixed epoch budget, large batches take few."""
     steps: dict[int, set[int]] = {}
     for s in specs:
-        path = store / s.name / runs.METRICS
+        path = locate(s) / runs.METRICS
         if s.kind == "edegan" and path.is_file():
             m = runs.read_json(path)
             b = int(s.config["train"]["batch_size"])
@@ -357,14 +369,32 @@ def _steps_note(specs: list[RunSpec], store: Path) -> str:
             + ". An arm with very few steps is barely trained; read its AUROC in that light.")
 
 
-def _run_seconds(specs: list[RunSpec], store: Path) -> float:
+def _run_seconds(specs: list[RunSpec], locate: Locate) -> float:
     """Training + scoring compute of the finished runs, from their own records."""
     total = 0.0
     for s in specs:
-        path = store / s.name / runs.METRICS
+        path = locate(s) / runs.METRICS
         if path.is_file():
             total += float(runs.read_json(path).get("train_seconds", 0.0))
     return total
+
+
+def cost_lines(specs: list[RunSpec], locate: Locate, labels: list[str]) -> list[str]:
+    """Markdown rows: each arm's model size and cost, and the training time its cells recorded."""
+    from pkdgan.config import ModelConfig, from_dict
+    from pkdgan.flops import model_cost
+
+    rows = ["| arm | params | MFLOPs / image | cells | training minutes per cell (mean) | total hours |",
+            "|---|---|---|---|---|---|"]
+    for arm in labels:
+        done = [locate(s) for s in specs if s.arm == arm and runs.is_finished(locate(s))]
+        if not done:
+            continue
+        cost = model_cost(from_dict(ModelConfig, runs.read_json(done[0] / runs.CONFIG)["model"]))
+        secs = [float(runs.read_json(p / runs.METRICS).get("train_seconds", 0.0)) for p in done]
+        rows.append(f"| {arm} | {cost.params:,} | {cost.flops / 1e6:.2f} | {len(done)} | "
+                    f"{np.mean(secs) / 60:.1f} | {sum(secs) / 3600:.2f} |")
+    return rows
 
 
 def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -374,12 +404,17 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
 
     grid_dir = Path(grid_dir)
     grid, specs, store = read_grid(grid_dir)
+    results = (grid_dir / grid["results"]).resolve() if grid.get("results") else None
+
+    def locate(spec: RunSpec) -> Path:
+        return finished_path(spec, store, results)
+
     cols = columns_for(grid, specs)
     labels = [c.label for c in cols]
     classes = sorted({s.normal_class for s in specs})
     seeds = sorted({s.seed for s in specs})
     names = CLASS_NAMES.get(grid["dataset"], [str(i) for i in range(max(classes) + 1)])
-    table, missing, notes = collect(specs, store, cols)
+    table, missing, notes = collect(specs, locate, cols)
     comparisons = [paired(table, a, b) for a, b in claims_for(grid, cols, table, classes)]
     checks = paper_checks(grid, table, classes)
     md_table, csv_text = render_tables(grid, table, cols, classes, names)
@@ -389,7 +424,7 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
     if grid["study"] == "batch-size":
         plot_batch_curve(grid_dir / "batch_size.png", table, labels, classes)
         plots.append("batch_size.png")
-    plot_roc(grid_dir / "roc.png", specs, store, cols, classes)
+    plot_roc(grid_dir / "roc.png", specs, locate, cols, classes)
     plots.append("roc.png")
 
     p = grid["preset"]
@@ -408,12 +443,12 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
         f"finished" + (f" (**unfinished: {len(missing)}**)" if missing else "") + ".",
         f"- Command: `{grid.get('command') or 'pkdgan reproduce ' + grid['study']}`",
         f"- Wall time of this grid's invocations: {wall:.0f} s (runs reused from a shared store "
-        f"cost nothing here); training time recorded by its runs: {_run_seconds(specs, store):.0f} s.",
+        f"cost nothing here); training time recorded by its runs: {_run_seconds(specs, locate):.0f} s.",
         f"- Machine: {mach.get('processor', '?')}, {mach.get('cpus', '?')} CPUs, "
         f"OMP_NUM_THREADS={mach.get('omp_num_threads')}, torch {mach.get('torch', '?')}, "
         f"{mach.get('platform', '?')}.",
         *[f"- Note: {n}" for n in notes],
-        *([f"- {note}"] if (note := _steps_note(specs, store)) else []), "",
+        *([f"- {note}"] if (note := _steps_note(specs, locate)) else []), "",
         "## Verdict", "",
         f"Overall: **{verdict}**" + ("" if p["name"] == "paper" else
                                      f" (at the {p['name']} preset, not the paper's schedule)"),
@@ -428,6 +463,11 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
         "value is comparable only when all 10 classes are run. The mean row's spread is the "
         "std over seeds of the class-averaged AUROC.", "",
         *[f"![{pl}]({pl})" for pl in plots], "",
+        "## Model size and training time per arm", "",
+        "Training time is each cell's own record (`train_seconds`: training epochs only, "
+        "without data loading and scoring); a student's includes only its own epochs, not its "
+        "teacher's.", "",
+        *cost_lines(specs, locate, labels), "",
     ]
     if missing:
         lines += ["## Unfinished runs", "", *[f"- `{m}`" for m in missing], ""]

@@ -14,7 +14,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pkdgan.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig, config_hash
+from pkdgan.config import (
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    config_hash,
+    drop_legacy,
+)
 from pkdgan.errors import UsageError
 
 STUDY_DATASETS = ("mnist", "fmnist", "cifar10", "digits")
@@ -33,9 +41,30 @@ class Preset:
     max_train: int | None
     max_test: int | None
     description: str
+    # Added with the main study; the first two presets keep their legacy values (batch 1
+    # everywhere, students for max(2, epochs) epochs split 2:1, float32, partial batches kept),
+    # which ``key_dict`` leaves out so grids made before still extend.
+    batch_size: int = 1
+    student_batch_size: int = 1
+    student_epochs: int | None = None
+    step2_epochs: int | None = None
+    drop_last: bool = False
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """What identifies the schedule (no description; legacy-valued new fields left out)."""
+        d = {k: v for k, v in self.to_dict().items() if k != "description"}
+        legacy = {f.name: f.default for f in dataclasses.fields(Preset)
+                  if f.default is not dataclasses.MISSING}
+        return {k: v for k, v in d.items() if not (k in legacy and v == legacy[k])}
+
+    def student_schedule(self) -> tuple[int, int]:
+        """(student epochs, P-KDGAN joint-step epochs); the frozen step gets the rest."""
+        total = self.student_epochs or max(2, self.epochs)
+        return total, self.step2_epochs or max(1, total // 3)
 
     def summary(self) -> str:
         """The settings themselves, so a report is exact even when flags overrode the preset."""
@@ -43,8 +72,13 @@ class Preset:
             f"the first {self.max_train} normal training images")
         test = "the full test set" if self.max_test is None else (
             f"the test set capped at its first {self.max_test} images")
-        return (f"{self.epochs} epoch(s) over {train} (minus the 5% held-out slice), width "
-                f"{self.width}, nz {self.nz}, {self.image_size}x{self.image_size} images, {test}")
+        total, step2 = self.student_schedule()
+        partial = ", last partial batch dropped" if self.drop_last else ""
+        return (f"teacher: {self.epochs} epoch(s) at batch {self.batch_size} over {train} (minus "
+                f"the 5% held-out slice), width {self.width}, nz {self.nz}, "
+                f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
+                f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
+                f"joint); {self.precision}{partial}")
 
 
 PRESETS: dict[str, Preset] = {
@@ -60,6 +94,15 @@ PRESETS: dict[str, Preset] = {
                     "epochs, P-KDGAN 1 + 1): about 8 s per batch-1 run on one free CPU core, "
                     "about 1/150 of the paper's training steps",
     ),
+    "cpu": Preset(
+        "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+        batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
+        precision="fp32",
+        description="the paper's models and epochs at large-batch speed for a CPU (measured in "
+                    "docs/results/main/README.md): teacher 15 epochs at batch 64 over all normal "
+                    "training images, width 64, nz 100, full test set; students 15 epochs at "
+                    "batch 64 (P-KDGAN 10 + 5); last partial batch dropped; float32",
+    ),
 }
 
 STUDIES: dict[str, str] = {
@@ -70,6 +113,8 @@ STUDIES: dict[str, str] = {
     "latent-constraint": "claim (c): a constraint on the latent space helps",
     "distillation": "claim (d): two-step P-KDGAN beats the best single-step structure, which "
                     "beats a student trained alone",
+    "main": "the paper's main table: teacher, student alone, single-step structure 2 and "
+            "P-KDGAN (2 -> 3) on every class",
 }
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
 
@@ -130,7 +175,7 @@ class GridRequest:
             raise UsageError("--constraint must name a constraint (tanh or l2), not none")
 
 
-def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: int = 1,
+def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: int | None = None,
                     constraint: str = "none") -> RunConfig:
     p = req.preset
     return RunConfig(
@@ -138,7 +183,9 @@ def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: 
                           width=p.width, latent_constraint=constraint),  # type: ignore[arg-type]
         data=DataConfig(dataset=req.dataset, data_root=req.data_root, normal_class=normal_class,
                         max_train=p.max_train, max_test=p.max_test),
-        train=TrainConfig(epochs=p.epochs, batch_size=batch_size, seed=seed, device=req.device),
+        train=TrainConfig(epochs=p.epochs, batch_size=batch_size or p.batch_size, seed=seed,
+                          device=req.device, drop_last=p.drop_last,
+                          precision=p.precision),  # type: ignore[arg-type]
     )
 
 
@@ -169,7 +216,7 @@ def build_specs(req: GridRequest) -> list[RunSpec]:
                 specs.append(_edegan_spec(_teacher_config(req, k, s, constraint=req.constraint),
                                           f"on ({req.constraint})"))
             else:
-                specs.extend(_distillation_specs(req, k, s))
+                specs.extend(_distillation_specs(req, k, s, MAIN_ARMS if req.study == "main" else None))
     return specs
 
 
@@ -178,17 +225,20 @@ STUDENTS = {"mnist": "student-mnist", "fmnist": "student-fmnist", "cifar10": "st
             "digits": "student-mnist"}
 
 
-def distillation_arms(epochs: int, seed: int, device: str) -> list[tuple[str, DistillConfig]]:
+MAIN_ARMS = ("alone", "single-2", "p-kdgan")
+
+
+def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str, DistillConfig]]:
     """Student arms at one student epoch budget: alone, single-step 2 and 3, P-KDGAN (2 -> 3).
 
-    Every arm trains the student for ``max(2, epochs)`` epochs (P-KDGAN needs one per step);
-    P-KDGAN splits them 2:1 between its frozen and joint steps, as the default 10 + 5 of 15.
+    Every arm trains the student for the same epochs (legacy presets: ``max(2, epochs)``);
+    P-KDGAN splits them between its frozen and joint steps (legacy: 2:1, as the paper's 10 + 5).
     Single-step 2 is P-KDGAN's first step alone; 3 is the joint structure the paper found
     strong but unstable; the report compares P-KDGAN with whichever of the two scored higher.
     """
-    total = max(2, epochs)
-    step2 = max(1, total // 3)
-    common = {"seed": seed, "device": device}
+    total, step2 = preset.student_schedule()
+    common: dict[str, Any] = {"seed": seed, "device": device, "batch_size": preset.student_batch_size,
+                              "drop_last": preset.drop_last, "precision": preset.precision}
     return [
         ("alone", DistillConfig(mode="alone", epochs=total, **common)),
         ("single-2", DistillConfig(mode="single", structure=2, epochs=total, **common)),
@@ -202,14 +252,18 @@ def distill_hash(config: dict[str, Any]) -> str:
     """Hash of a distillation spec's config without where it runs or reads data from."""
     d = json.loads(json.dumps(config))
     d["distill"].pop("device", None)
+    d["distill"] = drop_legacy(d["distill"])
     d.pop("data_root", None)
     return config_hash(d)
 
 
-def _distillation_specs(req: GridRequest, normal_class: int, seed: int) -> list[RunSpec]:
+def _distillation_specs(req: GridRequest, normal_class: int, seed: int,
+                        arms: tuple[str, ...] | None = None) -> list[RunSpec]:
     teacher = _edegan_spec(_teacher_config(req, normal_class, seed), "teacher")
     specs = [teacher]
-    for arm, dcfg in distillation_arms(req.preset.epochs, seed, req.device):
+    for arm, dcfg in distillation_arms(req.preset, seed, req.device):
+        if arms is not None and arm not in arms:
+            continue
         config = {"teacher": teacher.name, "teacher_hash": teacher.config_hash,
                   "student": STUDENTS[req.dataset], "distill": dcfg.to_dict(),
                   "data_root": req.data_root}
@@ -222,7 +276,5 @@ def _distillation_specs(req: GridRequest, normal_class: int, seed: int) -> list[
 
 def grid_key(req: GridRequest) -> str:
     """What must match for a grid folder to be extended rather than refused."""
-    preset = req.preset.to_dict()
-    preset.pop("description")
-    return config_hash({"study": req.study, "dataset": req.dataset, "preset": preset,
+    return config_hash({"study": req.study, "dataset": req.dataset, "preset": req.preset.key_dict(),
                         "batch_sizes": list(req.batch_sizes), "constraint": req.constraint})

@@ -8,8 +8,13 @@ import shlex
 from pathlib import Path
 
 from pkdgan.commands._common import parse_classes
+from pkdgan.config import PRECISIONS
 from pkdgan.errors import UsageError
 from pkdgan.studies import DEFAULT_BATCH_SIZES, PRESETS, STUDIES, STUDY_DATASETS, GridRequest
+
+INT_OVERRIDES = ("epochs", "width", "nz", "image_size", "max_train", "max_test", "batch_size",
+                 "student_epochs", "student_batch_size", "step2_epochs")
+OVERRIDES = (*INT_OVERRIDES, "precision")
 
 
 def _preset_help() -> str:
@@ -34,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=Path, default=None,
                    help="folder holding the run folders, shareable between grids so identical "
                         "runs are trained once (default: --out)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="committed results store (e.g. docs/results/main): cells already there "
+                        "with the same config hash are skipped, and each run that finishes is "
+                        "copied there (small files and raw scores, no checkpoints) with cells.csv")
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local processes, or Ray (pip install 'pkdgan[ray]')")
     p.add_argument("--workers", type=int, default=1, help="local executor: parallel processes")
@@ -53,17 +62,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constraint", default="tanh", choices=["tanh", "l2"],
                    help="latent-constraint study: the constraint compared with none")
     g = p.add_argument_group("preset overrides (change the config hash, so the runs too)")
-    for name in ("epochs", "width", "nz", "image_size", "max_train", "max_test"):
+    for name in INT_OVERRIDES:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                        help=f"override the preset's {name.replace('_', ' ')}")
+    g.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="override the preset's training precision")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.set_defaults(func=main)
 
 
 def request(args: argparse.Namespace) -> GridRequest:
     preset = PRESETS[args.preset]
-    overrides = {k: getattr(args, k) for k in ("epochs", "width", "nz", "image_size",
-                                               "max_train", "max_test") if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k)}
     if overrides:
         changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
         preset = dataclasses.replace(preset, **overrides,
@@ -84,14 +94,14 @@ def canonical_command(args: argparse.Namespace) -> str:
     """The command with every option that shapes the grid spelled out (for the report)."""
     parts = ["pkdgan", "reproduce", args.study, "--dataset", args.dataset, "--classes", args.classes,
              "--seeds", str(args.seeds), "--preset", args.preset]
-    for name in ("epochs", "width", "nz", "image_size", "max_train", "max_test"):
+    for name in OVERRIDES:
         if getattr(args, name):
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.study == "batch-size":
         parts += ["--batch-sizes", args.batch_sizes]
     if args.study == "latent-constraint":
         parts += ["--constraint", args.constraint]
-    for name in ("data_root", "store", "address"):
+    for name in ("data_root", "store", "results", "address"):
         if getattr(args, name):
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     parts += ["--executor", args.executor, "--workers", str(args.workers), "--stack", str(args.stack),
@@ -111,5 +121,5 @@ def main(args: argparse.Namespace) -> int:
     command = canonical_command(args)
     summary = run_grid(req, args.out, store=args.store, executor=args.executor,
                        workers=args.workers, address=args.address, command=command, stack=args.stack,
-                       echo=lambda m: print(m, flush=True))
+                       echo=lambda m: print(m, flush=True), results=args.results)
     return 1 if summary["failed"] else 0

@@ -1,0 +1,103 @@
+"""The main-table study: its arms, the CPU preset, and the committed results store (cells)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import shutil
+
+import pytest
+
+from pkdgan import cells, runs
+from pkdgan.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
+from pkdgan.errors import UsageError
+from pkdgan.grid import run_grid
+from pkdgan.report import write_report
+from pkdgan.studies import PRESETS, GridRequest, build_specs, grid_key
+
+# The small-image cpu preset: every new schedule field set to a non-legacy value.
+TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,
+                               max_train=40, batch_size=16, student_batch_size=16,
+                               student_epochs=2, step2_epochs=1)
+
+
+def request(study: str, preset=TINY_CPU, classes=(0, 1), seeds=(0,)) -> GridRequest:
+    return GridRequest(study=study, dataset="digits", classes=tuple(classes), seeds=tuple(seeds),
+                       preset=preset)
+
+
+def test_hashes_of_committed_runs_do_not_move():
+    """Fields added later (drop_last, precision, preset schedule) are out of old hashes: these
+    literals were computed with the code before those fields existed."""
+    assert RunConfig().hash() == "9aac4289035a"
+    quick = dict(preset=PRESETS["quick"])
+    req = GridRequest(study="distillation", dataset="mnist", classes=(0, 1), seeds=(0,), **quick)
+    assert grid_key(req) == "3c9c841b997c"
+    assert [s.config_hash for s in build_specs(req)][:3] == [
+        "2710b4532eb3", "49070110be52", "adee50076dee"]
+    bs = GridRequest(study="batch-size", dataset="mnist", classes=(0,), seeds=(0,), **quick)
+    assert grid_key(bs) == "48ecaed9ae15"
+
+
+def test_new_fields_enter_the_hash_when_set():
+    base = RunConfig()
+    for change in ({"drop_last": True}, {"precision": "bf16"}):
+        other = dataclasses.replace(base, train=dataclasses.replace(base.train, **change))
+        assert other.hash() != base.hash()
+    with pytest.raises(UsageError, match="precision"):
+        TrainConfig(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="precision"):
+        DistillConfig(precision="half")  # type: ignore[arg-type]
+
+
+def test_steps_per_epoch_drops_only_a_partial_last_batch():
+    assert steps_per_epoch(130, 64, drop_last=False) == 3
+    assert steps_per_epoch(130, 64, drop_last=True) == 2
+    assert steps_per_epoch(128, 64, drop_last=True) == 2
+    assert steps_per_epoch(10, 64, drop_last=True) == 1  # fewer images than a batch: keep them
+
+
+def test_main_study_arms_and_cpu_preset():
+    specs = build_specs(request("main", preset=PRESETS["cpu"], classes=(3,)))
+    assert [s.arm for s in specs] == ["teacher", "alone", "single-2", "p-kdgan"]
+    teacher = RunConfig.from_dict(specs[0].config)
+    assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (64, True, 15)
+    p = DistillConfig.from_dict(specs[3].config["distill"])
+    assert (p.step1_epochs, p.step2_epochs, p.batch_size) == (10, 5, 64)
+    assert all(s.needs == (specs[0].name,) for s in specs[1:])
+    paper = PRESETS["paper"]
+    assert (paper.batch_size, paper.student_batch_size, paper.precision) == (1, 1, "fp32")
+
+
+def test_results_store_fills_skips_and_recomputes(tmp_path):
+    """A grid copies each finished cell into the results store; a re-run on a fresh machine
+    (empty run store) trains nothing; every AUROC in cells.csv recomputes from its scores."""
+    results = tmp_path / "results"
+    req = request("main", classes=(0,))
+    first = run_grid(req, tmp_path / "g1", store=tmp_path / "store1", results=results,
+                     echo=lambda m: None)
+    assert first["done"] == 4 and not first["failed"]
+    with (results / cells.INDEX).open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == cells.INDEX_COLUMNS
+    assert sorted(r["arm"] for r in rows) == ["alone", "p-kdgan", "single-2", "teacher"]
+    for r in rows:
+        assert float(r["auroc"]) == pytest.approx(cells.recompute_auroc(results, r["scores"]), abs=1e-6)
+        assert not (results / r["scores"]).with_name(runs.CHECKPOINT).exists()
+    again = run_grid(req, tmp_path / "g2", store=tmp_path / "store2", results=results,
+                     echo=lambda m: None)
+    assert again["done"] == 0 and not any((tmp_path / "store2").rglob(runs.METRICS))
+    report = write_report(tmp_path / "g2", echo=lambda m: None)
+    assert not report["missing"]
+    assert "| p-kdgan |" in (tmp_path / "g2" / "report.md").read_text()
+
+
+def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
+    results = tmp_path / "results"
+    req = request("main", classes=(1,))
+    run_grid(req, tmp_path / "g", store=tmp_path / "s1", results=results, echo=lambda m: None)
+    alone = next(s for s in build_specs(req) if s.arm == "alone")
+    shutil.rmtree(cells.cell_dir(results, alone))
+    again = run_grid(req, tmp_path / "g", store=tmp_path / "s2", results=results, echo=lambda m: None)
+    assert again["done"] == 2  # the teacher (its checkpoint is not committed) and the alone cell
+    assert cells.is_committed(results, alone)
