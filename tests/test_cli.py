@@ -26,12 +26,22 @@ def test_train_then_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert roc_auc_score(z["labels"], z["scores"]) == pytest.approx(metrics["auroc"], abs=1e-12)
     assert z["labels"].sum() == (z["classes"] != 3).sum()
     config = json.loads((out / "config.json").read_text())
-    assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 1
+    # the measured cpu preset is the default schedule; the paper's is one flag away
+    assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 64
+    assert config["train"]["drop_last"] is True
     assert main(["test", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"AUROC {metrics['auroc']:.4f}" in printed
     assert main(["test", str(out), "--from-scores", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["auroc"] == pytest.approx(metrics["auroc"])
+
+
+def test_preset_paper_is_the_papers_schedule(tmp_path: Path) -> None:
+    out = tmp_path / "paper"
+    assert main(["train", *TINY, "--preset", "paper", "--max-train", "20", "--out", str(out)]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["batch_size"], train["epochs"], train["drop_last"], train["precision"]) == (
+        1, 1, False, "fp32")  # --epochs 1 from TINY overrides the preset's 15
 
 
 def test_several_classes_write_one_folder_each(tmp_path: Path) -> None:

@@ -101,3 +101,15 @@ def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
     again = run_grid(req, tmp_path / "g", store=tmp_path / "s2", results=results, echo=lambda m: None)
     assert again["done"] == 2  # the teacher (its checkpoint is not committed) and the alone cell
     assert cells.is_committed(results, alone)
+
+
+def test_an_arm_of_a_few_steps_is_not_comparable():
+    from pkdgan.report import overall, paired, undertrained
+
+    table = {"bs=1": {(0, s): 90.0 + s for s in range(6)}, "bs=64": {(0, s): 50.0 for s in range(6)}}
+    c = paired(table, "bs=1", "bs=64")
+    assert c.verdict == "supported"  # 6 of 6 pairs: sign test p = 0.03
+    judged = undertrained(c, {"bs=1": 2000, "bs=64": 9})
+    assert judged.verdict == "not comparable" and "bs=64 took 9 optimiser steps" in judged.line()
+    assert overall([judged], []) == "not comparable"
+    assert undertrained(c, {"bs=1": 2000, "bs=64": 400}).verdict == c.verdict

@@ -5,7 +5,7 @@ set -eu
 export OMP_NUM_THREADS=1
 G=${GRIDS:-runs/grids}
 for g in edegan_mnist edegan_fmnist score_mnist score_fmnist latent-constraint_mnist \
-         latent-constraint_fmnist batch-size_mnist batch-size-2ep_mnist batch-size-2ep_fmnist \
+         latent-constraint_fmnist batch-size-2ep_mnist batch-size-2ep_fmnist \
          distillation_mnist distillation_fmnist; do
   [ -f $G/$g/grid.json ] || { echo "skip $g (no grid)"; continue; }
   ${PKDGAN:-pkdgan} report $G/$g

@@ -45,10 +45,13 @@ from pkdgan.errors import DataError, UsageError
 from pkdgan.evaluate import threshold_from_normal
 from pkdgan.losses import latent_score, reconstruction_score
 from pkdgan.predict import as_images, infer_channels
+from pkdgan.presets import DEFAULT_PRESET, PRESETS
 
 HOLDOUT_PREFIX = "detector.holdout_"
 DECISION_KEY = "detector.decision_scores"
 MIN_HOLDOUT_WARN = 20
+
+_CPU = PRESETS[DEFAULT_PRESET]  # the API's schedule defaults
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,18 +284,22 @@ class OneClassDetector(BaseEstimator, ABC):
 
 
 class EDEGAN(OneClassDetector):
-    """The EDE-GAN teacher as a detector (defaults: the paper's network and schedule).
+    """The EDE-GAN teacher as a detector (defaults: the paper's network, the ``cpu`` preset's
+    schedule; ``epochs=15, batch_size=1, drop_last=False`` is the paper's).
 
     Parameters mirror ``pkdgan train``: model shape (``image_size``, ``channels`` inferred from
     X when None, ``nz``, ``width``, ``latent_constraint``), loss weights (``w_adv``, ``w_con``,
-    ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``lr``), ``score``
+    ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
+    ``precision``, ``lr``), ``score``
     (``latent``, the paper's, or ``reconstruction``), and the threshold settings above.
     """
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
                  width: int = 64, latent_constraint: str = "none", constraint_weight: float = 1.0,
-                 w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0, epochs: int = 15,
-                 batch_size: int = 1, lr: float = 2e-4, score: str = "latent", fpr: float = 0.05,
+                 w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
+                 epochs: int = _CPU.epochs, batch_size: int = _CPU.batch_size,
+                 drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
+                 lr: float = 2e-4, score: str = "latent", fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
                  progress: bool = False) -> None:
@@ -307,6 +314,8 @@ class EDEGAN(OneClassDetector):
         self.w_lat = w_lat
         self.epochs = epochs
         self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.precision = precision
         self.lr = lr
         self.score = score
         self.fpr = fpr
@@ -334,7 +343,8 @@ class EDEGAN(OneClassDetector):
             data=DataConfig(dataset="folder", resize=self.resize,  # type: ignore[arg-type]
                             holdout_fraction=self.holdout_fraction),
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              seed=self.seed, device=self.device, score=self.score),  # type: ignore[arg-type]
+                              seed=self.seed, device=self.device, score=self.score,  # type: ignore[arg-type]
+                              drop_last=self.drop_last, precision=self.precision),  # type: ignore[arg-type]
         )
 
     def _train(self, split: OneClassSplit, channels: int
@@ -371,10 +381,14 @@ class PKDGAN(OneClassDetector):
     """
 
     def __init__(self, *, teacher: EDEGAN | None = None, student: str | ModelConfig = "student-mnist",
-                 mode: str = "progressive", structure: int = 2, epochs: int = 15,
-                 step1_structure: int = 2, step2_structure: int = 3, step1_epochs: int = 10,
-                 step2_epochs: int = 5, w1: float = 0.0, wx: float = 1.0, w2: float = 0.0,
-                 batch_size: int = 1, lr: float = 2e-4, teacher_lr: float | None = None,
+                 mode: str = "progressive", structure: int = 2,
+                 epochs: int = _CPU.student_schedule()[0], step1_structure: int = 2,
+                 step2_structure: int = 3,
+                 step1_epochs: int = _CPU.student_schedule()[0] - _CPU.student_schedule()[1],
+                 step2_epochs: int = _CPU.student_schedule()[1], w1: float = 0.0, wx: float = 1.0,
+                 w2: float = 0.0, batch_size: int = _CPU.student_batch_size,
+                 drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
+                 lr: float = 2e-4, teacher_lr: float | None = None,
                  score: str = "latent", fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
                  seed: int = 0, device: str = "auto", progress: bool = False) -> None:
@@ -391,6 +405,8 @@ class PKDGAN(OneClassDetector):
         self.wx = wx
         self.w2 = w2
         self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.precision = precision
         self.lr = lr
         self.teacher_lr = teacher_lr
         self.score = score

@@ -13,6 +13,7 @@ is judged on the paired differences A - B over every (class, seed) where both fi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -126,9 +127,12 @@ class Comparison:
     wins: int
     losses: int
     p_sign: float
+    undertrained: str = ""  # why the arms cannot be compared, e.g. an arm of a few steps
 
     @property
     def verdict(self) -> str:
+        if self.undertrained:
+            return "not comparable"
         if self.n >= 2 and self.p_sign < ALPHA:
             if self.mean > 0 and self.lo > 0:
                 return "supported"
@@ -139,7 +143,8 @@ class Comparison:
     def line(self) -> str:
         if self.n == 0:
             return f"**{self.better} vs {self.worse}**: no paired runs yet -> inconclusive"
-        return (f"**{self.better} vs {self.worse}**: mean difference {self.mean:+.2f} points "
+        why = f" ({self.undertrained})" if self.undertrained else ""
+        return (f"**{self.better} vs {self.worse}**{why}: mean difference {self.mean:+.2f} points "
                 f"(95% CI {self.lo:+.2f} .. {self.hi:+.2f}, n = {self.n} class x seed pairs); "
                 f"{self.better} higher in {self.wins}, lower in {self.losses} "
                 f"(sign test p = {self.p_sign:.3g}) -> **{self.verdict}**")
@@ -169,6 +174,8 @@ def overall(comparisons: list[Comparison], checks: list[tuple[str, str]]) -> str
     verdicts = [c.verdict for c in comparisons]
     if not verdicts:
         return "; ".join(v for _, v in checks) or "no paper number to compare with"
+    if "not comparable" in verdicts:
+        return "not comparable"
     if "contradicted" in verdicts:
         return "contradicted"
     return "supported" if all(v == "supported" for v in verdicts) else "inconclusive"
@@ -352,15 +359,43 @@ def _invocations(grid_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+MIN_COMPARABLE_STEPS = 100
+
+
+def arm_steps(specs: list[RunSpec], locate: Locate) -> dict[str, int]:
+    """Fewest optimiser steps a finished EDE-GAN run of each arm took."""
+    from pkdgan.config import steps_per_epoch
+
+    out: dict[str, int] = {}
+    for s in specs:
+        path = locate(s) / runs.METRICS
+        if s.kind == "edegan" and path.is_file():
+            m, t = runs.read_json(path), s.config["train"]
+            n = steps_per_epoch(int(m["n_train"]), int(t["batch_size"]), bool(t.get("drop_last")))
+            out[s.arm] = min(out.get(s.arm, n * int(m["epochs"])), n * int(m["epochs"]))
+    return out
+
+
+def undertrained(c: Comparison, steps: dict[str, int]) -> Comparison:
+    """A comparison with an arm of fewer than ``MIN_COMPARABLE_STEPS`` steps measures the step
+    count, not the arms (the quick batch-size grid gave batch 64 nine steps)."""
+    few = [f"{a} took {steps[a]} optimiser steps" for a in (c.better, c.worse)
+           if a in steps and steps[a] < MIN_COMPARABLE_STEPS]
+    return dataclasses.replace(c, undertrained="; ".join(few)) if few else c
+
+
 def _steps_note(specs: list[RunSpec], locate: Locate) -> str:
     """Optimizer steps per run by batch size: at a fixed epoch budget, large batches take few."""
+    from pkdgan.config import steps_per_epoch
+
     steps: dict[int, set[int]] = {}
     for s in specs:
         path = locate(s) / runs.METRICS
         if s.kind == "edegan" and path.is_file():
-            m = runs.read_json(path)
-            b = int(s.config["train"]["batch_size"])
-            steps.setdefault(b, set()).add(-(-int(m["n_train"]) // b) * int(m["epochs"]))
+            m, t = runs.read_json(path), s.config["train"]
+            b = int(t["batch_size"])
+            steps.setdefault(b, set()).add(
+                steps_per_epoch(int(m["n_train"]), b, bool(t.get("drop_last"))) * int(m["epochs"]))
     if len(steps) < 2:
         return ""
     parts = [f"bs={b}: {min(v)}" + (f"-{max(v)}" if max(v) != min(v) else "")
@@ -415,7 +450,9 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
     seeds = sorted({s.seed for s in specs})
     names = CLASS_NAMES.get(grid["dataset"], [str(i) for i in range(max(classes) + 1)])
     table, missing, notes = collect(specs, locate, cols)
-    comparisons = [paired(table, a, b) for a, b in claims_for(grid, cols, table, classes)]
+    steps = arm_steps(specs, locate)
+    comparisons = [undertrained(paired(table, a, b), steps)
+                   for a, b in claims_for(grid, cols, table, classes)]
     checks = paper_checks(grid, table, classes)
     md_table, csv_text = render_tables(grid, table, cols, classes, names)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from pkdgan.config import (
     DATASETS,
@@ -16,6 +17,7 @@ from pkdgan.config import (
     TrainConfig,
 )
 from pkdgan.errors import UsageError
+from pkdgan.presets import DEFAULT_PRESET, PRESETS, SCHEDULE_PRESETS, preset_schedule_help
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") -> None:
@@ -49,25 +51,44 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2) weight")
 
 
+def add_preset_arg(g: argparse._ArgumentGroup, student: bool = False) -> None:
+    g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(SCHEDULE_PRESETS),
+                   help="schedule the options below default to (default: cpu, measured on a "
+                        "2-core CPU; paper = the paper's batch-1 schedule, for a GPU): "
+                        + preset_schedule_help(student))
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=15, help="training epochs (the paper: 15)")
-    g.add_argument("--batch-size", type=int, default=1, help="images per step (the paper's best: 1)")
+    add_preset_arg(g)
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per step (default: the preset's; the paper's best: 1)")
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     g.add_argument("--seed", type=int, default=0, help="random seed (init, shuffling, held-out split)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
                    help="anomaly score: latent distance (the paper's) or image reconstruction error")
-    g.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                   help="training arithmetic: fp32, or bf16 autocast (AMX / tensor cores) for the "
-                        "forward passes; weights and scores stay float32")
-    g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=False,
-                   help="skip each epoch's final partial batch (its few images would move the "
-                        "batch-norm statistics the scores use)")
+    add_schedule_flags(g)
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_schedule_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="training arithmetic (default: the preset's): fp32, or bf16 autocast "
+                        "(AMX / tensor cores) for the forward passes; weights and scores stay fp32")
+    g.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="skip each epoch's final partial batch, whose few images would move the "
+                        "batch-norm statistics the scores use (default: the preset's)")
+
+
+def from_preset(args: argparse.Namespace, name: str, preset_field: str | None = None) -> Any:
+    """An option's value, or the chosen preset's when the option was not given."""
+    value = getattr(args, name)
+    return value if value is not None else getattr(PRESETS[args.preset], preset_field or name)
 
 
 def parse_classes(text: str, n_classes: int = 10) -> list[int]:
@@ -105,8 +126,9 @@ def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> Ru
             max_train=args.max_train, max_test=args.max_test,
         ),
         train=TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-            seed=args.seed, device=args.device, score=args.score,
-            on_divergence=args.on_divergence, precision=args.precision, drop_last=args.drop_last,
+            epochs=from_preset(args, "epochs"), batch_size=from_preset(args, "batch_size"),
+            lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device, score=args.score,
+            on_divergence=args.on_divergence, precision=from_preset(args, "precision"),
+            drop_last=from_preset(args, "drop_last"),
         ),
     )

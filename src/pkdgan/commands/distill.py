@@ -7,8 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
 from pkdgan.config import DISTILL_MODES, DistillConfig, LossWeights
 from pkdgan.errors import UsageError
+from pkdgan.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="progressive = P-KDGAN (two steps); single = one structure; alone = baseline")
     p.add_argument("--structure", type=int, default=2, choices=[1, 2, 3, 4],
                    help="single mode's structure")
-    p.add_argument("--epochs", type=int, default=15, help="epochs of single and alone modes")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of single and alone modes (default: the preset's)")
     p.add_argument("--step1-structure", type=int, default=2, choices=[1, 2],
                    help="progressive step 1 (frozen teacher)")
     p.add_argument("--step2-structure", type=int, default=3, choices=[3, 4],
                    help="progressive step 2 (teacher and student jointly)")
-    p.add_argument("--step1-epochs", type=int, default=10, help="epochs of progressive step 1")
-    p.add_argument("--step2-epochs", type=int, default=5, help="epochs of progressive step 2")
+    p.add_argument("--step1-epochs", type=int, default=None,
+                   help="epochs of progressive step 1 (default: the preset's)")
+    p.add_argument("--step2-epochs", type=int, default=None,
+                   help="epochs of progressive step 2 (default: the preset's)")
     d = DistillConfig()
     g = p.add_argument_group("distillation loss K = w1*K1 + wx*Kx + w2*K2")
     g.add_argument("--w1", type=float, default=d.w1, help="K1: L2 between z's")
@@ -45,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
     g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1 image) weight")
     g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2 z vs z_hat) weight")
-    g.add_argument("--batch-size", type=int, default=1, help="images per step (the paper: 1)")
+    add_preset_arg(g, student=True)
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="images per step (default: the preset's; the paper: 1)")
+    add_schedule_flags(g)
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps")
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
@@ -67,14 +75,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def distill_config(args: argparse.Namespace) -> DistillConfig:
+    total, step2 = PRESETS[args.preset].student_schedule()
     return DistillConfig(
-        mode=args.mode, structure=args.structure, epochs=args.epochs,
+        mode=args.mode, structure=args.structure,
+        epochs=args.epochs if args.epochs is not None else total,
         step1_structure=args.step1_structure, step2_structure=args.step2_structure,
-        step1_epochs=args.step1_epochs, step2_epochs=args.step2_epochs,
+        step1_epochs=args.step1_epochs if args.step1_epochs is not None else total - step2,
+        step2_epochs=args.step2_epochs if args.step2_epochs is not None else step2,
         w1=args.w1, wx=args.wx, w2=args.w2,
         gan=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
-        batch_size=args.batch_size, lr=args.lr, teacher_lr=args.teacher_lr, beta1=args.beta1,
-        seed=args.seed, device=args.device, score=args.score,
+        batch_size=from_preset(args, "batch_size", "student_batch_size"), lr=args.lr,
+        teacher_lr=args.teacher_lr, beta1=args.beta1, seed=args.seed, device=args.device,
+        score=args.score, precision=from_preset(args, "precision"),
+        drop_last=from_preset(args, "drop_last"),
     )
 
 

@@ -59,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
         dirs = [out]
     else:
         dirs = [out / f"class_{k}" for k in classes]
-    if len(configs) > 1 and args.batch_size == 1 and args.precision == "fp32":
+    t = configs[0].train
+    if len(configs) > 1 and t.batch_size == 1 and t.precision == "fp32":
         # batch size 1 leaves the CPU idle: the classes train together, one model each (multi.py)
         from pkdgan.multi import train_runs
 

@@ -1,0 +1,105 @@
+"""Named training schedules: the paper's, a measured CPU one, and a quick one for tests/demos.
+
+``pkdgan train`` / ``distill`` and the Python API take their schedule defaults from
+``DEFAULT_PRESET``; study grids (``studies``) take every setting from the preset they name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Training schedule and model size shared by every run of a study."""
+
+    name: str
+    epochs: int
+    width: int
+    nz: int
+    image_size: int
+    max_train: int | None
+    max_test: int | None
+    description: str
+    # Added with the main study; the first two presets keep their legacy values (batch 1
+    # everywhere, students for max(2, epochs) epochs split 2:1, float32, partial batches kept),
+    # which ``key_dict`` leaves out so grids made before still extend.
+    batch_size: int = 1
+    student_batch_size: int = 1
+    student_epochs: int | None = None
+    step2_epochs: int | None = None
+    drop_last: bool = False
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """What identifies the schedule (no description; legacy-valued new fields left out)."""
+        d = {k: v for k, v in self.to_dict().items() if k != "description"}
+        legacy = {f.name: f.default for f in dataclasses.fields(Preset)
+                  if f.default is not dataclasses.MISSING}
+        return {k: v for k, v in d.items() if not (k in legacy and v == legacy[k])}
+
+    def student_schedule(self) -> tuple[int, int]:
+        """(student epochs, P-KDGAN joint-step epochs); the frozen step gets the rest."""
+        total = self.student_epochs or max(2, self.epochs)
+        return total, self.step2_epochs or max(1, total // 3)
+
+    def summary(self) -> str:
+        """The settings themselves, so a report is exact even when flags overrode the preset."""
+        train = "all normal training images" if self.max_train is None else (
+            f"the first {self.max_train} normal training images")
+        test = "the full test set" if self.max_test is None else (
+            f"the test set capped at its first {self.max_test} images")
+        total, step2 = self.student_schedule()
+        partial = ", last partial batch dropped" if self.drop_last else ""
+        return (f"teacher: {self.epochs} epoch(s) at batch {self.batch_size} over {train} (minus "
+                f"the 5% held-out slice), width {self.width}, nz {self.nz}, "
+                f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
+                f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
+                f"joint); {self.precision}{partial}")
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "paper", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+        description="the paper's schedule: 15 epochs over all normal training images, width 64, "
+                    "nz 100, full test set (distillation students: 15 epochs, P-KDGAN 10 + 5)",
+    ),
+    "quick": Preset(
+        "quick", epochs=1, width=16, nz=100, image_size=32, max_train=600, max_test=None,
+        description="1 epoch over the first 600 normal training images (570 after the 5% "
+                    "held-out slice), width 16, nz 100, full test set (distillation students: 2 "
+                    "epochs, P-KDGAN 1 + 1): about 8 s per batch-1 run on one free CPU core, "
+                    "about 1/150 of the paper's training steps",
+    ),
+    "cpu": Preset(
+        "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+        batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
+        precision="fp32",
+        description="the paper's models and epochs at large-batch speed for a CPU (measured in "
+                    "docs/results/main/README.md): teacher 15 epochs at batch 64 over all normal "
+                    "training images, width 64, nz 100, full test set; students 15 epochs at "
+                    "batch 64 (P-KDGAN 10 + 5); last partial batch dropped; float32",
+    ),
+}
+
+# The presets ``pkdgan train`` / ``distill`` and the Python API take their schedule from.
+SCHEDULE_PRESETS = ("cpu", "paper")
+DEFAULT_PRESET = "cpu"
+
+
+def preset_schedule_help(student: bool = False) -> str:
+    """One line per schedule preset, for ``--preset``'s help."""
+    parts = []
+    for name in SCHEDULE_PRESETS:
+        p = PRESETS[name]
+        total, step2 = p.student_schedule()
+        sched = (f"{total} epochs at batch {p.student_batch_size} (progressive "
+                 f"{total - step2} + {step2})" if student else f"{p.epochs} epochs at batch {p.batch_size}")
+        extra = ", partial last batch dropped" if p.drop_last else ""
+        parts.append(f"{name}: {sched}, {p.precision}{extra}")
+    return "; ".join(parts)
