@@ -82,7 +82,8 @@ def test_bad_input_one_line_no_traceback(tmp_path: Path, args: list[str], code: 
 
 def test_help_shows_defaults() -> None:
     r = run_cli("train", "--help")
-    assert r.returncode == 0 and "(default: 15)" in r.stdout and "--normal-class" in r.stdout
+    assert r.returncode == 0 and "(default: 0.0002)" in r.stdout and "--normal-class" in r.stdout
+    assert "cpu: 15 epochs at batch 64" in " ".join(r.stdout.split())  # the preset's schedule
 
 
 def test_every_option_of_every_command_is_explained() -> None:

@@ -22,7 +22,7 @@ from pkdgan.train import fit
 # 38 training images at batch 4 -> 10 steps per epoch.
 STEPS = 10
 ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",
-        "--batch-size", "4", "--max-train", "40", "--max-test", "40", "--seed", "2",
+        "--batch-size", "4", "--no-drop-last", "--max-train", "40", "--max-test", "40", "--seed", "2",
         "--no-progress", "--device", "cpu"]
 
 

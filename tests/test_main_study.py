@@ -113,3 +113,15 @@ def test_an_arm_of_a_few_steps_is_not_comparable():
     assert judged.verdict == "not comparable" and "bs=64 took 9 optimiser steps" in judged.line()
     assert overall([judged], []) == "not comparable"
     assert undertrained(c, {"bs=1": 2000, "bs=64": 400}).verdict == c.verdict
+
+
+def test_api_defaults_are_the_cpu_preset():
+    from pkdgan.api import EDEGAN, PKDGAN
+
+    cpu = PRESETS["cpu"]
+    teacher = EDEGAN().run_config(1).train
+    assert (teacher.epochs, teacher.batch_size, teacher.drop_last, teacher.precision) == (
+        cpu.epochs, cpu.batch_size, cpu.drop_last, cpu.precision)
+    student = PKDGAN().distill_config()
+    assert (student.step1_epochs + student.step2_epochs, student.batch_size) == (
+        cpu.student_epochs, cpu.student_batch_size)

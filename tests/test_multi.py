@@ -127,7 +127,8 @@ def test_cli_trains_classes_together_and_resumes(tmp_path: Path, capsys: pytest.
     from pkdgan.cli import main
 
     args = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",
-            "--epochs", "1", "--max-train", "9", "--max-test", "30", "--normal-class", "0-2",
+            "--epochs", "1", "--batch-size", "1", "--max-train", "9", "--max-test", "30",
+            "--normal-class", "0-2",
             "--no-progress", "--out", str(tmp_path)]
     assert main(args) == 0
     first = capsys.readouterr().out.splitlines()

@@ -155,7 +155,7 @@ def test_cli_stacks_class_runs_and_resumes(teacher_runs: Path, tmp_path: Path,
     from pkdgan.cli import main
 
     common = ["distill", "--teacher", str(teacher_runs), "--device", "cpu", "--no-progress",
-              "--step1-epochs", "2", "--step2-epochs", "1"]
+              "--step1-epochs", "2", "--step2-epochs", "1", "--batch-size", "1"]
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["normal_class"] for x in lines] == [1, 2]

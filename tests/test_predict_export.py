@@ -44,7 +44,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_pngs(root / "test" / "abnormal", bars(20, 16, vertical=True, seed=2))
     run = tmp_path_factory.mktemp("runs") / "folder_run"
     rc = main(["train", "--dataset", "folder", "--data-root", str(root), "--image-size", "16",
-               "--width", "8", "--nz", "16", "--epochs", "2", "--holdout-fraction", "0.2",
+               "--width", "8", "--nz", "16", "--epochs", "2", "--batch-size", "1",
+               "--holdout-fraction", "0.2",
                "--no-progress", "--out", str(run)])
     assert rc == 0
     return root, run
@@ -168,7 +169,8 @@ def test_folder_without_test_set_trains_calibrates_and_predicts(tmp_path: Path,
     run = tmp_path / "run"
     with pytest.warns(UserWarning, match="not evaluated"):
         rc = main(["train", "--dataset", "folder", "--data-root", str(root), "--image-size", "16",
-                   "--width", "8", "--nz", "16", "--epochs", "2", "--holdout-fraction", "0.2",
+                   "--width", "8", "--nz", "16", "--epochs", "2", "--batch-size", "1",
+                   "--holdout-fraction", "0.2",
                    "--no-progress", "--out", str(run)])
     assert rc == 0 and runs.is_finished(run)
     metrics = runs.read_json(run / runs.METRICS)
