@@ -6,7 +6,6 @@ installs it. Everything else about the pages is checked without a browser.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -79,7 +78,8 @@ def check_loaded(dom: str, pixels: np.ndarray, min_images: int) -> None:
 
 def check_self_contained(html: str) -> None:
     assert not re.search(r'(src|href)="(https?:)?//', html)
-    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'<img[^>]* src="([^"]+)"', html))
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
 
 
 def test_run_page(teacher, tmp_path):

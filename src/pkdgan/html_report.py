@@ -175,8 +175,9 @@ def model_card(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> l
         ("training time", f"{float(metrics['train_seconds']):.1f} s" if "train_seconds" in metrics else "–"),
         ("images / s (training)", f"{float(metrics['images_per_second']):.0f}"
          if metrics.get("images_per_second") else "–"),
-        ("test set", f"{metrics.get('n_test', '?')} images, {metrics.get('n_anomalous', '?')} anomalous; "
-                     f"{metrics.get('n_train', '?')} normal training, {metrics.get('n_holdout', '?')} held out"),
+        ("test set", f"{metrics.get('n_test', '?')} images, {metrics.get('n_anomalous', '?')} "
+                     f"anomalous; {metrics.get('n_train', '?')} normal training, "
+                     f"{metrics.get('n_holdout', '?')} held out"),
         ("score", str(metrics.get("score", "?"))),
     ]
     if metrics.get("test_fpr_at_threshold") is not None:
