@@ -6,6 +6,7 @@ installs it. Everything else about the pages is checked without a browser.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -183,6 +184,7 @@ def synthetic_grid(root: Path, n_test: int = 10000) -> Path:
     """A 10-class x 3-seed grid of a 4-arm study whose run folders hold fabricated metrics and
     scores (no training): the report's size and time depend only on the files' shapes."""
     from pkdgan.grid import write_grid
+    from pkdgan.registry import get_config
     from pkdgan.studies import PRESETS, GridRequest, build_specs
 
     req = GridRequest("distillation", "mnist", tuple(range(10)), (0, 1, 2), PRESETS["paper"])
@@ -191,6 +193,8 @@ def synthetic_grid(root: Path, n_test: int = 10000) -> Path:
     rng = np.random.default_rng(0)
     labels = (np.arange(n_test) % 10 != 0).astype(np.int64)
     for s in specs:
+        model = s.config.get("model") or dataclasses.asdict(get_config(s.config["student"]))
+        runs.write_json(root / s.name / runs.CONFIG, {"model": model})
         scores = rng.normal(size=n_test) + labels * rng.uniform(1, 3)
         runs.write_npz(root / s.name / runs.SCORES, scores=scores, labels=labels, latent=scores)
         runs.write_json(root / s.name / runs.METRICS, {

@@ -168,7 +168,7 @@ def model_card(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> l
          + (f", registry {cfg['student_name']}" if cfg.get("student_name") else "")),
         ("parameters (scoring path)", f"{params:,}" if params else "–"),
         ("FLOPs per image", _si(flops, "FLOPs") if flops else "–"),
-        ("precision", _precision(run_dir)),
+        ("precision", f"training {train.get('precision', 'fp32')}; weights {_precision(run_dir)}"),
         ("training", f"{metrics.get('epochs', train.get('epochs', '?'))} epochs, batch size "
                      f"{metrics.get('batch_size', train.get('batch_size', '?'))}, lr {train.get('lr', '?')}, "
                      f"seed {metrics.get('seed', train.get('seed', '?'))}"),
@@ -307,7 +307,7 @@ def _cell_text(m: float, sd: float, n: int) -> dict[str, Any]:
 
 def _run_row(study: Any, spec: Any, grid_dir: Path) -> dict[str, Any]:
     """One cell of the grid: its numbers, and a link to its run page or why there is none."""
-    path = study.store / spec.name
+    path = study.locate(spec)
     row: dict[str, Any] = {"name": spec.name, "arm": spec.arm, "cls": spec.normal_class,
                            "seed": spec.seed, "finished": runs.is_finished(path), "metrics": {},
                            "link": None, "why": ""}
@@ -370,12 +370,14 @@ def study_context(study: Any) -> dict[str, Any]:
 
 def write_study_html(study: Any, run_pages: bool = False, data_root: str | None = None,
                      galleries: bool = True) -> Path:
-    """``GRID_DIR/report.html``; with ``run_pages`` first each finished cell's run page (those
-    not written yet: a finished run never changes)."""
+    """``GRID_DIR/report.html``; with ``run_pages`` first the run page of each finished cell that
+    keeps its checkpoint and has none yet (a finished run never changes). Cells without a
+    checkpoint (e.g. in a committed results store) get an embedded summary instead."""
     if run_pages:
         for spec in study.specs:
-            path = study.store / spec.name
-            if runs.is_finished(path) and not (path / REPORT).is_file():
+            path = study.locate(spec)
+            if ((path / runs.CHECKPOINT).is_file() and runs.is_finished(path)
+                    and not (path / REPORT).is_file()):
                 write_run_html(path, data_root, galleries)
     page = render("study.html.j2", **study_context(study))
     runs.atomic_write_bytes(study.grid_dir / REPORT, page.encode())
