@@ -38,16 +38,25 @@ def _figure(width: float, height: float, **margins: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def figure_png(fig: Any) -> bytes:
+    """PNG bytes of a figure: the run folder's files and the HTML report embed the same images."""
     import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    runs.atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _save(fig: Any, path: Path) -> Path:
+    runs.atomic_write_bytes(path, figure_png(fig))
     return path
 
 
 def plot_roc(scores: dict[str, np.ndarray], labels: np.ndarray, path: Path) -> Path:
+    return _save(roc_figure(scores, labels), path)
+
+
+def roc_figure(scores: dict[str, np.ndarray], labels: np.ndarray) -> Any:
     """One ROC curve per score kind (the paper's point: latent beats reconstruction)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -60,7 +69,7 @@ def plot_roc(scores: dict[str, np.ndarray], labels: np.ndarray, path: Path) -> P
     ax.set(xlabel="false-positive rate (normal flagged)", ylabel="true-positive rate (anomalies flagged)",
            xlim=(0, 1), ylim=(0, 1.01), title="ROC on the test set")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def _bins(values: np.ndarray, n: int = 60) -> tuple[np.ndarray, bool]:
@@ -73,6 +82,11 @@ def _bins(values: np.ndarray, n: int = 60) -> tuple[np.ndarray, bool]:
 
 def plot_histograms(scores: np.ndarray, labels: np.ndarray, path: Path, threshold: float | None = None,
                     holdout: np.ndarray | None = None, score_name: str = "latent") -> Path:
+    return _save(histogram_figure(scores, labels, threshold, holdout, score_name), path)
+
+
+def histogram_figure(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None,
+                     holdout: np.ndarray | None = None, score_name: str = "latent") -> Any:
     """Normal vs anomalous test scores, the held-out normal scores, and the fitted threshold."""
     labels = np.asarray(labels).astype(bool)
     groups = [(scores[~labels], "normal (test)", "tab:blue"), (scores[labels], "anomalous (test)", "tab:red")]
@@ -96,19 +110,29 @@ def plot_histograms(scores: np.ndarray, labels: np.ndarray, path: Path, threshol
     ax.set(xlabel=f"{score_name} anomaly score", ylabel="density",
            title="Test scores; threshold from held-out normal images")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
+
+
+def difference_map(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean |x - x_hat| in [-1, 1] on a fixed scale (half the range = white), so maps
+    of different images and models are comparable."""
+    return (x - x_hat).abs().mean(1, keepdim=True).clamp(0, 1) * 2 - 1
+
+
+def tile_rows(rows: list[torch.Tensor]) -> np.ndarray:
+    """Image batches as rows of grey-bordered tiles, uint8 RGB (one row per batch)."""
+    from pkdgan.predict import to_uint8_image
+
+    out = []
+    for t in rows:
+        tiles = [np.pad(to_uint8_image(img), ((1, 1), (1, 1), (0, 0)), constant_values=128) for img in t]
+        out.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(out, axis=0)
 
 
 def _grid(x: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
-    """Rows input / reconstruction / |difference| (error of half the range = white), uint8 RGB."""
-    from pkdgan.predict import to_uint8_image
-
-    diff = (x - x_hat).abs().mean(1, keepdim=True).clamp(0, 1) * 2 - 1
-    rows = []
-    for t in (x, x_hat, diff):
-        tiles = [np.pad(to_uint8_image(img), ((1, 1), (1, 1), (0, 0)), constant_values=128) for img in t]
-        rows.append(np.concatenate(tiles, axis=1))
-    return np.concatenate(rows, axis=0)
+    """Rows input / reconstruction / |difference|, uint8 RGB."""
+    return tile_rows([x, x_hat, difference_map(x, x_hat)])
 
 
 @torch.no_grad()
@@ -143,6 +167,10 @@ def plot_reconstructions(generator: nn.Module, images: torch.Tensor, labels: np.
 
 
 def plot_losses(history: list[dict[str, str]], path: Path) -> Path:
+    return _save(losses_figure(history), path)
+
+
+def losses_figure(history: list[dict[str, str]]) -> Any:
     """Every loss column of ``history.csv`` per epoch, one panel each (their scales differ)."""
     from matplotlib.ticker import MaxNLocator
 
@@ -178,7 +206,7 @@ def plot_losses(history: list[dict[str, str]], path: Path) -> Path:
         ax.tick_params(labelsize=7)
     note = "; dotted: next distillation step" if boundaries else ""
     fig.suptitle(f"Training losses (epoch means{note})", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: torch.Tensor | None = None,
@@ -203,22 +231,33 @@ def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: t
     return written
 
 
-def replot_run(run_dir: Path, data_root: str | None = None, reconstructions: bool = True) -> list[Path]:
-    """``pkdgan plot``: all plots again; the test images are re-read from the run's data config."""
+def run_test_set(cfg: dict[str, Any], data_root: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """The test images and labels a run was scored on, re-read from its data config and split seed."""
     from pkdgan.config import DataConfig, from_dict
     from pkdgan.data import one_class_split
+    from pkdgan.errors import UsageError
+
+    data = dict(cfg.get("data", {})) | ({"data_root": data_root} if data_root is not None else {})
+    model = cfg["model"]
+    try:
+        data_cfg = from_dict(DataConfig, data)
+    except UsageError as e:  # a bad value in a saved run is a broken file, not a bad argument
+        raise DataError(f"the run's data config: {e}") from None
+    split = one_class_split(data_cfg, model["image_size"], model["channels"],
+                            int(cfg.get("split_seed", cfg.get("train", {}).get("seed", 0))))
+    return split.test, split.test_labels
+
+
+def replot_run(run_dir: Path, data_root: str | None = None, reconstructions: bool = True) -> list[Path]:
+    """``pkdgan plot``: all plots again; the test images are re-read from the run's data config."""
     from pkdgan.results import load_run_generator
 
     run_dir = runs.require_run(Path(run_dir))
     generator = images = labels = None
     if reconstructions:
         cfg, generator = load_run_generator(run_dir)
-        data = dict(cfg.get("data", {})) | ({"data_root": data_root} if data_root is not None else {})
-        model = cfg["model"]
         try:
-            split = one_class_split(from_dict(DataConfig, data), model["image_size"], model["channels"],
-                                    int(cfg.get("split_seed", cfg.get("train", {}).get("seed", 0))))
-            images, labels = split.test, split.test_labels
+            images, labels = run_test_set(cfg, data_root)
         except PkdganError as e:
             warnings.warn(f"reconstruction grid skipped: the test images cannot be read ({e})", stacklevel=2)
     written = write_run_plots(run_dir, generator, images, labels)

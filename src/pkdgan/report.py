@@ -432,8 +432,44 @@ def cost_lines(specs: list[RunSpec], locate: Locate, labels: list[str]) -> list[
     return rows
 
 
-def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write report.md, report.csv and PNG plots into ``grid_dir``; returns the verdicts."""
+@dataclass(frozen=True)
+class Study:
+    """Everything a grid's reports show, read once from its run folders (Markdown and HTML alike)."""
+
+    grid_dir: Path
+    grid: dict[str, Any]
+    specs: list[RunSpec]
+    store: Path
+    results: Path | None  # the committed results store, where finished cells may live instead
+    cols: list[Column]
+    classes: list[int]
+    seeds: list[int]
+    names: list[str]
+    table: Table
+    missing: list[str]
+    notes: list[str]
+    comparisons: list[Comparison]
+    checks: list[tuple[str, str]]
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.label for c in self.cols]
+
+    def locate(self, spec: RunSpec) -> Path:
+        """The folder holding ``spec``'s files: the run store, else the committed results store."""
+        return finished_path(spec, self.store, self.results)
+
+    @property
+    def verdict(self) -> str:
+        return overall(self.comparisons, self.checks)
+
+    @property
+    def paper_mean(self) -> tuple[str, float, str] | None:
+        return _paper_mean(self.grid)
+
+
+def load_study(grid_dir: Path) -> Study:
+    """Read a grid folder and its finished runs into a ``Study``."""
     from pkdgan.data import CLASS_NAMES
     from pkdgan.grid import read_grid
 
@@ -445,16 +481,25 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
         return finished_path(spec, store, results)
 
     cols = columns_for(grid, specs)
-    labels = [c.label for c in cols]
     classes = sorted({s.normal_class for s in specs})
-    seeds = sorted({s.seed for s in specs})
     names = CLASS_NAMES.get(grid["dataset"], [str(i) for i in range(max(classes) + 1)])
     table, missing, notes = collect(specs, locate, cols)
     steps = arm_steps(specs, locate)
     comparisons = [undertrained(paired(table, a, b), steps)
                    for a, b in claims_for(grid, cols, table, classes)]
-    checks = paper_checks(grid, table, classes)
-    md_table, csv_text = render_tables(grid, table, cols, classes, names)
+    return Study(grid_dir, grid, specs, store, results, cols, classes, sorted({s.seed for s in specs}),
+                 names, table, missing, notes, comparisons, paper_checks(grid, table, classes))
+
+
+def write_report(grid_dir: Path, echo: Callable[[str], None] = print,
+                 study: Study | None = None) -> dict[str, Any]:
+    """Write report.md, report.csv and PNG plots into ``grid_dir``; returns the verdicts."""
+    st = study or load_study(grid_dir)
+    grid_dir, grid, specs, cols, locate = st.grid_dir, st.grid, st.specs, st.cols, st.locate
+    labels, classes, seeds, table, missing, notes = (st.labels, st.classes, st.seeds, st.table,
+                                                     st.missing, st.notes)
+    comparisons, checks = st.comparisons, st.checks
+    md_table, csv_text = render_tables(grid, table, cols, classes, st.names)
 
     plot_per_class(grid_dir / "per_class.png", table, labels, classes)
     plots = ["per_class.png"]
@@ -469,7 +514,7 @@ def write_report(grid_dir: Path, echo: Callable[[str], None] = print) -> dict[st
     wall = sum(i["wall_seconds"] for i in inv)
     mach = inv[-1]["machine"] if inv else {}
     preset = Preset(**p)
-    verdict = overall(comparisons, checks)
+    verdict = st.verdict
     lines = [
         f"# {grid['study']} study on {grid['dataset']}", "",
         f"Claim: {STUDIES[grid['study']]}.", "",
