@@ -30,7 +30,6 @@ from torch import nn
 
 from pkdgan import runs
 from pkdgan.config import (
-    SCORES,
     DataConfig,
     DistillConfig,
     LossWeights,
@@ -45,8 +44,12 @@ from pkdgan.errors import DataError, UsageError
 from pkdgan.evaluate import threshold_from_normal
 from pkdgan.losses import latent_score, reconstruction_score
 from pkdgan.predict import as_images, infer_channels
+from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, check_kind, kind_scores, resolve, standardization
 
 HOLDOUT_PREFIX = "detector.holdout_"
+# calibration.json keys that describe the threshold, not how the score kind was chosen
+CALIBRATION_KEYS = ("threshold", "fpr", "contamination", "n_holdout", "holdout_mean", "holdout_std",
+                    "source")
 DECISION_KEY = "detector.decision_scores"
 MIN_HOLDOUT_WARN = 20
 
@@ -101,15 +104,16 @@ class OneClassDetector(BaseEstimator, ABC):
         lat, rec = score_both(self.generator_, x)
         raw = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
         self.holdout_scores_ = {k: v[hold_idx.numpy()] for k, v in raw.items()}
-        self._decision_raw = raw[self.score]
+        # the kind (auto: chosen on synthetic anomalies of the held-out images; no labels)
+        self.score_choice_ = resolve(self.score, self.generator_, x[hold_idx], self.holdout_scores_)
+        self._decision_raw = self._kind(raw["latent"], raw["reconstruction"])
         self.fit_info_ = info
         self.calibrate()
         return self
 
     def _check_params(self) -> None:
         """Settings that would otherwise only fail after training."""
-        if self.score not in SCORES:
-            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        check_kind(self.score)
         if self.resize not in ("pad", "bilinear"):
             raise UsageError(f"resize must be 'pad' or 'bilinear', got {self.resize!r}")
         for name in ("fpr", "contamination"):
@@ -150,11 +154,11 @@ class OneClassDetector(BaseEstimator, ABC):
         self._check_fitted()
         if fpr is None and contamination is None:
             fpr, contamination = self.fpr, self.contamination
-        held = self.holdout_scores_.get(self.score, np.empty(0))
+        held = self._held()
         if len(held) == 0:
             raise DataError("no held-out normal scores for this score: the threshold cannot be refitted")
-        self.calibration_ = {
-            "score": self.score,
+        self.calibration_ = self.score_choice_ | {
+            "score": self.score_,
             "threshold": threshold_from_normal(held, fpr if fpr is not None else self.fpr, contamination),
             "fpr": None if contamination is not None else fpr,
             "contamination": contamination,
@@ -175,6 +179,23 @@ class OneClassDetector(BaseEstimator, ABC):
         return self
 
     # --- scoring -------------------------------------------------------------------------------
+
+    @property
+    def score_(self) -> str:
+        """The kind this detector scores with: ``score``, or what ``auto`` chose at fit."""
+        self._check_fitted()
+        return str(self.score_choice_["score"])
+
+    def _kind(self, latent: Any, reconstruction: Any) -> Any:
+        """This detector's kind from the two raw scores (arrays or tensors)."""
+        return kind_scores(latent, reconstruction, self.score_, self.score_choice_["standardization"])
+
+    def _held(self) -> np.ndarray:
+        """Held-out normal scores of this detector's kind (empty when the run kept none)."""
+        h = self.holdout_scores_
+        if not all(len(h.get(k, ())) for k in BASE_KINDS):
+            return np.asarray(h.get(self.score_, np.empty(0)))
+        return np.asarray(self._kind(h["latent"], h["reconstruction"]))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "generator_"):
@@ -206,8 +227,8 @@ class OneClassDetector(BaseEstimator, ABC):
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device)
             z, x_hat, z_hat = self.generator_(xb)
-            s = latent_score(z, z_hat) if self.score == "latent" else reconstruction_score(xb, x_hat)
-            scores.append(s.float().cpu())
+            lat, rec = latent_score(z, z_hat).float().cpu(), reconstruction_score(xb, x_hat).float().cpu()
+            scores.append(self._kind(lat, rec))
             recons.append(x_hat.float().cpu())
         return self._normalized(torch.cat(scores).numpy()), torch.cat(recons)
 
@@ -277,7 +298,8 @@ class OneClassDetector(BaseEstimator, ABC):
         from pkdgan.export import export_onnx
 
         self._check_fitted()
-        return export_onnx(self.generator_, self.model_config_, Path(path), self.score)
+        return export_onnx(self.generator_, self.model_config_, Path(path), self.score_,
+                           self.score_choice_["standardization"])
 
 
 class EDEGAN(OneClassDetector):
@@ -503,14 +525,30 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
     if DECISION_KEY in ckpt:
         det._decision_raw = ckpt[DECISION_KEY].numpy()
     saved = runs.read_json(run_dir / runs.CALIBRATION) if (run_dir / runs.CALIBRATION).is_file() else {}
-    same_score = saved.get("score", cfg.get("train", {}).get("score", "latent")) == det.score
+    det.score_choice_ = _recorded_choice(run_dir, det.score, saved, det.holdout_scores_)
+    same_score = saved.get("score", cfg.get("train", {}).get("score", "latent")) == det.score_
     if same_score and fpr is None and contamination is None and saved.get("threshold") is not None:
         det.calibration_ = dict(saved)
-    elif len(det.holdout_scores_.get(det.score, ())):
+    elif len(det._held()):
         det.calibrate(fpr, contamination)
     else:
-        det.calibration_ = {"score": det.score, "threshold": None, "n_holdout": 0}
+        det.calibration_ = det.score_choice_ | {"threshold": None, "n_holdout": 0}
     return det
+
+
+def _recorded_choice(run_dir: Path, requested: str, saved: dict[str, Any],
+                     holdout: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``score_kinds.resolve``'s answer for a saved run: ``auto`` reads the choice made at training."""
+    kind = requested
+    if requested == AUTO:
+        kind = saved.get("score")
+        if saved.get("requested") != AUTO or kind not in KINDS:
+            raise UsageError(f"{run_dir}: the run records no automatic score choice (trained "
+                             f"before score 'auto' existed); pass a score: {', '.join(KINDS)}")
+    out = {"score": kind, "requested": requested, "standardization": standardization(holdout)}
+    if kind == saved.get("score"):  # the run's own kind: keep how it was chosen
+        out |= {k: v for k, v in saved.items() if k not in CALIBRATION_KEYS}
+    return out
 
 
 def _discriminator(cfg: dict[str, Any], ckpt: dict[str, torch.Tensor], run_dir: Path) -> nn.Module | None:
@@ -526,8 +564,8 @@ def _discriminator(cfg: dict[str, Any], ckpt: dict[str, torch.Tensor], run_dir: 
 
 def _holdout_scores(run_dir: Path, ckpt: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Held-out normal scores saved by ``save`` (checkpoint) or by the CLI (``scores.npz``)."""
-    out = {k[len(HOLDOUT_PREFIX):]: v.numpy() for k, v in ckpt.items() if k.startswith(HOLDOUT_PREFIX)}
+    out = {k: ckpt[HOLDOUT_PREFIX + k].numpy() for k in BASE_KINDS if HOLDOUT_PREFIX + k in ckpt}
     if not out and (run_dir / runs.SCORES).is_file():
         z = runs.read_npz(run_dir / runs.SCORES)
-        out = {k[len("holdout_"):]: v for k, v in z.items() if k.startswith("holdout_")}
+        out = {k: z[f"holdout_{k}"] for k in BASE_KINDS if f"holdout_{k}" in z}
     return out

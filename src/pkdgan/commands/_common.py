@@ -8,6 +8,7 @@ import re
 from pkdgan.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
+    SCORES,
     DataConfig,
     LossWeights,
     ModelConfig,
@@ -15,6 +16,11 @@ from pkdgan.config import (
     TrainConfig,
 )
 from pkdgan.errors import UsageError
+
+SCORE_HELP = ("anomaly score: latent distance (the paper's), image reconstruction error, "
+              "combined (both standardised on held-out normal images, the larger counts) or auto "
+              "(the kind that best separates synthetic anomalies made from held-out normal "
+              "images; no labels); default: auto for --dataset folder, latent otherwise")
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") -> None:
@@ -56,8 +62,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     g.add_argument("--seed", type=int, default=0, help="random seed (init, shuffling, held-out split)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
-                   help="anomaly score: latent distance (the paper's) or image reconstruction error")
+    g.add_argument("--score", default=None, choices=SCORES, help=SCORE_HELP)
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -86,6 +91,8 @@ def parse_classes(text: str, n_classes: int = 10) -> list[int]:
 
 def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
     """Namespace -> validated RunConfig (validation errors are UsageErrors)."""
+    from pkdgan.score_kinds import default_score
+
     return RunConfig(
         model=ModelConfig(
             image_size=args.image_size, channels=channels, nz=args.nz, width=args.width,
@@ -99,7 +106,7 @@ def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> Ru
         ),
         train=TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-            seed=args.seed, device=args.device, score=args.score,
+            seed=args.seed, device=args.device, score=args.score or default_score(args.dataset),
             on_divergence=args.on_divergence,
         ),
     )
