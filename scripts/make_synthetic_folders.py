@@ -10,8 +10,8 @@ them all by luck:
 - ``color_hue`` (RGB): red discs normal, the same discs in green or blue anomalous (colour only);
 - ``local_defect`` (gray): a regular grid pattern, anomalies carry one small 3-5 px spot or
   scratch (small local defect on an otherwise normal image);
-- ``global_shift`` (gray): blobs, anomalies are the same kind of blob with lowered contrast
-  and shifted brightness (a global intensity change).
+- ``global_shift`` (gray): blobs, anomalies are the same kind of blob with raised contrast, or
+  lowered contrast on a brighter background (a global intensity change).
 
 Usage: ``python scripts/make_synthetic_folders.py OUT_DIR [--seed 0] [--n-train 200] [--n-test 40]``
 """
@@ -81,9 +81,11 @@ def grid_defect(rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def dim_blob(rng: np.random.Generator) -> np.ndarray:
-    """A blob with lowered contrast and raised background: a global intensity shift."""
-    return 0.3 + 0.45 * blob(rng)
+def shifted_blob(rng: np.random.Generator) -> np.ndarray:
+    """A blob image with its global contrast raised (x1.8, saturating) or lowered (x0.45 on a
+    background raised to 0.3): the same content, a global intensity change either way."""
+    b = blob(rng)
+    return np.clip(1.8 * b, 0, 1) if rng.random() < 0.5 else 0.3 + 0.45 * b
 
 
 DATASETS: dict[str, tuple[Maker, Maker]] = {
@@ -91,7 +93,7 @@ DATASETS: dict[str, tuple[Maker, Maker]] = {
     "stripes_blobs": (stripes, blob),
     "color_hue": (lambda r: disc(r, 0), lambda r: disc(r, int(r.integers(1, 3)))),
     "local_defect": (grid, grid_defect),
-    "global_shift": (blob, dim_blob),
+    "global_shift": (blob, shifted_blob),
 }
 
 

@@ -7,7 +7,8 @@
 X is only normal data, so the threshold cannot come from labels: ``fit`` holds out a seeded
 slice of X (``holdout_fraction``) that training never sees and puts the threshold at the
 ``1 - fpr`` quantile of its scores (``contamination``, PyOD's name, overrides ``fpr``). With
-``normalize`` every score is standardised by the same held-out mean and std.
+``normalize`` every score is standardised by the same held-out mean and std. The score kind
+defaults to ``auto``: chosen on synthetic anomalies of that held-out slice (``score_kinds``).
 
 A fitted detector saves to, and ``load`` reads from, an ordinary run folder (``config.json``,
 ``checkpoint.safetensors``, ``calibration.json``), so ``pkdgan predict`` / ``export`` accept it
@@ -101,15 +102,19 @@ class OneClassDetector(BaseEstimator, ABC):
                               np.zeros(0, np.int64))
         generator, discriminator, config, info = self._train(split, channels)
         self._set_model(generator, discriminator, config)
+        self._calibrate_on(split.holdout)
         lat, rec = score_both(self.generator_, x)
-        raw = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
-        self.holdout_scores_ = {k: v[hold_idx.numpy()] for k, v in raw.items()}
-        # the kind (auto: chosen on synthetic anomalies of the held-out images; no labels)
-        self.score_choice_ = resolve(self.score, self.generator_, x[hold_idx], self.holdout_scores_)
-        self._decision_raw = self._kind(raw["latent"], raw["reconstruction"])
+        self._decision_raw = self._kind(lat.numpy(), rec.numpy())
         self.fit_info_ = info
-        self.calibrate()
         return self
+
+    def _calibrate_on(self, holdout: torch.Tensor) -> None:
+        """Held-out scores, the score kind (``auto``: chosen on synthetic anomalies of these
+        images, no labels) and the threshold, from normal images training never saw."""
+        lat, rec = score_both(self.generator_, holdout)
+        self.holdout_scores_ = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
+        self.score_choice_ = resolve(self.score, self.generator_, holdout, self.holdout_scores_)
+        self.calibrate()
 
     def _check_params(self) -> None:
         """Settings that would otherwise only fail after training."""
@@ -308,13 +313,15 @@ class EDEGAN(OneClassDetector):
     Parameters mirror ``pkdgan train``: model shape (``image_size``, ``channels`` inferred from
     X when None, ``nz``, ``width``, ``latent_constraint``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``lr``), ``score``
-    (``latent``, the paper's, or ``reconstruction``), and the threshold settings above.
+    (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
+    images, see ``score_kinds``; or ``latent``, the paper's, ``reconstruction``, ``combined``;
+    ``score_`` is the kind in use), and the threshold settings above.
     """
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
                  width: int = 64, latent_constraint: str = "none", constraint_weight: float = 1.0,
                  w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0, epochs: int = 15,
-                 batch_size: int = 1, lr: float = 2e-4, score: str = "latent", fpr: float = 0.05,
+                 batch_size: int = 1, lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
                  progress: bool = False) -> None:
@@ -397,7 +404,7 @@ class PKDGAN(OneClassDetector):
                  step1_structure: int = 2, step2_structure: int = 3, step1_epochs: int = 10,
                  step2_epochs: int = 5, w1: float = 0.0, wx: float = 1.0, w2: float = 0.0,
                  batch_size: int = 1, lr: float = 2e-4, teacher_lr: float | None = None,
-                 score: str = "latent", fpr: float = 0.05, contamination: float | None = None,
+                 score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
                  seed: int = 0, device: str = "auto", progress: bool = False) -> None:
         self.teacher = teacher
@@ -450,6 +457,7 @@ class PKDGAN(OneClassDetector):
             teacher = copy.deepcopy(teacher)
             generator, discriminator, tconfig, _ = teacher._train(split, channels)
             teacher._set_model(generator, discriminator, tconfig)
+            teacher._calibrate_on(split.holdout)
         self.teacher_ = teacher
         student_cfg, student_name = resolve_student(self.student, teacher.model_config_)
         student, _, info = distill(teacher.model(), student_cfg, split, dcfg, None, self.progress)

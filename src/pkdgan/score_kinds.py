@@ -182,7 +182,7 @@ def score_warning(chosen: str, aurocs: Mapping[str, float]) -> str | None:
     best_key = max(aurocs, key=lambda k: aurocs[k])
     best, other = float(aurocs[best_key]), best_key.removeprefix("auroc_")
     if mine < 0.5:
-        hint = f"; {other}: {best:.3f}, consider --score {other}" if other != chosen else ""
+        hint = f"; {other}: {best:.3f}, consider --score {other}" if best >= 0.5 else ""
         return (f"the {chosen} score ranks anomalies as more normal than normal images "
                 f"(test AUROC {mine:.3f} < 0.5{hint})")
     if best - mine >= FAR_BELOW:
