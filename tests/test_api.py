@@ -23,7 +23,9 @@ from tests.conftest import bars
 NORMAL = bars(120, 16, vertical=False, seed=0)
 TEST_NORMAL = bars(20, 16, vertical=False, seed=1)
 TEST_ABNORMAL = bars(20, 16, vertical=True, seed=2)
-TINY = {"image_size": 16, "nz": 16, "width": 8, "epochs": 2, "holdout_fraction": 0.2, "device": "cpu"}
+# the threshold machinery is tested on the paper's latent score; the default (auto) in test_score_kinds
+TINY = {"image_size": 16, "nz": 16, "width": 8, "epochs": 2, "holdout_fraction": 0.2, "device": "cpu",
+        "score": "latent"}
 
 
 @pytest.fixture(scope="module")
