@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from pkdgan import runs
 from pkdgan.config import DataConfig, from_dict
@@ -32,6 +33,7 @@ from pkdgan.results import load_run_generator
 from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, resolve, standardization, test_aurocs, with_combined
 
 COLUMNS = (*KINDS, AUTO)
+SUM = "sum"  # the rejected alternative to combined's max: z_latent + z_reconstruction
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -69,8 +71,11 @@ def evaluate(run_dir: Path, data_root: str | None) -> dict[str, Any]:
     """One row: dataset, every kind's test AUROC, auto's pick and its AUROC."""
     z = runs.read_npz(run_dir / runs.SCORES)
     held = {k: z[f"holdout_{k}"] for k in BASE_KINDS}
-    scores = with_combined({k: z[k] for k in BASE_KINDS}, standardization(held))
+    stats = standardization(held)
+    scores = with_combined({k: z[k] for k in BASE_KINDS}, stats)
     aurocs = {k.removeprefix("auroc_"): v for k, v in test_aurocs(scores, z["labels"]).items()}
+    z_sum = sum((z[k] - stats[k]["mean"]) / stats[k]["std"] for k in BASE_KINDS)
+    aurocs[SUM] = float(roc_auc_score(z["labels"], z_sum))
     choice = auto_choice(run_dir, held, data_root)
     cfg = runs.read_json(run_dir / runs.CONFIG)
     data = cfg.get("data", {})
@@ -86,27 +91,27 @@ def fmt(values: list[float]) -> str:
     return f"{m:.3f}" if len(values) == 1 else f"{m:.3f} ± {float(np.std(values)):.3f}"
 
 
-def table(rows: list[dict[str, Any]], per_run: bool) -> str:
+def table(rows: list[dict[str, Any]], per_run: bool, columns: tuple[str, ...] = COLUMNS) -> str:
     """Markdown: mean (± std over runs) per dataset; with ``per_run``, one line per run too."""
-    out = ["| dataset | runs | " + " | ".join(COLUMNS) + " | auto picked |",
-           "|---|---:|" + "---:|" * len(COLUMNS) + "---|"]
+    out = ["| dataset | runs | " + " | ".join(columns) + " | auto picked |",
+           "|---|---:|" + "---:|" * len(columns) + "---|"]
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[r["dataset"]].append(r)
     for name, rs in groups.items():
         picks = ", ".join(f"{k} {n}" for k, n in Counter(r["auto_pick"] for r in rs).most_common())
-        out.append(f"| {name} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs]) for k in COLUMNS)
+        out.append(f"| {name} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs]) for k in columns)
                    + f" | {picks} |")
     if len(groups) > 1:
-        means = {k: [float(np.mean([r[k] for r in rs])) for rs in groups.values()] for k in COLUMNS}
+        means = {k: [float(np.mean([r[k] for r in rs])) for rs in groups.values()] for k in columns}
         out.append(f"| **mean of datasets** | {len(rows)} | "
-                   + " | ".join(f"**{np.mean(means[k]):.3f}**" for k in COLUMNS) + " | |")
+                   + " | ".join(f"**{np.mean(means[k]):.3f}**" for k in columns) + " | |")
     if per_run:
-        out += ["", "| run | " + " | ".join(COLUMNS) + " | auto picked | synthetic AUROC (l / r / c) |",
-                "|---|" + "---:|" * len(COLUMNS) + "---|---|"]
+        out += ["", "| run | " + " | ".join(columns) + " | auto picked | synthetic AUROC (l / r / c) |",
+                "|---|" + "---:|" * len(columns) + "---|---|"]
         for r in rows:
             syn = " / ".join(f"{r['synthetic_auroc'][k]:.3f}" for k in KINDS)
-            out.append(f"| {r['run']} | " + " | ".join(f"{r[k]:.3f}" for k in COLUMNS)
+            out.append(f"| {r['run']} | " + " | ".join(f"{r[k]:.3f}" for k in columns)
                        + f" | {r['auto_pick']} | {syn} |")
     return "\n".join(out)
 
@@ -117,6 +122,8 @@ def main() -> int:
     p.add_argument("--data-root", default=None, help="override the runs' data root (auto only)")
     p.add_argument("--per-run", action="store_true", help="also one line per run")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("--sum", action="store_true",
+                   help="add a column for the sum of the two z-scores (combined takes their max)")
     args = p.parse_args()
     found = find_runs(args.paths)
     if not found:
@@ -129,7 +136,7 @@ def main() -> int:
         return 1
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    print(table(rows, args.per_run))
+    print(table(rows, args.per_run, (*COLUMNS, SUM) if args.sum else COLUMNS))
     return 0
 
 
