@@ -551,8 +551,9 @@ def _recorded_choice(run_dir: Path, requested: str, saved: dict[str, Any],
     if requested == AUTO:
         kind = saved.get("score")
         if saved.get("requested") != AUTO or kind not in KINDS:
-            raise UsageError(f"{run_dir}: the run records no automatic score choice (trained "
-                             f"before score 'auto' existed); pass a score: {', '.join(KINDS)}")
+            raise UsageError(f"{run_dir}: the run records no automatic score choice (it was trained "
+                             f"with score {saved.get('score', 'latent')!r}); pass a score: "
+                             f"{', '.join(KINDS)}")
     out = {"score": kind, "requested": requested, "standardization": standardization(holdout)}
     if kind == saved.get("score"):  # the run's own kind: keep how it was chosen
         out |= {k: v for k, v in saved.items() if k not in CALIBRATION_KEYS}
