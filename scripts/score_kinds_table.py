@@ -30,7 +30,7 @@ from pkdgan.data import one_class_split
 from pkdgan.edegan import score_both
 from pkdgan.errors import PkdganError
 from pkdgan.results import load_run_generator
-from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, resolve, standardization, test_aurocs, with_combined
+from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, kind_aurocs, resolve, standardization, with_combined
 
 COLUMNS = (*KINDS, AUTO)
 SUM = "sum"  # the rejected alternative to combined's max: z_latent + z_reconstruction
@@ -73,7 +73,7 @@ def evaluate(run_dir: Path, data_root: str | None) -> dict[str, Any]:
     held = {k: z[f"holdout_{k}"] for k in BASE_KINDS}
     stats = standardization(held)
     scores = with_combined({k: z[k] for k in BASE_KINDS}, stats)
-    aurocs = {k.removeprefix("auroc_"): v for k, v in test_aurocs(scores, z["labels"]).items()}
+    aurocs = {k.removeprefix("auroc_"): v for k, v in kind_aurocs(scores, z["labels"]).items()}
     z_sum = sum((z[k] - stats[k]["mean"]) / stats[k]["std"] for k in BASE_KINDS)
     aurocs[SUM] = float(roc_auc_score(z["labels"], z_sum))
     choice = auto_choice(run_dir, held, data_root)

@@ -16,7 +16,7 @@ from pkdgan import runs
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import score_both
 from pkdgan.evaluate import evaluate_scores, has_both_labels, threshold_from_normal
-from pkdgan.score_kinds import BASE_KINDS, resolve, score_warning, test_aurocs, with_combined
+from pkdgan.score_kinds import BASE_KINDS, KINDS, kind_aurocs, resolve, score_warning, with_combined
 
 DEFAULT_FPR = 0.05
 
@@ -71,13 +71,13 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
     calibration = calibrate(holdout) | choice
     if has_both_labels(split.test_labels):
         metrics = evaluate_scores(primary, split.test_labels)
-        aurocs = test_aurocs(s, split.test_labels)
+        aurocs = kind_aurocs(s, split.test_labels)
         metrics |= aurocs
         warning = score_warning(kind, aurocs)
         if warning:
             warnings.warn(f"{run_dir}: {warning}", stacklevel=2)
     else:  # a folder dataset without test images: trained and calibrated, not evaluated
-        metrics = {"auroc": None, "aupr": None, "auroc_latent": None, "auroc_reconstruction": None,
+        metrics = {"auroc": None, "aupr": None, **{f"auroc_{k}": None for k in KINDS},
                    "n_test": int(len(split.test_labels)), "evaluated": False}
     if calibration["threshold"] is not None and metrics["auroc"] is not None:
         flagged = primary > calibration["threshold"]

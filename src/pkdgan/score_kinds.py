@@ -166,7 +166,7 @@ def resolve(requested: str, generator: nn.Module, holdout: torch.Tensor,
     return out | {"score": pick(choice["synthetic_auroc"])} | choice
 
 
-def test_aurocs(scores: Mapping[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+def kind_aurocs(scores: Mapping[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
     """``auroc_<kind>`` of every kind present (labelled test sets only; for reporting)."""
     return {f"auroc_{k}": float(roc_auc_score(labels, scores[k])) for k in KINDS if k in scores}
 
