@@ -93,7 +93,7 @@ def test_predict_json_resizes_rgb_with_warning(trained: tuple[Path, Path], tmp_p
         assert main(["predict", str(run), *map(str, big), "--output", str(out), "--fpr", "0.5"]) == 0
     result = json.loads(out.read_text())
     assert [r["path"] for r in result["predictions"]] == [str(p) for p in big]
-    assert result["n_images"] == 3 and result["score"] == "latent"
+    assert result["n_images"] == 3 and result["score"] == runs.read_json(run / runs.CALIBRATION)["score"]
     # --fpr 0.5 refits the threshold on the held-out normal scores: lower than the run's 5 %
     assert result["threshold"] < runs.read_json(run / runs.CALIBRATION)["threshold"]
     assert "3 image(s)" in capsys.readouterr().out

@@ -7,7 +7,8 @@
 X is only normal data, so the threshold cannot come from labels: ``fit`` holds out a seeded
 slice of X (``holdout_fraction``) that training never sees and puts the threshold at the
 ``1 - fpr`` quantile of its scores (``contamination``, PyOD's name, overrides ``fpr``). With
-``normalize`` every score is standardised by the same held-out mean and std.
+``normalize`` every score is standardised by the same held-out mean and std. The score kind
+defaults to ``auto``: chosen on synthetic anomalies of that held-out slice (``score_kinds``).
 
 A fitted detector saves to, and ``load`` reads from, an ordinary run folder (``config.json``,
 ``checkpoint.safetensors``, ``calibration.json``), so ``pkdgan predict`` / ``export`` accept it
@@ -30,7 +31,6 @@ from torch import nn
 
 from pkdgan import runs
 from pkdgan.config import (
-    SCORES,
     DataConfig,
     DistillConfig,
     LossWeights,
@@ -46,8 +46,12 @@ from pkdgan.evaluate import threshold_from_normal
 from pkdgan.losses import latent_score, reconstruction_score
 from pkdgan.predict import as_images, infer_channels
 from pkdgan.presets import DEFAULT_PRESET, PRESETS
+from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, check_kind, kind_scores, resolve, standardization
 
 HOLDOUT_PREFIX = "detector.holdout_"
+# calibration.json keys that describe the threshold, not how the score kind was chosen
+CALIBRATION_KEYS = ("threshold", "fpr", "contamination", "n_holdout", "holdout_mean", "holdout_std",
+                    "source")
 DECISION_KEY = "detector.decision_scores"
 MIN_HOLDOUT_WARN = 20
 
@@ -101,18 +105,23 @@ class OneClassDetector(BaseEstimator, ABC):
                               np.zeros(0, np.int64))
         generator, discriminator, config, info = self._train(split, channels)
         self._set_model(generator, discriminator, config)
+        self._calibrate_on(split.holdout)
         lat, rec = score_both(self.generator_, x)
-        raw = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
-        self.holdout_scores_ = {k: v[hold_idx.numpy()] for k, v in raw.items()}
-        self._decision_raw = raw[self.score]
+        self._decision_raw = self._kind(lat.numpy(), rec.numpy())
         self.fit_info_ = info
-        self.calibrate()
         return self
+
+    def _calibrate_on(self, holdout: torch.Tensor) -> None:
+        """Held-out scores, the score kind (``auto``: chosen on synthetic anomalies of these
+        images, no labels) and the threshold, from normal images training never saw."""
+        lat, rec = score_both(self.generator_, holdout)
+        self.holdout_scores_ = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
+        self.score_choice_ = resolve(self.score, self.generator_, holdout, self.holdout_scores_)
+        self.calibrate()
 
     def _check_params(self) -> None:
         """Settings that would otherwise only fail after training."""
-        if self.score not in SCORES:
-            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        check_kind(self.score)
         if self.resize not in ("pad", "bilinear"):
             raise UsageError(f"resize must be 'pad' or 'bilinear', got {self.resize!r}")
         for name in ("fpr", "contamination"):
@@ -153,11 +162,11 @@ class OneClassDetector(BaseEstimator, ABC):
         self._check_fitted()
         if fpr is None and contamination is None:
             fpr, contamination = self.fpr, self.contamination
-        held = self.holdout_scores_.get(self.score, np.empty(0))
+        held = self._held()
         if len(held) == 0:
             raise DataError("no held-out normal scores for this score: the threshold cannot be refitted")
-        self.calibration_ = {
-            "score": self.score,
+        self.calibration_ = self.score_choice_ | {
+            "score": self.score_,
             "threshold": threshold_from_normal(held, fpr if fpr is not None else self.fpr, contamination),
             "fpr": None if contamination is not None else fpr,
             "contamination": contamination,
@@ -178,6 +187,23 @@ class OneClassDetector(BaseEstimator, ABC):
         return self
 
     # --- scoring -------------------------------------------------------------------------------
+
+    @property
+    def score_(self) -> str:
+        """The kind this detector scores with: ``score``, or what ``auto`` chose at fit."""
+        self._check_fitted()
+        return str(self.score_choice_["score"])
+
+    def _kind(self, latent: Any, reconstruction: Any) -> Any:
+        """This detector's kind from the two raw scores (arrays or tensors)."""
+        return kind_scores(latent, reconstruction, self.score_, self.score_choice_["standardization"])
+
+    def _held(self) -> np.ndarray:
+        """Held-out normal scores of this detector's kind (empty when the run kept none)."""
+        h = self.holdout_scores_
+        if not all(len(h.get(k, ())) for k in BASE_KINDS):
+            return np.asarray(h.get(self.score_, np.empty(0)))
+        return np.asarray(self._kind(h["latent"], h["reconstruction"]))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "generator_"):
@@ -209,8 +235,8 @@ class OneClassDetector(BaseEstimator, ABC):
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device)
             z, x_hat, z_hat = self.generator_(xb)
-            s = latent_score(z, z_hat) if self.score == "latent" else reconstruction_score(xb, x_hat)
-            scores.append(s.float().cpu())
+            lat, rec = latent_score(z, z_hat).float().cpu(), reconstruction_score(xb, x_hat).float().cpu()
+            scores.append(self._kind(lat, rec))
             recons.append(x_hat.float().cpu())
         return self._normalized(torch.cat(scores).numpy()), torch.cat(recons)
 
@@ -280,7 +306,8 @@ class OneClassDetector(BaseEstimator, ABC):
         from pkdgan.export import export_onnx
 
         self._check_fitted()
-        return export_onnx(self.generator_, self.model_config_, Path(path), self.score)
+        return export_onnx(self.generator_, self.model_config_, Path(path), self.score_,
+                           self.score_choice_["standardization"])
 
 
 class EDEGAN(OneClassDetector):
@@ -291,7 +318,9 @@ class EDEGAN(OneClassDetector):
     X when None, ``nz``, ``width``, ``latent_constraint``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
     ``precision``, ``lr``), ``score``
-    (``latent``, the paper's, or ``reconstruction``), and the threshold settings above.
+    (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
+    images, see ``score_kinds``; or ``latent``, the paper's, ``reconstruction``, ``combined``;
+    ``score_`` is the kind in use), and the threshold settings above.
     """
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
@@ -299,7 +328,7 @@ class EDEGAN(OneClassDetector):
                  w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
                  epochs: int = _CPU.epochs, batch_size: int = _CPU.batch_size,
                  drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
-                 lr: float = 2e-4, score: str = "latent", fpr: float = 0.05,
+                 lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
                  progress: bool = False) -> None:
@@ -389,7 +418,7 @@ class PKDGAN(OneClassDetector):
                  w2: float = 0.0, batch_size: int = _CPU.student_batch_size,
                  drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
                  lr: float = 2e-4, teacher_lr: float | None = None,
-                 score: str = "latent", fpr: float = 0.05, contamination: float | None = None,
+                 score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
                  seed: int = 0, device: str = "auto", progress: bool = False) -> None:
         self.teacher = teacher
@@ -444,6 +473,7 @@ class PKDGAN(OneClassDetector):
             teacher = copy.deepcopy(teacher)
             generator, discriminator, tconfig, _ = teacher._train(split, channels)
             teacher._set_model(generator, discriminator, tconfig)
+            teacher._calibrate_on(split.holdout)
         self.teacher_ = teacher
         student_cfg, student_name = resolve_student(self.student, teacher.model_config_)
         student, _, info = distill(teacher.model(), student_cfg, split, dcfg, None, self.progress)
@@ -519,14 +549,31 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
     if DECISION_KEY in ckpt:
         det._decision_raw = ckpt[DECISION_KEY].numpy()
     saved = runs.read_json(run_dir / runs.CALIBRATION) if (run_dir / runs.CALIBRATION).is_file() else {}
-    same_score = saved.get("score", cfg.get("train", {}).get("score", "latent")) == det.score
+    det.score_choice_ = _recorded_choice(run_dir, det.score, saved, det.holdout_scores_)
+    same_score = saved.get("score", cfg.get("train", {}).get("score", "latent")) == det.score_
     if same_score and fpr is None and contamination is None and saved.get("threshold") is not None:
         det.calibration_ = dict(saved)
-    elif len(det.holdout_scores_.get(det.score, ())):
+    elif len(det._held()):
         det.calibrate(fpr, contamination)
     else:
-        det.calibration_ = {"score": det.score, "threshold": None, "n_holdout": 0}
+        det.calibration_ = det.score_choice_ | {"threshold": None, "n_holdout": 0}
     return det
+
+
+def _recorded_choice(run_dir: Path, requested: str, saved: dict[str, Any],
+                     holdout: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``score_kinds.resolve``'s answer for a saved run: ``auto`` reads the choice made at training."""
+    kind = requested
+    if requested == AUTO:
+        kind = saved.get("score")
+        if saved.get("requested") != AUTO or kind not in KINDS:
+            raise UsageError(f"{run_dir}: the run records no automatic score choice (it was trained "
+                             f"with score {saved.get('score', 'latent')!r}); pass a score: "
+                             f"{', '.join(KINDS)}")
+    out = {"score": kind, "requested": requested, "standardization": standardization(holdout)}
+    if kind == saved.get("score"):  # the run's own kind: keep how it was chosen
+        out |= {k: v for k, v in saved.items() if k not in CALIBRATION_KEYS}
+    return out
 
 
 def _discriminator(cfg: dict[str, Any], ckpt: dict[str, torch.Tensor], run_dir: Path) -> nn.Module | None:
@@ -542,8 +589,8 @@ def _discriminator(cfg: dict[str, Any], ckpt: dict[str, torch.Tensor], run_dir: 
 
 def _holdout_scores(run_dir: Path, ckpt: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Held-out normal scores saved by ``save`` (checkpoint) or by the CLI (``scores.npz``)."""
-    out = {k[len(HOLDOUT_PREFIX):]: v.numpy() for k, v in ckpt.items() if k.startswith(HOLDOUT_PREFIX)}
+    out = {k: ckpt[HOLDOUT_PREFIX + k].numpy() for k in BASE_KINDS if HOLDOUT_PREFIX + k in ckpt}
     if not out and (run_dir / runs.SCORES).is_file():
         z = runs.read_npz(run_dir / runs.SCORES)
-        out = {k[len("holdout_"):]: v for k, v in z.items() if k.startswith("holdout_")}
+        out = {k: z[f"holdout_{k}"] for k in BASE_KINDS if f"holdout_{k}" in z}
     return out

@@ -44,7 +44,7 @@ from pkdgan.config import (
     steps_per_epoch,
 )
 from pkdgan.data import OneClassSplit
-from pkdgan.edegan import EDEGANModel, score_generator
+from pkdgan.edegan import EDEGANModel
 from pkdgan.errors import DataError, UsageError
 from pkdgan.evaluate import evaluate_scores, has_both_labels
 from pkdgan.losses import distillation_loss
@@ -163,8 +163,10 @@ def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | Non
     split has no labelled test set with both kinds of images (e.g. fitting from the Python API)."""
     if not has_both_labels(split.test_labels):
         return None
-    s = score_generator(generator, split.test, score).numpy()
-    return float(evaluate_scores(s, split.test_labels)["auroc"])
+    from pkdgan.results import scores_and_choice
+
+    s, choice = scores_and_choice(generator, split, score)
+    return float(evaluate_scores(s[choice["score"]], split.test_labels)["auroc"])
 
 
 def _weights(pair: Pair) -> dict[str, torch.Tensor]:

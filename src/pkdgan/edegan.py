@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pkdgan.config import ModelConfig
+from pkdgan.errors import UsageError
 from pkdgan.losses import latent_score, reconstruction_score
 from pkdgan.nets import build_discriminator, build_generator, weights_init
 
@@ -37,7 +38,13 @@ class EDEGANModel(nn.Module):
 def score_generator(
     generator: nn.Module, x: torch.Tensor, kind: str = "latent", batch_size: int = 256
 ) -> torch.Tensor:
-    """Scores of one kind: ``latent`` (the paper's) or ``reconstruction``."""
+    """Scores of one raw kind: ``latent`` (the paper's) or ``reconstruction``.
+
+    ``combined`` needs held-out statistics (``score_kinds``), so it is refused here rather
+    than silently answered with another kind.
+    """
+    if kind not in ("latent", "reconstruction"):
+        raise UsageError(f"raw score kind must be latent or reconstruction, got {kind!r}")
     latent, recon = score_both(generator, x, batch_size)
     return latent if kind == "latent" else recon
 

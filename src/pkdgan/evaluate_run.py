@@ -10,7 +10,7 @@ from pkdgan.config import DataConfig, from_dict
 from pkdgan.data import one_class_split
 from pkdgan.errors import UsageError
 from pkdgan.evaluate import evaluate_scores, has_both_labels
-from pkdgan.results import load_run_generator, score_split
+from pkdgan.results import load_run_generator, scores_and_choice
 
 
 def evaluate_run(run_dir: Path, data_root: str | None = None,
@@ -35,12 +35,12 @@ def evaluate_run(run_dir: Path, data_root: str | None = None,
         model = cfg["model"]
         split = one_class_split(data_cfg, model["image_size"], model["channels"],
                                 cfg.get("train", {}).get("seed", 0))
-        score = cfg.get("train", {}).get("score", "latent")
         if not has_both_labels(split.test_labels):
             raise runs.DataError(f"{run_dir}: its data has no test set with both normal and "
                                  "anomalous images (test/normal, test/abnormal) to evaluate on")
-        out = evaluate_scores(score_split(generator, split)[score], split.test_labels)
-        out["score"] = score
+        s, choice = scores_and_choice(generator, split, cfg.get("train", {}).get("score", "latent"))
+        out = evaluate_scores(s[choice["score"]], split.test_labels)
+        out["score"] = choice["score"]
     if "auroc" in saved:
         out["saved_auroc"] = saved["auroc"]
     return out

@@ -21,31 +21,43 @@ import torch
 from torch import nn
 
 from pkdgan import __version__, runs
-from pkdgan.config import SCORES, ModelConfig
+from pkdgan.config import ModelConfig
 from pkdgan.errors import PkdganError, UsageError
 from pkdgan.losses import latent_score, reconstruction_score
+from pkdgan.score_kinds import COMBINED, KINDS, Stats, check_kind, kind_scores
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
 FORMATS = ("onnx",)
 PARITY_RTOL = 1e-4
+SCORE_RULES = {
+    "latent": "mean over latent dims of (z - z_hat)^2",
+    "reconstruction": "mean over pixels of (x - x_hat)^2",
+    "combined": "max((latent - m_l) / s_l, (reconstruction - m_r) / s_r) with the standardization "
+                "constants (held-out normal images) built into the graph",
+}
 
 
 class ScoreGraph(nn.Module):
-    """The scoring path E1 -> D -> E2 reduced to one score per image, as ONNX will see it."""
+    """The scoring path E1 -> D -> E2 reduced to one score per image, as ONNX will see it.
 
-    def __init__(self, generator: nn.Module, score: str = "latent") -> None:
+    For ``combined`` the held-out standardisation constants (``stats``) become constants of
+    the graph, so a deployed runtime computes exactly the run's score.
+    """
+
+    def __init__(self, generator: nn.Module, score: str = "latent", stats: Stats | None = None) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        check_kind(score, KINDS)
+        if score == COMBINED and not stats:
+            raise UsageError("the combined score needs the run's held-out standardisation constants")
         self.generator = generator
         self.score = score
+        self.stats: Stats = stats or {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         z, x_hat, z_hat = self.generator(images)
-        if self.score == "latent":
-            return latent_score(z, z_hat)
-        return reconstruction_score(images, x_hat)
+        lat, rec = latent_score(z, z_hat), reconstruction_score(images, x_hat)
+        return kind_scores(lat, rec, self.score, self.stats)
 
 
 def _require_onnx() -> None:
@@ -71,7 +83,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                score: str = "latent") -> Path:
+                score: str = "latent", stats: Stats | None = None) -> Path:
     """Write ``generator``'s scoring path as a single ONNX graph with a dynamic batch axis.
 
     The generator is copied to CPU in eval mode (BatchNorm uses its running statistics, as
@@ -80,7 +92,7 @@ def export_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score).eval()
+    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score, stats).eval()
     # batch 2 as the example: a batch of 1 may get specialised into the graph
     example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     batch = torch.export.Dim("batch", min=1)
@@ -111,13 +123,13 @@ def onnx_scores(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 def check_parity(path: Path, generator: nn.Module, images: torch.Tensor,
-                 score: str = "latent") -> dict[str, Any]:
+                 score: str = "latent", stats: Stats | None = None) -> dict[str, Any]:
     """Max absolute and relative difference between onnxruntime's and PyTorch's scores.
 
     Relative = max |onnx - torch| / max |torch|, so it measures the error against the scale
     of the scores themselves (raises when it exceeds ``PARITY_RTOL``).
     """
-    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score).eval()
+    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score, stats).eval()
     with torch.no_grad():
         expected = graph(images.float().cpu()).numpy().astype(np.float64)
     got = onnx_scores(path, images.numpy()).astype(np.float64)
@@ -158,7 +170,8 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / "model.onnx"
     cfg = detector.model_config_
-    export_onnx(detector.generator_, cfg, output, detector.score)
+    kind, stats = detector.score_, detector.score_choice_["standardization"]
+    export_onnx(detector.generator_, cfg, output, kind, stats)
     sidecar = {
         "format": fmt,
         "file": output.name,
@@ -171,14 +184,15 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["N"],
                    "meaning": "anomaly score, higher = more anomalous"},
         "preprocessing": preprocessing(cfg, detector.resize),
-        "score": detector.score,
+        "score": kind,
+        "standardization": stats if kind == COMBINED else None,
+        "score_rule": SCORE_RULES[kind],
         "threshold": detector.threshold_raw_,
         "label_rule": "label = 1 (anomalous) if score > threshold else 0",
         "calibration": detector.calibration_,
     }
     if check:
-        sidecar["parity"] = check_parity(output, detector.generator_, parity_images(cfg),
-                                         detector.score)
+        sidecar["parity"] = check_parity(output, detector.generator_, parity_images(cfg), kind, stats)
         sidecar["parity"]["onnxruntime"] = _ort_version()
     runs.write_json(sidecar_path(output), sidecar)
     return output

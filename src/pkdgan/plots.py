@@ -137,8 +137,12 @@ def _grid(x: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def plot_reconstructions(generator: nn.Module, images: torch.Tensor, labels: np.ndarray, path: Path,
-                         score: str = "latent") -> Path:
-    """The first normal and the first anomalous test images with reconstructions and errors."""
+                         score: str = "latent", scores: np.ndarray | None = None) -> Path:
+    """The first normal and the first anomalous test images with reconstructions and errors.
+
+    ``scores`` (of every test image, e.g. the run's saved ones) label the images; without them
+    the raw ``score`` kind is computed.
+    """
     from pkdgan.edegan import score_generator
 
     labels = np.asarray(labels).astype(bool)
@@ -154,7 +158,7 @@ def plot_reconstructions(generator: nn.Module, images: torch.Tensor, labels: np.
     for k, (idx, name) in enumerate(groups):
         x = images[torch.as_tensor(idx)].float()
         _, x_hat, _ = generator(x.to(device))
-        s = score_generator(generator, x, score).numpy()
+        s = scores[idx] if scores is not None else score_generator(generator, x, score).numpy()
         ax = fig.add_subplot(len(groups), 1, k + 1)
         ax.imshow(_grid(x, x_hat.float().cpu()), interpolation="nearest")
         size = x.shape[-1] + 2
@@ -219,12 +223,13 @@ def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: t
     score = calibration.get("score", "latent")
     z = runs.read_npz(run_dir / runs.SCORES) if (run_dir / runs.SCORES).is_file() else None
     if z is not None and has_both_labels(z["labels"]):  # no ROC without both kinds of image
-        kinds = {k: z[k] for k in ("latent", "reconstruction") if k in z}
+        kinds = {k: z[k] for k in ("latent", "reconstruction", "combined") if k in z}
         written.append(plot_roc(kinds or {score: z["scores"]}, z["labels"], out / ROC))
         written.append(plot_histograms(z["scores"], z["labels"], out / HISTOGRAM,
                                        calibration.get("threshold"), z.get(f"holdout_{score}"), score))
     if generator is not None and images is not None and labels is not None and len(images):
-        written.append(plot_reconstructions(generator, images, labels, out / RECONSTRUCTIONS, score))
+        saved = z["scores"] if z is not None and len(z["scores"]) == len(images) else None
+        written.append(plot_reconstructions(generator, images, labels, out / RECONSTRUCTIONS, score, saved))
     history = runs.read_history(run_dir / runs.HISTORY)
     if history:
         written.append(plot_losses(history, out / LOSSES))

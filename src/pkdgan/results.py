@@ -16,6 +16,7 @@ from pkdgan import runs
 from pkdgan.data import OneClassSplit
 from pkdgan.edegan import score_both
 from pkdgan.evaluate import evaluate_scores, has_both_labels, threshold_from_normal
+from pkdgan.score_kinds import BASE_KINDS, KINDS, kind_aurocs, resolve, score_warning, with_combined
 
 DEFAULT_FPR = 0.05
 
@@ -43,28 +44,50 @@ def calibrate(holdout: np.ndarray, fpr: float = DEFAULT_FPR) -> dict[str, Any]:
     }
 
 
+def scores_and_choice(generator: nn.Module, split: OneClassSplit, requested: str
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every kind's scores (test and held-out) and the kind ``requested`` resolves to.
+
+    The choice (``score_kinds.resolve``) sees the held-out normal images and their scores only,
+    never the test set or its labels.
+    """
+    s = score_split(generator, split)
+    held = {k: s[f"holdout_{k}"] for k in BASE_KINDS if f"holdout_{k}" in s}
+    choice = resolve(requested, generator, split.holdout, held)
+    stats = choice["standardization"]
+    return with_combined(with_combined(s, stats), stats, "holdout_"), choice
+
+
 def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
                extra: dict[str, Any]) -> dict[str, Any]:
-    """Write calibration, raw scores and — last, marking the run finished — metrics."""
-    s = score_split(generator, split)
-    primary = s[score]
-    holdout = s.get(f"holdout_{score}", np.empty(0, np.float32))
-    calibration = calibrate(holdout) | {"score": score}
+    """Write calibration, raw scores and — last, marking the run finished — metrics.
+
+    ``score`` may be ``auto``: calibration and metrics then record the kind chosen, and why.
+    """
+    s, choice = scores_and_choice(generator, split, score)
+    kind = choice["score"]
+    primary = s[kind]
+    holdout = s.get(f"holdout_{kind}", np.empty(0, np.float32))
+    calibration = calibrate(holdout) | choice
     if has_both_labels(split.test_labels):
         metrics = evaluate_scores(primary, split.test_labels)
-        metrics["auroc_latent"] = evaluate_scores(s["latent"], split.test_labels)["auroc"]
-        metrics["auroc_reconstruction"] = evaluate_scores(
-            s["reconstruction"], split.test_labels
-        )["auroc"]
+        aurocs = kind_aurocs(s, split.test_labels)
+        metrics |= aurocs
+        warning = score_warning(kind, aurocs)
+        if warning:
+            warnings.warn(f"{run_dir}: {warning}", stacklevel=2)
     else:  # a folder dataset without test images: trained and calibrated, not evaluated
-        metrics = {"auroc": None, "aupr": None, "auroc_latent": None, "auroc_reconstruction": None,
+        metrics = {"auroc": None, "aupr": None, **{f"auroc_{k}": None for k in KINDS},
                    "n_test": int(len(split.test_labels)), "evaluated": False}
     if calibration["threshold"] is not None and metrics["auroc"] is not None:
         flagged = primary > calibration["threshold"]
         labels = split.test_labels.astype(bool)
         metrics["test_fpr_at_threshold"] = float(flagged[~labels].mean())
         metrics["test_tpr_at_threshold"] = float(flagged[labels].mean())
-    metrics |= {"score": score, "note": split.note, **extra}
+    metrics |= {"score": kind, "note": split.note, **extra}
+    if score != kind:
+        metrics |= {"score_requested": score} | {
+            k: choice[k] for k in ("synthetic_auroc", "fallback") if k in choice}
     runs.write_json(run_dir / runs.CALIBRATION, calibration)
     runs.write_npz(
         run_dir / runs.SCORES,

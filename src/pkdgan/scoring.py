@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pkdgan.config import SCORES, ModelConfig
+from pkdgan.config import ModelConfig
 from pkdgan.errors import UsageError
 from pkdgan.losses import latent_score, reconstruction_score
+from pkdgan.score_kinds import KINDS, Stats, check_kind, kind_scores
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -172,7 +173,7 @@ class OrtScorer:
     """ONNX Runtime scoring of the graph ``export.export_onnx`` writes (one score kind)."""
 
     def __init__(self, generator: nn.Module, model_cfg: ModelConfig, score: str = "latent",
-                 batch_size: int = 256, threads: int | None = None) -> None:
+                 batch_size: int = 256, threads: int | None = None, stats: Stats | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -180,13 +181,12 @@ class OrtScorer:
                              "pip install 'pkdgan[onnx]'") from None
         from pkdgan.export import export_onnx
 
-        if score not in SCORES:
-            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        check_kind(score, KINDS)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(generator, model_cfg, Path(tmp) / "score.onnx", score=score)
+            path = export_onnx(generator, model_cfg, Path(tmp) / "score.onnx", score, stats)
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.batch_size = batch_size
@@ -200,13 +200,18 @@ class OrtScorer:
 
 
 def fast_scores(generator: nn.Module, x: torch.Tensor, model_cfg: ModelConfig | None = None,
-                score: str = "latent", backend: str = "torch", batch_size: int = 256) -> np.ndarray:
-    """Anomaly scores of ``x`` (higher = more anomalous) with the chosen backend."""
+                score: str = "latent", backend: str = "torch", batch_size: int = 256,
+                stats: Stats | None = None) -> np.ndarray:
+    """Anomaly scores of ``x`` (higher = more anomalous) with the chosen backend.
+
+    ``stats`` (held-out standardisation, ``score_kinds.standardization``) is needed for ``combined``.
+    """
+    check_kind(score, KINDS)
     if backend == "torch":
         lat, rec = TorchScorer(generator, batch_size).scores(x)
-        return (lat if score == "latent" else rec).numpy()
+        return np.asarray(kind_scores(lat.numpy(), rec.numpy(), score, stats or {}))
     if backend == "onnxruntime":
         if model_cfg is None:
             raise UsageError("ONNX Runtime scoring needs the model config (image size, channels)")
-        return OrtScorer(generator, model_cfg, score, batch_size)(x)
+        return OrtScorer(generator, model_cfg, score, batch_size, stats=stats)(x)
     raise UsageError(f"unknown scoring backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -10,6 +10,7 @@ from pkdgan.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
     PRECISIONS,
+    SCORES,
     DataConfig,
     LossWeights,
     ModelConfig,
@@ -18,6 +19,11 @@ from pkdgan.config import (
 )
 from pkdgan.errors import UsageError
 from pkdgan.presets import DEFAULT_PRESET, PRESETS, SCHEDULE_PRESETS, preset_schedule_help
+
+SCORE_HELP = ("anomaly score: latent distance (the paper's), image reconstruction error, "
+              "combined (both standardised on held-out normal images, the larger counts) or auto "
+              "(the kind that best separates synthetic anomalies made from held-out normal "
+              "images; no labels); default: auto for --dataset folder, latent otherwise")
 
 
 def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") -> None:
@@ -68,8 +74,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     g.add_argument("--seed", type=int, default=0, help="random seed (init, shuffling, held-out split)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
-                   help="anomaly score: latent distance (the paper's) or image reconstruction error")
+    g.add_argument("--score", default=None, choices=SCORES, help=SCORE_HELP)
     add_schedule_flags(g)
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
@@ -114,6 +119,8 @@ def parse_classes(text: str, n_classes: int = 10) -> list[int]:
 
 def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
     """Namespace -> validated RunConfig (validation errors are UsageErrors)."""
+    from pkdgan.score_kinds import default_score
+
     return RunConfig(
         model=ModelConfig(
             image_size=args.image_size, channels=channels, nz=args.nz, width=args.width,
@@ -127,8 +134,8 @@ def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> Ru
         ),
         train=TrainConfig(
             epochs=from_preset(args, "epochs"), batch_size=from_preset(args, "batch_size"),
-            lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device, score=args.score,
-            on_divergence=args.on_divergence, precision=from_preset(args, "precision"),
-            drop_last=from_preset(args, "drop_last"),
+            lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
+            score=args.score or default_score(args.dataset), on_divergence=args.on_divergence,
+            precision=from_preset(args, "precision"), drop_last=from_preset(args, "drop_last"),
         ),
     )

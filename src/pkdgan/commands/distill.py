@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
-from pkdgan.config import DISTILL_MODES, DistillConfig, LossWeights
+from pkdgan.config import DISTILL_MODES, SCORES, DistillConfig, LossWeights
 from pkdgan.errors import UsageError
 from pkdgan.presets import PRESETS
 
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
     g.add_argument("--seed", type=int, default=0, help="student init and data order")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default="latent", choices=["latent", "reconstruction"],
+    g.add_argument("--score", default="latent", choices=SCORES,
                    help="anomaly score reported and thresholded")
     p.add_argument("--data-root", default=None, help="override the teacher run's data root")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (or parent folder)")

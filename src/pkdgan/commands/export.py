@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pkdgan.config import SCORES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a run's scoring model (ONNX) with a JSON sidecar",
@@ -17,8 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="file to write; RUN_DIR/model.onnx when not given")
-    p.add_argument("--score", choices=["latent", "reconstruction"], default=None,
-                   help="anomaly score the graph computes; the run's own when not given")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="anomaly score the graph computes; the run's own when not given (for a run "
+                        "trained with auto: the kind it chose; combined builds in the run's held-out "
+                        "standardisation)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the onnxruntime-vs-PyTorch parity check")
     p.set_defaults(func=main)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pkdgan.config import SCORES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="score new images with a trained run (CSV/JSON of path,score,label)",
@@ -29,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refit it for this expected anomaly fraction (PyOD's name; overrides --fpr)")
     g.add_argument("--threshold", type=float, default=None,
                    help="use this threshold, in the units of the scores written")
-    p.add_argument("--score", choices=["latent", "reconstruction"], default=None,
-                   help="anomaly score; the run's own when not given")
+    p.add_argument("--score", choices=SCORES, default=None,
+                   help="anomaly score; the run's own when not given (for a run trained with auto: the "
+                        "kind it chose; combined uses the run's held-out standardisation)")
     p.add_argument("--normalize", action="store_true",
                    help="standardise scores with the held-out normal mean and std")
     p.add_argument("--batch-size", type=int, default=64, help="images read and scored at a time")
@@ -53,11 +56,11 @@ def main(args: argparse.Namespace) -> int:
     paths = expand_paths(args.paths)
     rows = predict_files(detector, paths, args.batch_size, args.save_reconstructions)
     n_flagged = sum(r["label"] for r in rows)
-    meta = {"run_dir": str(args.run_dir), "score": detector.score, "normalized": detector.normalize,
+    meta = {"run_dir": str(args.run_dir), "score": detector.score_, "normalized": detector.normalize,
             "threshold": detector.threshold_, "n_images": len(rows), "n_anomalous": n_flagged}
     text = format_predictions(rows, fmt, meta)
     summary = (f"{len(rows)} image(s), {n_flagged} flagged anomalous "
-               f"({detector.score} score > {detector.threshold_:.6g})")
+               f"({detector.score_} score > {detector.threshold_:.6g})")
     if args.output is None:
         sys.stdout.write(text)
         sys.stderr.write(f"pkdgan predict: {summary}\n")
