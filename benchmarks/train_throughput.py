@@ -35,12 +35,12 @@ def _states(cfg: ModelConfig, k: int) -> list[GanState]:
     return out
 
 
-def naive(cfg: ModelConfig, batch: int) -> tuple[Callable[[], None], int]:
+def naive(cfg: ModelConfig, batch: int, precision: str = "fp32") -> tuple[Callable[[], None], int]:
     """One model, ``train.gan_step`` on batches of ``batch``: (step, images per step)."""
     state = _states(cfg, 1)[0]
     x = torch.rand(batch, cfg.channels, cfg.image_size, cfg.image_size) * 2 - 1
     weights = LossWeights()
-    return (lambda: gan_step(state, x, weights, 1e-5)), batch
+    return (lambda: gan_step(state, x, weights, 1e-5, precision)), batch
 
 
 def vectorised(cfg: ModelConfig, k: int) -> tuple[Callable[[], None], int]:

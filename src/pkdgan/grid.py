@@ -178,7 +178,13 @@ def _init_worker(threads: int) -> None:
 
 def run_local(specs: list[RunSpec], store: Path, workers: int,
               on_result: Callable[[Result], None], stack: int = 1) -> None:
-    """Sequential for one worker, else a spawn-context process pool; stage by stage."""
+    """One worker without stacking: in the specs' order (a class's teacher, then its students,
+    so a long grid finishes whole classes one after another). Otherwise stage by stage, the
+    tasks of a stage sequentially or in a spawn-context process pool."""
+    if workers <= 1 and stack <= 1:
+        for spec in specs:  # build_specs puts every run after the runs it needs
+            on_result(execute_spec(spec, str(store)))
+        return
     for stage in sorted({s.stage for s in specs}):
         todo = tasks([s for s in specs if s.stage == stage], stack)
         if workers <= 1:
