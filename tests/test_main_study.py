@@ -87,6 +87,10 @@ def test_results_store_fills_skips_and_recomputes(tmp_path):
     again = run_grid(req, tmp_path / "g2", store=tmp_path / "store2", results=results,
                      echo=lambda m: None)
     assert again["done"] == 0 and not any((tmp_path / "store2").rglob(runs.METRICS))
+    wider = run_grid(request("main", classes=(0, 1)), tmp_path / "g3", store=tmp_path / "store3",
+                     results=results, echo=lambda m: None, train=False)
+    # class 0 from the results store, class 1 listed as unfinished, nothing trained
+    assert wider["done"] == 0 and len(write_report(tmp_path / "g3", echo=lambda m: None)["missing"]) == 4
     report = write_report(tmp_path / "g2", echo=lambda m: None)
     assert not report["missing"]
     assert "| p-kdgan |" in (tmp_path / "g2" / "report.md").read_text()

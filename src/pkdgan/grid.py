@@ -296,13 +296,15 @@ def export_finished(specs: list[RunSpec], store: Path, results: Path | None, dat
 
 def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, executor: str = "local",
              workers: int = 1, address: str | None = None, command: str = "", stack: int = 1,
-             echo: Callable[[str], None] = print, results: Path | None = None) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, results: Path | None = None,
+             train: bool = True) -> dict[str, Any]:
     """Write grid.json, run every unfinished run, log the invocation; returns the summary.
 
     ``stack`` > 1 trains up to that many compatible batch-1 runs together with
     ``multi.train_runs`` (same results as one by one, see tests/test_multi.py). With
     ``results`` (a committed results store, see ``cells``), cells already there are skipped
-    and every run that finishes is copied there at once.
+    and every run that finishes is copied there at once. ``train=False`` only writes the grid
+    (and copies finished runs), e.g. to report a table filled on other machines.
     """
     if executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -313,7 +315,8 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
     specs = write_grid(grid_dir, req, build_specs(req), store, command, results)
     export_finished(specs, store, results, req.dataset)
     skips = committed_skips(specs, store, results)
-    todo = [s for s in specs if s.name not in skips and not runs.is_finished(run_dir(store, s))]
+    todo = [s for s in specs if train and s.name not in skips
+            and not runs.is_finished(run_dir(store, s))]
     in_results = f" ({len(skips)} of them committed in {results})" if results else ""
     echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(todo)} already "
          f"finished{in_results}, {len(todo)} to run ({executor}, workers {workers}, stack {stack})")

@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--precision", default=None, choices=list(PRECISIONS),
                    help="override the preset's training precision")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
+    p.add_argument("--no-train", action="store_true",
+                   help="write the grid and copy finished runs to --results but train nothing "
+                        "(then pkdgan report shows what is finished, e.g. cells from other machines)")
     p.set_defaults(func=main)
 
 
@@ -121,5 +124,6 @@ def main(args: argparse.Namespace) -> int:
     command = canonical_command(args)
     summary = run_grid(req, args.out, store=args.store, executor=args.executor,
                        workers=args.workers, address=args.address, command=command, stack=args.stack,
-                       echo=lambda m: print(m, flush=True), results=args.results)
+                       echo=lambda m: print(m, flush=True), results=args.results,
+                       train=not args.no_train)
     return 1 if summary["failed"] else 0
