@@ -28,7 +28,7 @@ def test_train_then_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     config = json.loads((out / "config.json").read_text())
     # the measured cpu preset is the default schedule; the paper's is one flag away
     assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 64
-    assert config["train"]["drop_last"] is False
+    assert config["train"]["drop_last"] is True
     assert main(["test", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"AUROC {metrics['auroc']:.4f}" in printed

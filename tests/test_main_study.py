@@ -61,7 +61,7 @@ def test_main_study_arms_and_cpu_preset():
     specs = build_specs(request("main", preset=PRESETS["cpu"], classes=(3,)))
     assert [s.arm for s in specs] == ["teacher", "alone", "single-2", "p-kdgan"]
     teacher = RunConfig.from_dict(specs[0].config)
-    assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (64, False, 15)
+    assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (64, True, 15)
     p = DistillConfig.from_dict(specs[3].config["distill"])
     assert (p.step1_epochs, p.step2_epochs, p.batch_size) == (10, 5, 64)
     assert all(s.needs == (specs[0].name,) for s in specs[1:])
