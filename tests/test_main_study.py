@@ -93,7 +93,8 @@ def test_results_store_fills_skips_and_recomputes(tmp_path):
     assert wider["done"] == 0 and len(write_report(tmp_path / "g3", echo=lambda m: None)["missing"]) == 4
     report = write_report(tmp_path / "g2", echo=lambda m: None)
     assert not report["missing"]
-    assert "| p-kdgan |" in (tmp_path / "g2" / "report.md").read_text()
+    md = (tmp_path / "g2" / "report.md").read_text()
+    assert "| p-kdgan |" in md and "| *paper mean* |" in md  # digits has no paper numbers: dashes
 
 
 def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
@@ -105,6 +106,13 @@ def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
     again = run_grid(req, tmp_path / "g", store=tmp_path / "s2", results=results, echo=lambda m: None)
     assert again["done"] == 2  # the teacher (its checkpoint is not committed) and the alone cell
     assert cells.is_committed(results, alone)
+
+
+def test_paper_means_per_arm():
+    from pkdgan.report import paper_arm_means
+
+    assert paper_arm_means("mnist") == {"teacher": 97.80, "p-kdgan": 97.25, "alone": 95.48}
+    assert paper_arm_means("fmnist") == {"p-kdgan": 92.93, "alone": 91.2}
 
 
 def test_an_arm_of_a_few_steps_is_not_comparable():
