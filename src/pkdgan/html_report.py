@@ -331,7 +331,7 @@ def _run_row(study: Any, spec: Any, grid_dir: Path) -> dict[str, Any]:
 
 def study_context(study: Any) -> dict[str, Any]:
     """Everything ``study.html.j2`` shows, from a ``report.Study`` and the PNGs beside it."""
-    from pkdgan.report import class_stats, mean_stats
+    from pkdgan.report import class_stats, mean_stats, paper_arm_means
     from pkdgan.studies import STUDIES, Preset
 
     grid_dir = study.grid_dir
@@ -360,6 +360,9 @@ def study_context(study: Any) -> dict[str, Any]:
         "labels": labels, "rows": rows,
         "means": [_cell_text(*mean_stats(study.table[lab], classes)) for lab in labels],
         "paper": {"what": paper[0], "value": f"{paper[1]:.2f}"} if paper else None,
+        "paper_arms": ([f"{arms[lab]:.2f}" if lab in arms else "–" for lab in labels]
+                       if study.grid["study"] == "main" and (arms := paper_arm_means(study.grid["dataset"]))
+                       else None),
         "plots": plots,
         "runs": sorted((_run_row(study, s, grid_dir) for s in study.specs),
                        key=lambda r: (r["cls"], labels.index(r["arm"]) if r["arm"] in labels else 99,
