@@ -137,8 +137,9 @@ class TrainConfig:
     on_divergence: Literal["stop", "reinit"] = "stop"
     score: Score = "latent"
     # Both legacy-valued by default (see LEGACY_DEFAULTS); the presets in ``presets.py`` set them.
-    # drop_last: skip an epoch's final partial batch. With batch norm in train mode a batch of a
-    # few images moves the running statistics the eval-mode scores use, and it is the last step.
+    # drop_last: skip an epoch's final partial batch. A batch of a few images gives batch norm
+    # noisy statistics for a whole G and D step each epoch: Fashion-MNIST's 4-image last batches
+    # cost its teacher 10-17 AUROC points (docs/results/main/README.md).
     drop_last: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
 
