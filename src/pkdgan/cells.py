@@ -82,7 +82,7 @@ def write_index(results: Path) -> None:
     w.writerow(INDEX_COLUMNS)
     for r in read_cells(results):
         w.writerow([r["dataset"], r["arm"], r["normal_class"], r["seed"],
-                    "" if r["auroc"] is None else f"{r['auroc']:.6f}", r["scores"]])
+                    "" if r["auroc"] is None else repr(float(r["auroc"])), r["scores"]])
     runs.atomic_write_bytes(results / INDEX, buf.getvalue().encode())
 
 
