@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pkdgan import runs
-from pkdgan.studies import RunSpec
+from pkdgan.studies import MAIN_ARMS, RunSpec
 
 CELL_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY, runs.CALIBRATION)
 INDEX = "cells.csv"
@@ -68,10 +68,10 @@ def read_cells(results: Path) -> list[dict[str, Any]]:
         meta, m = runs.read_json(meta_path), runs.read_json(path / runs.METRICS)
         rows.append({"dataset": meta["dataset"], "arm": meta["arm"],
                      "normal_class": int(meta["normal_class"]), "seed": int(meta["seed"]),
-                     "auroc": m.get("auroc"), "scores": (path / runs.SCORES).relative_to(results).as_posix(),
-                     "metrics": m, "name": meta["name"]})
-    order = {"teacher": 0, "alone": 1, "single-2": 2, "p-kdgan": 3}
-    rows.sort(key=lambda r: (r["dataset"], order.get(r["arm"], 9), r["normal_class"], r["seed"]))
+                     "auroc": m.get("auroc"),
+                     "scores": (path / runs.SCORES).relative_to(results).as_posix()})
+    order = {arm: i for i, arm in enumerate(("teacher", *MAIN_ARMS))}
+    rows.sort(key=lambda r: (r["dataset"], order.get(r["arm"], len(order)), r["normal_class"], r["seed"]))
     return rows
 
 
