@@ -3,7 +3,8 @@
 An epoch's partial last batch (e.g. 4 images for Fashion-MNIST class 0 at batch 64) updates the
 batch-norm running statistics that eval-mode scoring uses, with momentum 0.1. This feeds one
 train-mode forward pass of k training images through a finished run's generator (no weight
-update) and prints the (latent, reconstruction) test AUROC before and after, for a few k.
+update) and prints the (latent, reconstruction) test AUROC before and after, for a few k, and
+after re-estimating the statistics over every full training batch of 64 ("precise BN").
 
     python scripts/bn_probe.py RUN_DIR [--data-root DIR]
 """
@@ -38,6 +39,15 @@ def main() -> None:
                 round(evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4))
 
     print("saved model", auroc(g), flush=True)
+    precise = copy.deepcopy(g).train()  # "precise BN": statistics over every full training batch
+    for m in precise.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    with torch.no_grad():
+        for i in range(0, len(split.train) - 63, 64):
+            precise(split.train[i:i + 64])
+    print("precise batch-norm statistics over all full batches of 64", auroc(precise), flush=True)
     order = torch.Generator().manual_seed(0)
     for k in (4, 4, 4, 59, 64):
         h = copy.deepcopy(g).train()
