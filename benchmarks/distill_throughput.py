@@ -27,11 +27,11 @@ from train_throughput import (  # the script's folder is on sys.path
     apply_timing_args,
 )
 
-from pkdgan.config import DistillConfig, ModelConfig, RunConfig
-from pkdgan.distill import STRUCTURES, distill_step, make_pair, teacher_outputs
-from pkdgan.edegan import EDEGANModel
-from pkdgan.multi_distill import stack_pairs
-from pkdgan.registry import for_teacher, get_config
+from pkdgan.core.config import DistillConfig, ModelConfig, RunConfig
+from pkdgan.core.registry import for_teacher, get_config
+from pkdgan.models.edegan import EDEGANModel
+from pkdgan.training.distill import STRUCTURES, distill_step, make_pair, teacher_outputs
+from pkdgan.training.multi_distill import stack_pairs
 
 DEVICE = torch.device("cpu")
 

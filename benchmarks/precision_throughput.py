@@ -16,8 +16,8 @@ import json
 import torch
 from train_throughput import add_timing_args, alternate, apply_timing_args, naive  # same folder
 
-from pkdgan.config import ModelConfig
-from pkdgan.presets import PRESETS
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.presets import PRESETS
 
 
 def main() -> None:

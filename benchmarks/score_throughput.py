@@ -1,6 +1,6 @@
 """Scoring throughput at batch 256: teacher vs student, PyTorch vs ONNX Runtime.
 
-For each registered model (``pkdgan.registry``) prints images/s of ``edegan.score_both`` (the
+For each registered model (``pkdgan.core.registry``) prints images/s of ``edegan.score_both`` (the
 eval-mode training modules, the baseline), ``scoring.TorchScorer`` (folded BatchNorm, sub-pixel
 transposed convolutions, no autograd) and ``scoring.OrtScorer`` (ONNX Runtime, when installed),
 then the student/teacher speed ratio per dataset and backend. Random weights and images: the
@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import torch
 
-from pkdgan.edegan import score_both
-from pkdgan.nets import build_generator
-from pkdgan.registry import get_config
-from pkdgan.scoring import OrtScorer, TorchScorer
+from pkdgan.core.registry import get_config
+from pkdgan.inference.scoring import OrtScorer, TorchScorer
+from pkdgan.models.edegan import score_both
+from pkdgan.models.nets import build_generator
 
 # dataset -> (teacher config, student config)
 PAIRS = {"mnist": ("teacher", "student-mnist"), "fmnist": ("teacher", "student-fmnist"),

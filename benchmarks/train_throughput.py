@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from pkdgan.config import LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.multi import StackedGan
-from pkdgan.train import GanState, gan_step
+from pkdgan.core.config import LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.training.stacked_engine import StackedGan
+from pkdgan.training.train import GanState, gan_step
 
 
 def _states(cfg: ModelConfig, k: int) -> list[GanState]:

@@ -16,11 +16,11 @@ import copy
 
 import torch
 
-from pkdgan.config import DataConfig, from_dict
-from pkdgan.data import one_class_split
-from pkdgan.edegan import score_both
-from pkdgan.evaluate import evaluate_scores
-from pkdgan.results import load_run_generator
+from pkdgan.core.config import DataConfig, from_dict
+from pkdgan.data.datasets import one_class_split
+from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.models.edegan import score_both
+from pkdgan.training.checkpoints import load_run_generator
 
 
 def main() -> None:

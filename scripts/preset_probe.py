@@ -16,10 +16,10 @@ import json
 import time
 from pathlib import Path
 
-from pkdgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import one_class_split
-from pkdgan.edegan import EDEGANModel, score_both
-from pkdgan.evaluate import evaluate_scores
+from pkdgan.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data.datasets import one_class_split
+from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.models.edegan import EDEGANModel, score_both
 
 
 def main() -> None:
@@ -41,9 +41,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", type=Path, required=True)
     a = p.parse_args()
-    from pkdgan.config import LossWeights
-    from pkdgan.data import DATASET_CHANNELS
-    from pkdgan.train import fit
+    from pkdgan.core.config import LossWeights
+    from pkdgan.data.datasets import DATASET_CHANNELS
+    from pkdgan.training.train import fit
 
     cfg = RunConfig(
         model=ModelConfig(channels=DATASET_CHANNELS[a.dataset], nz=a.nz, width=a.width,

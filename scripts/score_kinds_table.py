@@ -24,13 +24,21 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from pkdgan import runs
-from pkdgan.config import DataConfig, from_dict
-from pkdgan.data import one_class_split
-from pkdgan.edegan import score_both
-from pkdgan.errors import PkdganError
-from pkdgan.results import load_run_generator
-from pkdgan.score_kinds import AUTO, BASE_KINDS, KINDS, kind_aurocs, resolve, standardization, with_combined
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, from_dict
+from pkdgan.core.errors import PkdganError
+from pkdgan.data.datasets import one_class_split
+from pkdgan.evaluation.score_kinds import (
+    AUTO,
+    BASE_KINDS,
+    KINDS,
+    kind_aurocs,
+    resolve,
+    standardization,
+    with_combined,
+)
+from pkdgan.models.edegan import score_both
+from pkdgan.training.checkpoints import load_run_generator
 
 COLUMNS = (*KINDS, AUTO)
 SUM = "sum"  # the rejected alternative to combined's max: z_latent + z_reconstruction

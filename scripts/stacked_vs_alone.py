@@ -16,10 +16,10 @@ import dataclasses
 
 import torch
 
-from pkdgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import one_class_split
-from pkdgan.multi import fit_many
-from pkdgan.train import fit
+from pkdgan.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data.datasets import one_class_split
+from pkdgan.training.multi import fit_many
+from pkdgan.training.train import fit
 
 
 def main() -> None:

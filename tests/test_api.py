@@ -13,11 +13,11 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.base import clone
 
-from pkdgan import runs
 from pkdgan.api import EDEGAN, PKDGAN, holdout_split, load
-from pkdgan.config import ModelConfig
-from pkdgan.data import to_tensor
-from pkdgan.errors import DataError, UsageError
+from pkdgan.core import runs
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import DataError, UsageError
+from pkdgan.data.datasets import to_tensor
 from tests.conftest import bars
 
 NORMAL = bars(120, 16, vertical=False, seed=0)

@@ -21,12 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pkdgan import runs
 from pkdgan.cli import main
-from pkdgan.config import DataConfig, ModelConfig, TrainConfig
-from pkdgan.data import load_images, to_tensor
-from pkdgan.errors import DataError, PkdganError, UsageError
-from pkdgan.results import load_run_generator
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, ModelConfig, TrainConfig
+from pkdgan.core.errors import DataError, PkdganError, UsageError
+from pkdgan.data.datasets import load_images, to_tensor
+from pkdgan.training.checkpoints import load_run_generator
 
 TINY = ["--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "1", "--batch-size", "8",
         "--no-progress", "--device", "cpu"]
@@ -37,7 +37,7 @@ IDX_NAMES = {"train_x": "train-images-idx3-ubyte.gz", "train_y": "train-labels-i
 def _no_plots() -> Iterator[None]:
     """Run plots are another feature (and seconds per run on 2 cores); not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pkdgan.results.write_plots", lambda *a, **k: None, raising=False)
+        mp.setattr("pkdgan.pipeline.results.write_plots", lambda *a, **k: None, raising=False)
         yield
 
 

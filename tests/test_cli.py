@@ -105,7 +105,7 @@ def test_every_option_of_every_command_is_explained() -> None:
 
 def test_omp_wait_policy_follows_cpu_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """PASSIVE only when other jobs keep a core busy; a value the user set is never replaced."""
-    import pkdgan.cpu as cpu
+    import pkdgan.core.cpu as cpu
 
     monkeypatch.setattr(cpu, "busy_cores", lambda seconds=0.2: 1.0)
     env: dict[str, str] = {}
@@ -118,7 +118,7 @@ def test_omp_wait_policy_follows_cpu_load(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_busy_cores_sees_a_busy_process() -> None:
-    import pkdgan.cpu as cpu
+    import pkdgan.core.cpu as cpu
 
     if cpu._cpu_times() is None:
         pytest.skip("no /proc/stat on this system")

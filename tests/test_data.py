@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pkdgan.config import DataConfig
-from pkdgan.data import one_class_split, to_tensor
-from pkdgan.errors import UsageError
+from pkdgan.core.config import DataConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.data.datasets import one_class_split, to_tensor
 from tests.test_readers import write_idx_folder
 
 

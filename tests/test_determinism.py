@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
-from pkdgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import one_class_split
-from pkdgan.results import score_split
-from pkdgan.train import fit, train_run
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data.datasets import one_class_split
+from pkdgan.evaluation.split_scores import score_split
+from pkdgan.pipeline.train_run import train_run
+from pkdgan.training.train import fit
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_plots() -> Iterator[None]:
     """Run plots are another feature (and seconds per run on 2 cores); not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pkdgan.results.write_plots", lambda *a, **k: None, raising=False)
+        mp.setattr("pkdgan.pipeline.results.write_plots", lambda *a, **k: None, raising=False)
         yield
 
 

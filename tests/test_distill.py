@@ -9,31 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
 from pkdgan.cli import main
-from pkdgan.config import DataConfig, DistillConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.distill import (
-    STRUCTURES,
-    Pair,
-    distill,
-    distill_run,
-    distill_step,
-    make_projection,
-    teacher_outputs,
-)
-from pkdgan.edegan import EDEGANModel
-from pkdgan.errors import UsageError
-from pkdgan.evaluate_run import evaluate_run
-from pkdgan.flops import model_cost
-from pkdgan.losses import (
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, DistillConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.core.registry import get_config
+from pkdgan.models.edegan import EDEGANModel
+from pkdgan.models.flops import model_cost
+from pkdgan.models.losses import (
     distillation_image_loss,
     distillation_loss,
     distillation_z_loss,
     distillation_zhat_loss,
 )
-from pkdgan.registry import get_config
-from pkdgan.results import load_run_generator
-from pkdgan.train import GanState, fit, train_run
+from pkdgan.pipeline.distill_run import distill_run
+from pkdgan.pipeline.evaluate_run import evaluate_run
+from pkdgan.pipeline.train_run import train_run
+from pkdgan.training.checkpoints import load_run_generator
+from pkdgan.training.distill import STRUCTURES, Pair, distill, distill_step, make_projection, teacher_outputs
+from pkdgan.training.train import GanState, fit
 from tests.test_integration import bars_split
 
 TEACHER = ModelConfig(image_size=16, channels=1, nz=16, width=8)
@@ -166,7 +160,7 @@ def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> No
     assert info["teacher_auroc_before"] > 0.5
     assert 0.0 <= info["teacher_auroc_after"] <= 1.0
     assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
-    from pkdgan.distill import auroc
+    from pkdgan.training.distill import auroc
 
     assert auroc(student.generator, split, "latent") > 0.75, auroc(student.generator, split, "latent")
 
@@ -221,7 +215,7 @@ def test_resume_matches_an_uninterrupted_run(teacher_run: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     dcfg = DistillConfig(mode="progressive", step1_epochs=1, step2_epochs=1, **FAST)
     full = distill_run(teacher_run, "student-mnist", dcfg, tmp_path / "full", progress=False)
-    import pkdgan.distill as mod
+    import pkdgan.training.distill as mod
 
     real, calls = mod.distill_step, {"n": 0}
     steps_per_epoch = math.ceil(full["n_train"] / FAST["batch_size"])

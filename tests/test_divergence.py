@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pkdgan import runs
-from pkdgan import train as train_mod
 from pkdgan.cli import main
-from pkdgan.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import one_class_split
-from pkdgan.train import fit
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data.datasets import one_class_split
+from pkdgan.training import train as train_mod
+from pkdgan.training.train import fit
 
 # 38 training images at batch 4 -> 10 steps per epoch.
 STEPS = 10
@@ -30,7 +30,7 @@ ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "-
 def _no_plots() -> Iterator[None]:
     """Run plots are another feature (and seconds per run on 2 cores); not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pkdgan.results.write_plots", lambda *a, **k: None, raising=False)
+        mp.setattr("pkdgan.pipeline.results.write_plots", lambda *a, **k: None, raising=False)
         yield
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
 from pkdgan.cli import main
-from pkdgan.errors import UsageError
-from pkdgan.grid import read_grid, run_grid, tasks
-from pkdgan.report import arm_steps, mean_stats, paired, undertrained, write_report
-from pkdgan.studies import PRESETS, GridRequest, build_specs
+from pkdgan.core import runs
+from pkdgan.core.errors import UsageError
+from pkdgan.studies.grid import read_grid, run_grid, tasks
+from pkdgan.studies.report import write_report
+from pkdgan.studies.specs import PRESETS, GridRequest, build_specs
+from pkdgan.studies.stats import arm_steps, mean_stats, paired, undertrained
 
 TINY = dataclasses.replace(PRESETS["quick"], epochs=1, width=4, nz=8, image_size=16, max_train=40)
 TINY_ARGS = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8"]
@@ -202,7 +203,7 @@ def test_missing_ray_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_stacked_batch1_runs_match_one_by_one(tmp_path):
-    """--stack trains compatible batch-1 runs together (pkdgan.multi); other runs stay single."""
+    """--stack trains compatible batch-1 runs together (pkdgan.training.multi); other runs stay single."""
     bs = build_specs(request("batch-size", classes=(0, 1), seeds=(0, 1), batch_sizes=(1, 8)))
     groups = tasks(bs, stack=3)
     assert sorted(len(g) for g in groups) == [1, 1, 1, 1, 1, 3]
@@ -219,7 +220,7 @@ def test_stacked_batch1_runs_match_one_by_one(tmp_path):
 
 def test_stacked_distillation_grid_matches_one_by_one(tmp_path):
     """--stack also trains the frozen-teacher epochs of several classes' students together
-    (pkdgan.multi_distill) and the alone baselines; joint-only arms stay single; results equal
+    (pkdgan.training.multi_distill) and the alone baselines; joint-only arms stay single; results equal
     one by one."""
     req = request("distillation", classes=(0, 1), seeds=(0,))
     specs = build_specs(req)

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pkdgan import runs
-from pkdgan.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import OneClassSplit, to_tensor
-from pkdgan.evaluate import evaluate_scores
-from pkdgan.results import finish_run, load_run_generator
-from pkdgan.train import fit
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.pipeline.results import finish_run
+from pkdgan.training.checkpoints import load_run_generator
+from pkdgan.training.train import fit
 from tests.conftest import bars
 
 

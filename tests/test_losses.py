@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pkdgan.config import LossWeights, ModelConfig
-from pkdgan.losses import (
+from pkdgan.core.config import LossWeights, ModelConfig
+from pkdgan.models.losses import (
     adversarial_loss,
     contextual_loss,
     discriminator_loss,

@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 
-from pkdgan import cells, runs
-from pkdgan.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
-from pkdgan.errors import UsageError
-from pkdgan.grid import run_grid
-from pkdgan.report import write_report
-from pkdgan.studies import PRESETS, GridRequest, build_specs, grid_key
+from pkdgan.core import runs
+from pkdgan.core.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
+from pkdgan.core.errors import UsageError
+from pkdgan.studies import cells
+from pkdgan.studies.grid import run_grid
+from pkdgan.studies.report import write_report
+from pkdgan.studies.specs import PRESETS, GridRequest, build_specs, grid_key
 
 # The small-image cpu preset: every new schedule field set to a non-legacy value.
 TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,
@@ -109,14 +110,14 @@ def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
 
 
 def test_paper_means_per_arm():
-    from pkdgan.report import paper_arm_means
+    from pkdgan.studies.stats import paper_arm_means
 
     assert paper_arm_means("mnist") == {"teacher": 97.80, "p-kdgan": 97.25, "alone": 95.48}
     assert paper_arm_means("fmnist") == {"p-kdgan": 92.93, "alone": 91.2}
 
 
 def test_an_arm_of_a_few_steps_is_not_comparable():
-    from pkdgan.report import overall, paired, undertrained
+    from pkdgan.studies.stats import overall, paired, undertrained
 
     table = {"bs=1": {(0, s): 90.0 + s for s in range(6)}, "bs=64": {(0, s): 50.0 for s in range(6)}}
     c = paired(table, "bs=1", "bs=64")
@@ -142,7 +143,7 @@ def test_api_defaults_are_the_cpu_preset():
 def test_one_worker_finishes_class_by_class(monkeypatch):
     """Without workers or stacking, a class's students follow its teacher, so a grid stopped
     half-way has whole rows of the table rather than every teacher and no student."""
-    from pkdgan import grid
+    from pkdgan.studies import grid
 
     specs = build_specs(request("main", classes=(0, 1)))
     ran: list[str] = []

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
-from pkdgan.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data import OneClassSplit, to_tensor
-from pkdgan.edegan import score_both
-from pkdgan.errors import DivergenceError, UsageError
-from pkdgan.multi import fit_many, train_runs
-from pkdgan.stacked import stacked_conv2d, stacked_conv_transpose2d
-from pkdgan.train import fit, train_run
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.core.errors import DivergenceError, UsageError
+from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.models.edegan import score_both
+from pkdgan.models.stacked import stacked_conv2d, stacked_conv_transpose2d
+from pkdgan.pipeline.train_run import train_run, train_runs
+from pkdgan.training.multi import fit_many
+from pkdgan.training.train import fit
 from tests.conftest import bars
 
 

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
-from pkdgan.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig
-from pkdgan.distill import distill, distill_run
-from pkdgan.edegan import EDEGANModel, score_both
-from pkdgan.errors import UsageError
-from pkdgan.multi_distill import Job, distill_many, distill_runs, stack_reason
-from pkdgan.registry import get_config
-from pkdgan.train import train_run
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, DistillConfig, ModelConfig, RunConfig, TrainConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.core.registry import get_config
+from pkdgan.models.edegan import EDEGANModel, score_both
+from pkdgan.pipeline.distill_run import distill_run, distill_runs
+from pkdgan.pipeline.train_run import train_run
+from pkdgan.training.distill import distill
+from pkdgan.training.multi_distill import Job, distill_many, stack_reason
 from tests.test_multi import float64, split  # noqa: F401 - float64 is a fixture
 
 TEACHER = ModelConfig(image_size=16, channels=1, nz=16, width=8)
@@ -174,7 +175,7 @@ def test_interrupted_stacked_run_resumes(teacher_runs: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed during stacked epoch 2: ``resume`` goes on from each student's epoch-1 checkpoint
     (``distill``'s format) and ends where an uninterrupted run ends."""
-    import pkdgan.multi_distill as mod
+    import pkdgan.training.multi_distill as mod
 
     teachers = sorted(teacher_runs.glob("class_*"))
     full = [tmp_path / "full" / t.name for t in teachers]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from pkdgan.config import ModelConfig
-from pkdgan.errors import UsageError
-from pkdgan.nets import Decoder, Discriminator, Encoder, build_discriminator, build_generator
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.models.nets import Decoder, Discriminator, Encoder, build_discriminator, build_generator
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])

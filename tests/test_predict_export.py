@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pkdgan.plots
-from pkdgan import runs
+import pkdgan.reports.plots
 from pkdgan.cli import main
-from pkdgan.config import ModelConfig
-from pkdgan.data import OneClassSplit, to_tensor
-from pkdgan.export import onnx_scores, sidecar_path
-from pkdgan.nets import build_generator
-from pkdgan.plots import HISTOGRAM, LOSSES, PLOTS_DIR, RECONSTRUCTIONS, ROC
-from pkdgan.predict import read_files
-from pkdgan.results import finish_run
+from pkdgan.core import runs
+from pkdgan.core.config import ModelConfig
+from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.inference.export import onnx_scores, sidecar_path
+from pkdgan.inference.predict import read_files
+from pkdgan.models.nets import build_generator
+from pkdgan.pipeline.results import finish_run
+from pkdgan.reports.plots import HISTOGRAM, LOSSES, PLOTS_DIR, RECONSTRUCTIONS, ROC
 from tests.conftest import bars
 
 PLOT_FILES = {ROC, HISTOGRAM, RECONSTRUCTIONS, LOSSES}
@@ -151,7 +151,7 @@ def test_plot_failure_only_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(pkdgan.plots, "write_run_plots", broken)
+    monkeypatch.setattr(pkdgan.reports.plots, "write_run_plots", broken)
     x = to_tensor(bars(30, 16, vertical=False, seed=0), 16)
     labels = np.r_[np.zeros(5), np.ones(5)].astype(np.int64)
     split = OneClassSplit(x[:10], x[10:20], x[20:], labels, labels.copy())

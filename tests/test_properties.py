@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from pkdgan import runs
-from pkdgan.data import read_image, to_tensor
-from pkdgan.errors import DataError
-from pkdgan.readers import decode_idx, read_cifar_batch, read_cifar_npz
+from pkdgan.core import runs
+from pkdgan.core.errors import DataError
+from pkdgan.data.datasets import read_image, to_tensor
+from pkdgan.data.readers import decode_idx, read_cifar_batch, read_cifar_npz
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

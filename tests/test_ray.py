@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pkdgan import runs
-from pkdgan.grid import read_grid, run_grid
-from pkdgan.studies import PRESETS, GridRequest
+from pkdgan.core import runs
+from pkdgan.studies.grid import read_grid, run_grid
+from pkdgan.studies.specs import PRESETS, GridRequest
 
 ray = pytest.importorskip("ray")
 

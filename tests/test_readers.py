@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pkdgan.errors import DataError
-from pkdgan.readers import (
+from pkdgan.core.errors import DataError
+from pkdgan.data.readers import (
     CIFAR_NPZ,
     IDX_FILES,
     load_cifar10,

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from pkdgan.cli import main
-from pkdgan.config import ModelConfig
-from pkdgan.errors import UsageError
-from pkdgan.flops import cost_table, count_params, model_cost, module_flops, scoring_speed
-from pkdgan.nets import build_generator
-from pkdgan.registry import MODEL_NAMES, REGISTRY, STUDENT_NAMES, for_teacher, get_config
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.core.registry import MODEL_NAMES, REGISTRY, STUDENT_NAMES, for_teacher, get_config
+from pkdgan.models.flops import cost_table, count_params, model_cost, module_flops, scoring_speed
+from pkdgan.models.nets import build_generator
 
 
 def test_conv2d_flops_closed_form() -> None:

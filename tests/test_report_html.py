@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pkdgan import html_report, runs
 from pkdgan.cli import main
+from pkdgan.core import runs
+from pkdgan.reports import html_report
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 needs_chromium = pytest.mark.skipif(
@@ -139,7 +140,8 @@ def test_page_without_checkpoint_or_data_says_why(teacher, tmp_path, capsys):
 
 
 def test_study_page(grid):
-    from pkdgan.report import class_stats, load_study
+    from pkdgan.studies.report import load_study
+    from pkdgan.studies.stats import class_stats
 
     assert main(["report", str(grid), "--no-galleries"]) == 0
     html = (grid / html_report.REPORT).read_text()
@@ -183,9 +185,9 @@ def test_pages_in_headless_chromium(teacher, student, grid, tmp_path):
 def synthetic_grid(root: Path, n_test: int = 10000) -> Path:
     """A 10-class x 3-seed grid of a 4-arm study whose run folders hold fabricated metrics and
     scores (no training): the report's size and time depend only on the files' shapes."""
-    from pkdgan.grid import write_grid
-    from pkdgan.registry import get_config
-    from pkdgan.studies import PRESETS, GridRequest, build_specs
+    from pkdgan.core.registry import get_config
+    from pkdgan.studies.grid import write_grid
+    from pkdgan.studies.specs import PRESETS, GridRequest, build_specs
 
     req = GridRequest("distillation", "mnist", tuple(range(10)), (0, 1, 2), PRESETS["paper"])
     specs = [s for s in build_specs(req) if s.arm != "single-3"]  # teacher, alone, single-2, p-kdgan
@@ -204,7 +206,7 @@ def synthetic_grid(root: Path, n_test: int = 10000) -> Path:
 
 
 def test_full_study_page_is_small_and_fast(tmp_path, capsys):
-    from pkdgan.report import load_study, write_report
+    from pkdgan.studies.report import load_study, write_report
 
     study = load_study(synthetic_grid(tmp_path))
     assert len(study.specs) == 120 and len(study.labels) == 4

@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pkdgan import runs
-from pkdgan import train as train_mod
 from pkdgan.cli import main
+from pkdgan.core import runs
+from pkdgan.training import train as train_mod
 
 # 38 training images at batch 4 -> 10 steps per epoch; step call 15 is in the middle of epoch 2.
 ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",
@@ -33,7 +33,7 @@ STOP_AT_CALL = 15
 def _no_plots() -> Iterator[None]:
     """Run plots are another feature (and seconds per run on 2 cores); not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pkdgan.results.write_plots", lambda *a, **k: None, raising=False)
+        mp.setattr("pkdgan.pipeline.results.write_plots", lambda *a, **k: None, raising=False)
         yield
 
 
@@ -75,7 +75,7 @@ def assert_interrupted_after_epoch_1(out: Path) -> None:
 
 KILLED_RUN = textwrap.dedent("""
     import sys, time
-    import pkdgan.train as tr
+    import pkdgan.training.train as tr
     from pkdgan.cli import main
 
     real, calls = tr.gan_step, [0]

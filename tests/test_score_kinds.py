@@ -12,14 +12,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pkdgan import runs
 from pkdgan.api import EDEGAN, load
 from pkdgan.cli import main
-from pkdgan.config import DataConfig, RunConfig, TrainConfig, from_dict
-from pkdgan.data import one_class_split
-from pkdgan.errors import UsageError
-from pkdgan.results import load_run_generator, scores_and_choice
-from pkdgan.score_kinds import (
+from pkdgan.core import runs
+from pkdgan.core.config import DataConfig, RunConfig, TrainConfig, from_dict
+from pkdgan.core.errors import UsageError
+from pkdgan.data.datasets import one_class_split
+from pkdgan.data.synthetic import CORRUPTIONS, synthetic_anomalies
+from pkdgan.evaluation.score_kinds import (
     AUTO,
     KINDS,
     combine,
@@ -28,7 +28,8 @@ from pkdgan.score_kinds import (
     score_warning,
     standardization,
 )
-from pkdgan.synthetic import CORRUPTIONS, synthetic_anomalies
+from pkdgan.evaluation.split_scores import scores_and_choice
+from pkdgan.training.checkpoints import load_run_generator
 from tests.conftest import REPO, bars
 
 STATS = {"latent": {"mean": 1.0, "std": 0.5}, "reconstruction": {"mean": 0.2, "std": 0.1}}
@@ -164,7 +165,7 @@ def test_choice_never_reads_test_labels(blob_run: tuple[Path, Path]) -> None:
 
 def test_combined_onnx_export_matches_pytorch(blob_run: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from pkdgan.export import onnx_scores, sidecar_path
+    from pkdgan.inference.export import onnx_scores, sidecar_path
 
     data, run = blob_run
     model = tmp_path / "combined.onnx"

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from pkdgan.config import ModelConfig
-from pkdgan.edegan import score_both
-from pkdgan.errors import UsageError
-from pkdgan.nets import build_generator
-from pkdgan.scoring import InferenceGenerator, TorchScorer, _SubPixel, fast_scores
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.inference.scoring import InferenceGenerator, TorchScorer, _SubPixel, fast_scores
+from pkdgan.models.edegan import score_both
+from pkdgan.models.nets import build_generator
 
 
 def trained_like(cfg: ModelConfig) -> nn.Module:

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from pkdgan import runs
 from pkdgan.cli import main
-from pkdgan.errors import DataError
-from pkdgan.readers import read_cifar_batch
-from pkdgan.results import load_run_generator
+from pkdgan.core import runs
+from pkdgan.core.errors import DataError
+from pkdgan.data.readers import read_cifar_batch
+from pkdgan.training.checkpoints import load_run_generator
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pkdgan"
 TINY = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "2",
@@ -32,7 +32,7 @@ TINY = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8"
 def _no_plots() -> Iterator[None]:
     """Run plots are another feature (and seconds per run on 2 cores); not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pkdgan.results.write_plots", lambda *a, **k: None, raising=False)
+        mp.setattr("pkdgan.pipeline.results.write_plots", lambda *a, **k: None, raising=False)
         yield
 
 

@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Sequence
 
 from pkdgan import __version__
-from pkdgan.cpu import choose_omp_wait_policy
-from pkdgan.errors import PkdganError
+from pkdgan.core.cpu import choose_omp_wait_policy
+from pkdgan.core.errors import PkdganError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -6,7 +6,7 @@ import argparse
 import re
 from typing import Any
 
-from pkdgan.config import (
+from pkdgan.core.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
     PRECISIONS,
@@ -17,8 +17,8 @@ from pkdgan.config import (
     RunConfig,
     TrainConfig,
 )
-from pkdgan.errors import UsageError
-from pkdgan.presets import DEFAULT_PRESET, PRESETS, SCHEDULE_PRESETS, preset_schedule_help
+from pkdgan.core.errors import UsageError
+from pkdgan.core.presets import DEFAULT_PRESET, PRESETS, SCHEDULE_PRESETS, preset_schedule_help
 
 SCORE_HELP = ("anomaly score: latent distance (the paper's), image reconstruction error, "
               "combined (both standardised on held-out normal images, the larger counts) or auto "
@@ -121,7 +121,7 @@ def parse_classes(text: str, n_classes: int = 10) -> list[int]:
 
 def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
     """Namespace -> validated RunConfig (validation errors are UsageErrors)."""
-    from pkdgan.score_kinds import default_score
+    from pkdgan.evaluation.score_kinds import default_score
 
     return RunConfig(
         model=ModelConfig(

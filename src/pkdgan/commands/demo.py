@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pkdgan.errors import UsageError
+from pkdgan.core.errors import UsageError
 
 # dataset -> (image size, student, normal classes, train cap, test cap): small enough for a CPU
 PRESETS: dict[str, tuple[int, str, str, int | None, int | None]] = {
@@ -54,12 +54,12 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import torch
 
     from pkdgan.commands._common import parse_classes
-    from pkdgan.config import DataConfig, DistillConfig, RunConfig, TrainConfig
-    from pkdgan.distill import distill_run, load_teacher
-    from pkdgan.flops import model_cost, scoring_speed
-    from pkdgan.registry import for_teacher, get_config
-    from pkdgan.results import load_run_generator
-    from pkdgan.train import train_run
+    from pkdgan.core.config import DataConfig, DistillConfig, RunConfig, TrainConfig
+    from pkdgan.core.registry import for_teacher, get_config
+    from pkdgan.models.flops import model_cost, scoring_speed
+    from pkdgan.pipeline.distill_run import distill_run, load_teacher
+    from pkdgan.pipeline.train_run import train_run
+    from pkdgan.training.checkpoints import load_run_generator
 
     size, student_name, classes_default, max_train, max_test = PRESETS[args.dataset]
     student_name = args.student or student_name

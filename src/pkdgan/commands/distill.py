@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
-from pkdgan.config import DISTILL_MODES, SCORES, DistillConfig, LossWeights
-from pkdgan.errors import UsageError
-from pkdgan.presets import PRESETS
+from pkdgan.core.config import DISTILL_MODES, SCORES, DistillConfig, LossWeights
+from pkdgan.core.errors import UsageError
+from pkdgan.core.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,8 +103,8 @@ def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:
 
 def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 - str | ModelConfig
     """Registry name, or the registry config with --width/--nz overrides applied."""
-    from pkdgan import runs
-    from pkdgan.registry import DEFAULT_STUDENT, get_config
+    from pkdgan.core import runs
+    from pkdgan.core.registry import DEFAULT_STUDENT, get_config
 
     name = args.student
     if name is None:
@@ -114,8 +114,8 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
         name = DEFAULT_STUDENT[dataset]
     if args.width is None and args.nz is None:
         return name
-    from pkdgan.config import ModelConfig, from_dict
-    from pkdgan.registry import for_teacher
+    from pkdgan.core.config import ModelConfig, from_dict
+    from pkdgan.core.registry import for_teacher
 
     cfg = get_config(name)
     teacher_cfg = from_dict(ModelConfig, runs.read_json(teacher_dir / runs.CONFIG)["model"])
@@ -124,7 +124,7 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.multi_distill import distill_runs
+    from pkdgan.pipeline.distill_run import distill_runs
 
     dcfg = distill_config(args)
     pairs = teacher_runs(args.teacher, args.out)

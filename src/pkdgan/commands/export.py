@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pkdgan.config import SCORES
+from pkdgan.core.config import SCORES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan import runs
-    from pkdgan.export import export_run, sidecar_path
+    from pkdgan.core import runs
+    from pkdgan.inference.export import sidecar_path
+    from pkdgan.inference.export_run import export_run
 
     out = export_run(args.run_dir, args.output, args.format, score=args.score, check=not args.no_check)
     sidecar = runs.read_json(sidecar_path(out))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from pkdgan.errors import UsageError
+from pkdgan.core.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from pkdgan.registry import MODEL_NAMES
+    from pkdgan.core.registry import MODEL_NAMES
 
     p = sub.add_parser("flops", help="params, FLOPs and compression ratios of named configs",
                        description="Measure each registered config's scoring path (E1 -> D -> E2, "
@@ -48,9 +48,9 @@ def measure_speed(table: dict[str, dict], batch_size: int, seconds: float) -> No
     """Scoring images/s of each config, one after another in this process."""
     import torch
 
-    from pkdgan.flops import scoring_speed
-    from pkdgan.nets import build_generator
-    from pkdgan.registry import get_config
+    from pkdgan.core.registry import get_config
+    from pkdgan.models.flops import scoring_speed
+    from pkdgan.models.nets import build_generator
 
     if batch_size < 1 or not seconds > 0:
         raise UsageError("--batch-size must be >= 1 and --seconds > 0")
@@ -63,8 +63,8 @@ def measure_speed(table: dict[str, dict], batch_size: int, seconds: float) -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.flops import cost_table
-    from pkdgan.registry import MODEL_NAMES, get_entry
+    from pkdgan.core.registry import MODEL_NAMES, get_entry
+    from pkdgan.models.flops import cost_table
 
     names = args.configs or MODEL_NAMES
     for name in names:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.plots import replot_run
+    from pkdgan.reports.plots import replot_run
 
     for run_dir in args.run_dirs:
         for path in replot_run(run_dir, args.data_root, reconstructions=not args.no_reconstructions):

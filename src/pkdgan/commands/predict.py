@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pkdgan.config import SCORES
+from pkdgan.core.config import SCORES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,10 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan import runs
     from pkdgan.api import load
-    from pkdgan.predict import expand_paths, format_predictions, predict_files
-    from pkdgan.train import resolve_device
+    from pkdgan.core import runs
+    from pkdgan.inference.predict import expand_paths, format_predictions, predict_files
+    from pkdgan.training.train import resolve_device
 
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
     fmt = args.format or ("json" if json_suffix else "csv")

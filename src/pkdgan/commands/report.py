@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pkdgan.errors import UsageError
+from pkdgan.core.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan import html_report, runs
-    from pkdgan.grid import GRID_FILE
-    from pkdgan.report import load_study, write_report
+    from pkdgan.core import runs
+    from pkdgan.reports import html_report
+    from pkdgan.studies.grid import GRID_FILE
+    from pkdgan.studies.report import load_study, write_report
 
     path: Path = args.path
     if (path / GRID_FILE).is_file():

@@ -8,9 +8,9 @@ import shlex
 from pathlib import Path
 
 from pkdgan.commands._common import parse_classes
-from pkdgan.config import PRECISIONS
-from pkdgan.errors import UsageError
-from pkdgan.studies import DEFAULT_BATCH_SIZES, PRESETS, STUDIES, STUDY_DATASETS, GridRequest
+from pkdgan.core.config import PRECISIONS
+from pkdgan.core.errors import UsageError
+from pkdgan.studies.specs import DEFAULT_BATCH_SIZES, PRESETS, STUDIES, STUDY_DATASETS, GridRequest
 
 INT_OVERRIDES = ("epochs", "width", "nz", "image_size", "max_train", "max_test", "batch_size",
                  "student_epochs", "student_batch_size", "step2_epochs")
@@ -48,10 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="local executor: parallel processes")
     p.add_argument("--stack", type=int, default=1,
                    help="train up to this many batch-1 runs of a grid together in one "
-                        "vectorised pass: EDE-GAN runs (pkdgan.multi, about 2x images/s) and "
+                        "vectorised pass: EDE-GAN runs (pkdgan.training.multi, about 2x images/s) and "
                         "the frozen-teacher epochs (and alone baselines) of distillation runs of "
                         "different classes "
-                        "(pkdgan.multi_distill, about 7x); same results as one by one (see "
+                        "(pkdgan.training.multi_distill, about 7x); same results as one by one (see "
                         "docs/performance.md); 1 = one run at a time")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: start a local Ray); runs are written to "
@@ -113,8 +113,8 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.grid import run_grid
-    from pkdgan.studies import build_specs
+    from pkdgan.studies.grid import run_grid
+    from pkdgan.studies.specs import build_specs
 
     req = request(args)
     if args.list:

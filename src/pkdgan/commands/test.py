@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.evaluate_run import evaluate_run
+    from pkdgan.pipeline.evaluate_run import evaluate_run
 
     metrics = evaluate_run(args.run_dir, data_root=args.data_root, from_scores=args.from_scores)
     if args.json:

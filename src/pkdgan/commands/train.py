@@ -13,8 +13,8 @@ from pkdgan.commands._common import (
     parse_classes,
     run_config,
 )
-from pkdgan.config import DataConfig
-from pkdgan.errors import UsageError
+from pkdgan.core.config import DataConfig
+from pkdgan.core.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_channels(args: argparse.Namespace) -> int:
-    from pkdgan.data import dataset_channels
+    from pkdgan.data.datasets import dataset_channels
 
     if args.channels is not None:
         return args.channels
@@ -42,11 +42,11 @@ def resolve_channels(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.readers import download
-    from pkdgan.train import train_run
+    from pkdgan.data.readers import download
+    from pkdgan.pipeline.train_run import train_run
 
     if args.download:
-        from pkdgan.data import resolve_data_root
+        from pkdgan.data.datasets import resolve_data_root
 
         if args.dataset not in ("mnist", "fmnist", "cifar10"):
             raise UsageError(f"--download is not available for dataset {args.dataset}")
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     t = configs[0].train
     if len(configs) > 1 and t.batch_size == 1 and t.precision == "fp32":
         # batch size 1 leaves the CPU idle: the classes train together, one model each (multi.py)
-        from pkdgan.multi import train_runs
+        from pkdgan.pipeline.train_run import train_runs
 
         all_metrics = train_runs(configs, dirs, resume=args.resume, progress=not args.no_progress)
     else:

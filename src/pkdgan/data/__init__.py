@@ -1,0 +1,1 @@
+"""Image datasets: readers for the raw formats, one-class splits, synthetic anomalies."""

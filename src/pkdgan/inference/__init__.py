@@ -1,0 +1,1 @@
+"""Fitted detectors and scoring: the estimator classes, fast scorers, ONNX export, file prediction."""

@@ -1,0 +1,217 @@
+"""Fast batched anomaly scoring (teacher or student) with PyTorch or ONNX Runtime.
+
+``edegan.score_both`` runs the training modules in eval mode. Scoring needs less: no autograd,
+BatchNorm's running statistics are constants (folded into the preceding convolution), and
+PyTorch's CPU transposed convolution is slow (its im2col path dominated the student's time,
+measured), so each stride-2 transposed convolution becomes the equivalent sub-pixel form — one
+3x3 convolution producing the four output phases, then ``pixel_shuffle`` — and a transposed
+convolution of the 1x1 code is a matrix product. Results equal ``score_both`` up to float
+rounding (``tests/test_scoring.py``).
+
+ONNX Runtime (``pip install 'pkdgan[onnx]'``) runs the graph ``export.export_onnx`` writes; on
+this CPU it was the faster backend for the thin student networks (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import UsageError
+from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
+from pkdgan.models.losses import latent_score, reconstruction_score
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None,
+             out_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` in eval mode; ``out_dim`` is the weight's output axis."""
+    out_channels = weight.shape[out_dim]
+    b = bias.detach().clone() if bias is not None else weight.new_zeros(out_channels)
+    if bn is None:
+        return weight.detach().clone(), b
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    shape = [1] * weight.dim()
+    shape[out_dim] = out_channels
+    return weight.detach() * scale.view(shape), (b - bn.running_mean) * scale + bn.bias.detach()
+
+
+class _Linear2d(nn.Module):
+    """A transposed convolution of a 1x1 map (the decoder's first layer) as one matrix product."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        c, o, kh, kw = weight.shape
+        self.shape = (o, kh, kw)
+        self.weight = nn.Parameter(weight.reshape(c, -1).t().contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.repeat_interleave(kh * kw), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.flatten(1), self.weight, self.bias).view(-1, *self.shape)
+
+
+class _SubPixel(nn.Module):
+    """ConvTranspose2d(kernel 4, stride 2, padding 1) as a 3x3 convolution to 4x channels, then
+    ``pixel_shuffle(2)``: output phase (r, t) of channel o reads input rows/columns {m-1, m} or
+    {m, m+1}, i.e. taps of the transposed kernel at (3, 1) or (2, 0)."""
+
+    # for output phase r and 3x3 tap a: the transposed kernel's row, or -1 (zero)
+    TAPS = ((3, 1, -1), (-1, 2, 0))
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        c, o = weight.shape[:2]
+        k3 = weight.new_zeros(o, 2, 2, c, 3, 3)
+        for r in range(2):
+            for t in range(2):
+                for a, ky in enumerate(self.TAPS[r]):
+                    for b, kx in enumerate(self.TAPS[t]):
+                        if ky >= 0 and kx >= 0:
+                            k3[:, r, t, :, a, b] = weight[:, :, ky, kx].t()
+        self.weight = nn.Parameter(k3.reshape(o * 4, c, 3, 3), requires_grad=False)
+        self.bias = nn.Parameter(bias.repeat_interleave(4), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(F.conv2d(x, self.weight, self.bias, padding=1), 2)
+
+
+def _fused_layer(conv: nn.Module, bn: nn.BatchNorm2d | None, first_of_decoder: bool) -> nn.Module:
+    if isinstance(conv, nn.Conv2d):
+        w, b = _fold_bn(conv.weight, conv.bias, bn, 0)
+        out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        out.weight, out.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
+        return out
+    w, b = _fold_bn(conv.weight, conv.bias, bn, 1)
+    stride, pad, k = conv.stride, conv.padding, conv.kernel_size
+    if first_of_decoder and stride == (1, 1) and pad == (0, 0):
+        return _Linear2d(w, b)
+    if stride == (2, 2) and pad == (1, 1) and k == (4, 4) and conv.output_padding == (0, 0):
+        return _SubPixel(w, b)
+    out = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, k, stride, pad)
+    out.weight, out.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
+    return out
+
+
+def _fuse_sequential(seq: nn.Sequential, decoder: bool = False) -> nn.Sequential:
+    layers = list(seq)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        m = layers[i]
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            bn = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
+            out.append(_fused_layer(m, bn, decoder and i == 0))
+            i += 2 if bn is not None else 1
+        elif isinstance(m, nn.BatchNorm2d):
+            raise UsageError("a BatchNorm without a preceding convolution cannot be folded")
+        else:
+            out.append(m)
+            i += 1
+    return nn.Sequential(*out)
+
+
+class InferenceGenerator(nn.Module):
+    """Eval-only copy of a ``nets.Generator`` (E1 -> D -> E2) with BatchNorm folded away."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.encoder1 = self._encoder(generator.encoder1)
+        self.decoder = _fuse_sequential(generator.decoder.net, decoder=True)
+        self.encoder2 = self._encoder(generator.encoder2)
+        self.bounded = generator.bounded
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def _encoder(enc: nn.Module) -> nn.Sequential:
+        return nn.Sequential(_fuse_sequential(enc.features), _fuse_sequential(nn.Sequential(enc.head)))
+
+    def encode(self, enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        z = enc(x).flatten(1)
+        return torch.tanh(z) if self.bounded else z
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.encode(self.encoder1, x)
+        x_hat = self.decoder(z[:, :, None, None])
+        return z, x_hat, self.encode(self.encoder2, x_hat)
+
+
+class TorchScorer:
+    """Batched PyTorch scoring: no autograd, BatchNorm folded, optional channels-last layout."""
+
+    def __init__(self, generator: nn.Module, batch_size: int = 256, channels_last: bool = False) -> None:
+        if batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        self.device = next(generator.parameters()).device
+        net = InferenceGenerator(generator)
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=self.format)
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent, reconstruction) scores, as ``edegan.score_both``."""
+        lat, rec = [], []
+        for i in range(0, len(x), self.batch_size):
+            xb = x[i:i + self.batch_size].to(self.device, memory_format=self.format)
+            z, x_hat, z_hat = self.net(xb)
+            lat.append(latent_score(z, z_hat).float().cpu())
+            rec.append(reconstruction_score(xb, x_hat).float().cpu())
+        if not lat:
+            return torch.empty(0), torch.empty(0)
+        return torch.cat(lat), torch.cat(rec)
+
+
+class OrtScorer:
+    """ONNX Runtime scoring of the graph ``export.export_onnx`` writes (one score kind)."""
+
+    def __init__(self, generator: nn.Module, model_cfg: ModelConfig, score: str = "latent",
+                 batch_size: int = 256, threads: int | None = None, stats: Stats | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError("ONNX Runtime scoring needs the onnx extra: "
+                             "pip install 'pkdgan[onnx]'") from None
+        from pkdgan.inference.export import export_onnx
+
+        check_kind(score, KINDS)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(generator, model_cfg, Path(tmp) / "score.onnx", score, stats)
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.batch_size = batch_size
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        out = [self.session.run(None, {self.input: arr[i:i + self.batch_size]})[0]
+               for i in range(0, len(arr), self.batch_size)]
+        return np.concatenate(out) if out else np.empty(0, np.float32)
+
+
+def fast_scores(generator: nn.Module, x: torch.Tensor, model_cfg: ModelConfig | None = None,
+                score: str = "latent", backend: str = "torch", batch_size: int = 256,
+                stats: Stats | None = None) -> np.ndarray:
+    """Anomaly scores of ``x`` (higher = more anomalous) with the chosen backend.
+
+    ``stats`` (held-out standardisation, ``score_kinds.standardization``) is needed for ``combined``.
+    """
+    check_kind(score, KINDS)
+    if backend == "torch":
+        lat, rec = TorchScorer(generator, batch_size).scores(x)
+        return np.asarray(kind_scores(lat.numpy(), rec.numpy(), score, stats or {}))
+    if backend == "onnxruntime":
+        if model_cfg is None:
+            raise UsageError("ONNX Runtime scoring needs the model config (image size, channels)")
+        return OrtScorer(generator, model_cfg, score, batch_size, stats=stats)(x)
+    raise UsageError(f"unknown scoring backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,1 @@
+"""Figures, galleries and the HTML page of one run."""

@@ -1,0 +1,1 @@
+"""Training loops: EDE-GAN, P-KDGAN distillation, and K models at once."""

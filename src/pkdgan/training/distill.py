@@ -1,0 +1,353 @@
+"""P-KDGAN: distilling a trained EDE-GAN teacher into a much smaller student.
+
+Structures (``DistillConfig`` docs the numbering): 1 = teacher frozen, student learns from K
+only; 2 = frozen, student K + its own GAN loss; 3 = teacher and student trained jointly (teacher
+GAN loss + K, student K + GAN loss); 4 = joint, student K only. Progressive distillation runs a
+frozen step (default 2) then a joint step (default 3), the paper's best combination.
+
+Per training step: both generators' forward passes, one backward of
+``K + [student GAN loss] + [teacher GAN loss]`` (K's gradient reaches the teacher only when it
+is trained), generator updates, then each trained model's own discriminator step. A frozen
+teacher runs in eval mode with ``requires_grad`` off, and its outputs for the training set are
+computed once per frozen step: it is deterministic, so this is exact and saves its forward pass.
+
+When the student's nz differs from the teacher's, a learned linear map on the **student side**
+(nz_s -> nz_t, trained with the student's generator, used by K1 and K2 only) carries student
+latents into the teacher's space. It is not part of the scoring path: the student's anomaly
+score stays in its own latent space, and its FLOPs are not counted. Projecting the teacher down
+instead would let the map shrink the target toward zero.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pkdgan.core import runs
+from pkdgan.core.config import (
+    DataConfig,
+    DistillConfig,
+    ModelConfig,
+    RunConfig,
+    steps_per_epoch,
+)
+from pkdgan.core.errors import UsageError
+from pkdgan.data.datasets import OneClassSplit
+from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
+from pkdgan.models.edegan import EDEGANModel
+from pkdgan.models.losses import distillation_loss
+from pkdgan.training.checkpoints import load_state, save_state
+from pkdgan.training.train import (
+    EpochLog,
+    GanState,
+    autocast,
+    check_finite,
+    discriminator_step,
+    fit,
+    generator_terms,
+    make_adam,
+    resolve_device,
+)
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One of the paper's four single-step structures."""
+
+    number: int
+    teacher_trained: bool
+    student_gan: bool
+
+
+STRUCTURES = {
+    1: Structure(1, teacher_trained=False, student_gan=False),
+    2: Structure(2, teacher_trained=False, student_gan=True),
+    3: Structure(3, teacher_trained=True, student_gan=True),
+    4: Structure(4, teacher_trained=True, student_gan=False),
+}
+# Every history row carries every column, so rows of different structures line up.
+HISTORY_KEYS = ("k1", "kx", "k2", "k_total", "s_g_adversarial", "s_g_contextual", "s_g_latent",
+                "s_g_constraint", "s_g_total", "s_d", "t_g_adversarial", "t_g_contextual",
+                "t_g_latent", "t_g_constraint", "t_g_total", "t_d")
+
+
+def make_projection(student_nz: int, teacher_nz: int) -> nn.Module:
+    """Student-side nz_s -> nz_t linear map for K1/K2, or identity when the sizes agree."""
+    return nn.Identity() if student_nz == teacher_nz else nn.Linear(student_nz, teacher_nz)
+
+
+@dataclass
+class Pair:
+    """Student and teacher with their optimizers, plus the student-side latent projection."""
+
+    student: GanState
+    teacher: GanState
+    projection: nn.Module
+    teacher_changed: bool = False
+
+    def project(self, out: Outputs) -> Outputs:
+        z, x_hat, z_hat = out
+        return self.projection(z), x_hat, self.projection(z_hat)
+
+    def set_structure(self, structure: Structure) -> None:
+        """Frozen teacher: eval mode, no gradients (bit-identical weights and BN buffers)."""
+        t = self.teacher.model
+        t.train(structure.teacher_trained)
+        t.requires_grad_(structure.teacher_trained)
+        if structure.teacher_trained:
+            self.teacher_changed = True
+
+
+@torch.no_grad()
+def teacher_outputs(generator: nn.Module, x: torch.Tensor, batch_size: int = 256) -> Outputs:
+    """Eval-mode (z, x_hat, z_hat) of every image in ``x``, kept on the CPU like ``x``."""
+    device = next(generator.parameters()).device
+    parts = [generator(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    return tuple(torch.cat([p[j] for p in parts]).cpu() for j in range(3))  # type: ignore[return-value]
+
+
+def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: DistillConfig,
+                 target: Outputs | None) -> dict[str, float]:
+    """One update of the trained model(s); ``target`` is the frozen teacher's output for ``x``."""
+    s, t = pair.student, pair.teacher
+    out: dict[str, float] = {}
+    loss = x.new_zeros(())
+    with autocast(dcfg.precision, x.device):
+        if structure.teacher_trained:
+            t_terms, t_xhat, target = generator_terms(t.model, x, dcfg.gan)
+            loss = loss + t_terms["total"]
+            out |= {f"t_g_{k}": v.item() for k, v in t_terms.items()}
+        assert target is not None, "a frozen teacher's outputs must be given"
+        if structure.student_gan:
+            s_terms, s_xhat, s_out = generator_terms(s.model, x, dcfg.gan)
+            loss = loss + s_terms["total"]
+            out |= {f"s_g_{k}": v.item() for k, v in s_terms.items()}
+        else:
+            s_out = s.model.generator(x)
+            s_xhat = s_out[1]
+        k = distillation_loss(pair.project(s_out), target, dcfg.w1, dcfg.wx, dcfg.w2)
+        loss = loss + k["total"]
+    out |= {"k1": k["k1"].item(), "kx": k["kx"].item(), "k2": k["k2"].item(),
+            "k_total": k["total"].item()}
+    s.opt_g.zero_grad(set_to_none=True)
+    if structure.teacher_trained:
+        t.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    s.opt_g.step()
+    if structure.teacher_trained:
+        t.opt_g.step()
+    if structure.student_gan:
+        out["s_d"] = discriminator_step(s, x, s_xhat, dcfg.d_reinit_threshold,
+                                         dcfg.precision).item()
+    if structure.teacher_trained:
+        out["t_d"] = discriminator_step(t, x, t_xhat, dcfg.d_reinit_threshold,
+                                         dcfg.precision).item()
+    return out
+
+
+def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | None:
+    """Test AUROC of one generator (reported, never used to choose anything); None when the
+    split has no labelled test set with both kinds of images (e.g. fitting from the Python API)."""
+    if not has_both_labels(split.test_labels):
+        return None
+    from pkdgan.evaluation.split_scores import scores_and_choice
+
+    s, choice = scores_and_choice(generator, split, score)
+    return float(evaluate_scores(s[choice["score"]], split.test_labels)["auroc"])
+
+
+def check_student_shape(student_cfg: ModelConfig, teacher_cfg: ModelConfig) -> None:
+    if (student_cfg.image_size, student_cfg.channels) != (teacher_cfg.image_size, teacher_cfg.channels):
+        raise UsageError(
+            f"student image shape {student_cfg.channels}x{student_cfg.image_size} differs from the "
+            f"teacher's {teacher_cfg.channels}x{teacher_cfg.image_size}"
+        )
+
+
+def epoch_row(epoch: int, step: int, structure: Structure, log: EpochLog, pair: Pair,
+              seconds: float, n: int) -> dict[str, Any]:
+    """One epoch's history row (every column of ``HISTORY_KEYS``, blank where unused)."""
+    means = log.means()
+    return {"epoch": epoch + 1, "step": step + 1, "structure": structure.number,
+            **{k: f"{means[k]:.6g}" if k in means else "" for k in HISTORY_KEYS},
+            "d_reinits": pair.student.d_reinits, "teacher_d_reinits": pair.teacher.d_reinits,
+            "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
+
+
+def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_all: torch.Tensor,
+                  dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator, bar: tqdm,
+                  info: dict[str, Any], run_dir: Path | None, config_json: str) -> None:
+    """Epochs ``start`` .. end of ``plan``; logs and checkpoints each one when ``run_dir`` is set."""
+    n, bs = len(x_all), dcfg.batch_size
+    steps = steps_per_epoch(n, bs, dcfg.drop_last)
+    targets: Outputs | None = None
+    for epoch in range(start, len(plan)):
+        step, structure = plan[epoch]
+        t0 = time.perf_counter()
+        pair.set_structure(structure)
+        if structure.teacher_trained:
+            targets = None
+        elif targets is None:
+            targets = teacher_outputs(pair.teacher.model.generator, x_all)
+        log = EpochLog()
+        perm = torch.randperm(n, generator=shuffle)
+        for i in range(steps):
+            idx = perm[i * bs:(i + 1) * bs]
+            target = None if targets is None else tuple(a[idx].to(device) for a in targets)
+            losses = distill_step(pair, x_all[idx].to(device), structure, dcfg, target)  # type: ignore[arg-type]
+            check_finite(losses, epoch, i)
+            log.add(losses)
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, structure=structure.number,
+                                k=f"{losses['k_total']:.3f}", refresh=False)
+        seconds = time.perf_counter() - t0
+        info["train_seconds"] += seconds
+        info["step_seconds"][step] += seconds
+        if run_dir is not None:
+            runs.append_history(run_dir / runs.HISTORY,
+                                epoch_row(epoch, step, structure, log, pair, seconds, n))
+            save_state(run_dir, pair, epoch + 1, shuffle, config_json, info)
+
+
+def make_plan(dcfg: DistillConfig) -> list[tuple[int, Structure]]:
+    """(step index, structure) for every epoch of ``dcfg``'s schedule."""
+    return [(step, STRUCTURES[number]) for step, (number, epochs) in enumerate(dcfg.schedule())
+            for _ in range(epochs)]
+
+
+def make_pair(teacher: EDEGANModel, student_cfg: ModelConfig, dcfg: DistillConfig,
+              device: torch.device) -> tuple[Pair, torch.Generator]:
+    """Seeded student, projection and optimizers, and the shuffling generator.
+
+    Seeding here gives the student the init and data order of ``fit`` with ``dcfg.seed``; the
+    global RNG is left where the discriminator's re-initialisations draw from.
+    """
+    torch.manual_seed(dcfg.seed)
+    shuffle = torch.Generator().manual_seed(dcfg.seed)
+    s_train, t_train = dcfg.train_config(), dcfg.train_config(teacher=True)
+    student = EDEGANModel(student_cfg).to(device)
+    projection = make_projection(student_cfg.nz, teacher.cfg.nz).to(device)
+    pair = Pair(
+        GanState(student, make_adam([*student.generator.parameters(), *projection.parameters()],
+                                    s_train, device),
+                 make_adam(student.discriminator.parameters(), s_train, device)),
+        GanState(teacher, make_adam(teacher.generator.parameters(), t_train, device),
+                 make_adam(teacher.discriminator.parameters(), t_train, device)),
+        projection,
+    )
+    return pair, shuffle
+
+
+def start_state(pair: Pair, shuffle: torch.Generator, dcfg: DistillConfig, run_dir: Path | None,
+                resume: bool) -> tuple[int, dict[str, Any]]:
+    """(epochs done, info): a fresh start, or the last checkpoint of an interrupted run."""
+    if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
+        return load_state(run_dir, pair, shuffle)
+    return 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
+
+
+def run_plan(pair: Pair, plan: list[tuple[int, Structure]], start: int, split: OneClassSplit,
+             dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator,
+             info: dict[str, Any], run_dir: Path | None, config_json: str, progress: bool) -> None:
+    """``_train_epochs`` from ``start`` with its progress bar."""
+    n = len(split.train)
+    steps = steps_per_epoch(n, dcfg.batch_size, dcfg.drop_last)
+    bar = tqdm(total=(len(plan) - start) * steps, disable=not progress, unit="step", desc="distill",
+               dynamic_ncols=True, mininterval=0.5)
+    try:
+        _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
+                      run_dir, config_json)
+    finally:
+        bar.close()
+
+
+def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dict[str, Any],
+                before: float | None) -> dict[str, Any]:
+    """Leave both models in eval mode; ``info`` completed with totals and teacher AUROCs."""
+    teacher, student, projection = pair.teacher.model, pair.student.model, pair.projection
+    teacher.requires_grad_(True)
+    teacher.eval()
+    student.eval()
+    after = auroc(teacher.generator, split, dcfg.score) if pair.teacher_changed else before
+    total, n = dcfg.total_epochs(), len(split.train)
+    info.update(
+        epochs=total, schedule=[list(s) for s in dcfg.schedule()], n_train=n,
+        d_reinits=pair.student.d_reinits, teacher_d_reinits=pair.teacher.d_reinits,
+        teacher_changed=pair.teacher_changed, teacher_auroc_before=before, teacher_auroc_after=after,
+        projection=(None if isinstance(projection, nn.Identity)
+                    else f"student side: linear {student.cfg.nz} -> {teacher.cfg.nz}"),
+        seconds_per_epoch=info["train_seconds"] / max(total, 1),
+        images_per_second=n * total / max(info["train_seconds"], 1e-9),
+    )
+    return info
+
+
+def teacher_auroc_before(teacher: EDEGANModel, split: OneClassSplit, dcfg: DistillConfig,
+                         device: torch.device) -> float | None:
+    """Move the teacher to ``device`` in eval mode and report its test AUROC before distillation."""
+    teacher.to(device).eval()
+    return auroc(teacher.generator, split, dcfg.score)
+
+
+def alone_config(student_cfg: ModelConfig, dcfg: DistillConfig, data: DataConfig | None) -> RunConfig:
+    """The ``alone`` baseline's run: the student trained by ``train.fit`` with ``dcfg``'s settings."""
+    return RunConfig(model=student_cfg, loss=dcfg.gan, data=data or DataConfig(),
+                     train=dcfg.train_config())
+
+
+def alone_info(info: dict[str, Any], before: float | None) -> dict[str, Any]:
+    """``fit``'s info with the teacher fields a distillation run reports (the teacher never trains)."""
+    return info | {"teacher_auroc_before": before, "teacher_auroc_after": before,
+                   "teacher_changed": False}
+
+
+def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
+            dcfg: DistillConfig, run_dir: Path | None = None, progress: bool = True, *,
+            data: DataConfig | None = None, resume: bool = False,
+            config_json: str = "{}") -> tuple[EDEGANModel, EDEGANModel, dict[str, Any]]:
+    """Train a student from ``teacher`` on ``split.train``; returns (student, teacher, info).
+
+    The teacher is fine-tuned in place in joint steps. ``mode="alone"`` trains the student
+    without the teacher through ``train.fit`` (``data`` then names the data in its run config).
+    ``info`` holds ``teacher_auroc_before`` / ``teacher_auroc_after`` (equal when the teacher
+    never trained) and timings. With ``run_dir``, each epoch is checkpointed (``resume`` goes on
+    from the last one).
+    """
+    check_student_shape(student_cfg, teacher.cfg)
+    device = resolve_device(dcfg.device)
+    before = teacher_auroc_before(teacher, split, dcfg, device)
+    if dcfg.mode == "alone":
+        student, info = fit(alone_config(student_cfg, dcfg, data), split, run_dir, resume=resume,
+                            progress=progress)
+        return student, teacher, alone_info(info, before)
+
+    pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
+    start, info = start_state(pair, shuffle, dcfg, run_dir, resume)
+    run_plan(pair, make_plan(dcfg), start, split, dcfg, device, shuffle, info, run_dir, config_json,
+             progress)
+    return pair.student.model, teacher, finish_info(pair, split, dcfg, info, before)
+
+
+# --- run folders -------------------------------------------------------------------------------
+
+
+def resolve_student(student: str | ModelConfig, teacher_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
+    """A registry name takes the teacher's image shape and latent constraint (``for_teacher``);
+    an explicit config must already match the teacher's shape."""
+    from pkdgan.core.registry import for_teacher, get_config
+
+    if isinstance(student, str):
+        return for_teacher(get_config(student), teacher_cfg), student
+    check_student_shape(student, teacher_cfg)
+    return student, None
+
+
