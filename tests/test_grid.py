@@ -18,7 +18,8 @@ import torch
 from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
-from pkdgan.studies.grid import read_grid, run_grid, tasks
+from pkdgan.studies.executors import tasks
+from pkdgan.studies.grid import read_grid, run_grid
 from pkdgan.studies.report import write_report
 from pkdgan.studies.specs import PRESETS, GridRequest, build_specs
 from pkdgan.studies.stats import arm_steps, mean_stats, paired, undertrained

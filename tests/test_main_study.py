@@ -143,12 +143,12 @@ def test_api_defaults_are_the_cpu_preset():
 def test_one_worker_finishes_class_by_class(monkeypatch):
     """Without workers or stacking, a class's students follow its teacher, so a grid stopped
     half-way has whole rows of the table rather than every teacher and no student."""
-    from pkdgan.studies import grid
+    from pkdgan.studies import executors
 
     specs = build_specs(request("main", classes=(0, 1)))
     ran: list[str] = []
-    monkeypatch.setattr(grid, "execute_spec", lambda spec, store: ran.append(spec.name) or {})
-    grid.run_local(specs, store=None, workers=1, on_result=lambda r: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(executors, "execute_spec", lambda spec, store: ran.append(spec.name) or {})
+    executors.run_local(specs, store=None, workers=1, on_result=lambda r: None)  # type: ignore[arg-type]
     arms = [next(s.arm for s in specs if s.name == n) for n in ran]
     assert arms == ["teacher", "alone", "single-2", "p-kdgan"] * 2
     assert [next(s.normal_class for s in specs if s.name == n) for n in ran] == [0] * 4 + [1] * 4

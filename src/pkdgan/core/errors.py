@@ -29,3 +29,9 @@ class DivergenceError(PkdganError):
     """Training produced NaN/Inf losses; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class RunBusy(PkdganError):
+    """Another process is writing this run folder (it holds the folder's lock, ``core.locks``)."""
+
+    exit_code = 1

@@ -42,9 +42,11 @@ from pkdgan.evaluation.score_kinds import (
     kind_scores,
     resolve,
 )
+from pkdgan.inference.export import export_onnx
 from pkdgan.inference.predict import as_images
 from pkdgan.models.edegan import score_both
 from pkdgan.models.losses import latent_score, reconstruction_score
+from pkdgan.training.train import resolve_device
 
 HOLDOUT_PREFIX = "detector.holdout_"
 # calibration.json keys that describe the threshold, not how the score kind was chosen
@@ -142,7 +144,6 @@ class OneClassDetector(BaseEstimator, ABC):
 
     def _set_model(self, generator: nn.Module, discriminator: nn.Module | None,
                    config: dict[str, Any]) -> None:
-        from pkdgan.training.train import resolve_device
 
         device = resolve_device(self.device)
         self.generator_ = generator.to(device).eval()
@@ -301,7 +302,6 @@ class OneClassDetector(BaseEstimator, ABC):
 
     def to_onnx(self, path: str | Path) -> Path:
         """Export the scoring path (image batch -> raw scores) as one ONNX graph."""
-        from pkdgan.inference.export import export_onnx
 
         self._check_fitted()
         return export_onnx(self.generator_, self.model_config_, Path(path), self.score_,

@@ -24,6 +24,8 @@ from pkdgan.evaluation.score_kinds import (
 from pkdgan.inference.detector import _CPU, OneClassDetector
 from pkdgan.inference.predict import infer_channels
 from pkdgan.models.edegan import EDEGANModel
+from pkdgan.training.distill import distill, resolve_student
+from pkdgan.training.train import fit
 
 
 class EDEGAN(OneClassDetector):
@@ -94,7 +96,6 @@ class EDEGAN(OneClassDetector):
 
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
-        from pkdgan.training.train import fit
 
         cfg = self.run_config(channels)
         model, info = fit(cfg, split, None, progress=self.progress)
@@ -181,7 +182,6 @@ class PKDGAN(OneClassDetector):
 
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:
-        from pkdgan.training.distill import distill, resolve_student
 
         dcfg = self.distill_config()
         teacher = self._teacher()

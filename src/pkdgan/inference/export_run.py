@@ -24,6 +24,7 @@ from pkdgan.inference.export import (
     preprocessing,
     sidecar_path,
 )
+from pkdgan.inference.loading import load
 
 
 def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
@@ -33,8 +34,6 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
     ``score`` defaults to the run's own; the threshold and normalisation statistics are the
     run's held-out normal calibration for that score (never test labels).
     """
-    from pkdgan.inference.detector import load
-
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     detector = load(run_dir, score=score)

@@ -23,6 +23,8 @@ from pkdgan.evaluation.score_kinds import (
 )
 from pkdgan.inference.detector import CALIBRATION_KEYS, DECISION_KEY, HOLDOUT_PREFIX, OneClassDetector
 from pkdgan.inference.estimators import EDEGAN, PKDGAN
+from pkdgan.models.nets import build_discriminator
+from pkdgan.training.checkpoints import load_run_generator
 
 
 def _params_from_config(cls: type[OneClassDetector], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +61,6 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
     ``contamination`` or another ``score`` is asked for; otherwise it is the run's own
     (``calibration.json``). Test labels are never read.
     """
-    from pkdgan.training.checkpoints import load_run_generator
 
     run_dir = Path(run_dir)
     cfg, generator = load_run_generator(run_dir)
@@ -104,7 +105,6 @@ def _recorded_choice(run_dir: Path, requested: str, saved: dict[str, Any],
 
 
 def _discriminator(cfg: dict[str, Any], ckpt: dict[str, torch.Tensor], run_dir: Path) -> nn.Module | None:
-    from pkdgan.models.nets import build_discriminator
 
     state = runs.unflatten_state("discriminator", ckpt)
     if not state:

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.registry import get_entry
+from pkdgan.models.losses import latent_score
 from pkdgan.models.nets import build_discriminator, build_generator
 
 
@@ -94,7 +95,6 @@ def scoring_speed(generator: nn.Module, channels: int, image_size: int, batch_si
     One warm-up batch, then whole batches until ``min_seconds`` have passed; compare models
     measured in the same process (and thread setting) only.
     """
-    from pkdgan.models.losses import latent_score
 
     was_training = generator.training
     generator.eval()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkdgan.core import runs
+from pkdgan.core import locks, runs
 from pkdgan.core.config import (
     DataConfig,
     DistillConfig,
@@ -22,8 +22,10 @@ from pkdgan.core.config import (
     from_dict,
 )
 from pkdgan.core.errors import DataError, DivergenceError, UsageError
-from pkdgan.data.datasets import OneClassSplit
+from pkdgan.data.datasets import OneClassSplit, one_class_split
 from pkdgan.models.edegan import EDEGANModel
+from pkdgan.models.flops import model_cost
+from pkdgan.pipeline.results import finish_run
 from pkdgan.training.distill import distill, resolve_student
 from pkdgan.training.multi_distill import DistillResult, Job, alone_many, distill_many, stack_reason
 
@@ -124,7 +126,6 @@ def run_config(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dc
 def prepare_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
                 out_dir: Path, data_root: str | None = None, resume: bool = False) -> PreparedRun:
     """``distill_run``'s set-up: teacher, student config, run config (written), data split."""
-    from pkdgan.data.datasets import one_class_split
 
     out_dir = Path(out_dir)
     teacher, student_cfg, student_name, data, config = run_config(teacher_run_dir, student_name_or_cfg,
@@ -137,8 +138,6 @@ def prepare_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
 def complete_run(prep: PreparedRun, dcfg: DistillConfig, student: EDEGANModel,
                  teacher: EDEGANModel, info: dict[str, Any]) -> dict[str, Any]:
     """Scores, metrics and the final checkpoint of a trained student; returns the metrics."""
-    from pkdgan.models.flops import model_cost
-    from pkdgan.pipeline.results import finish_run
 
     out_dir, config, data = prep.out_dir, prep.config, prep.data
     runs.write_json(out_dir / runs.CONFIG, config)
@@ -165,11 +164,12 @@ def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
     The data and its split are the teacher's (``prepare_run``); ``data_root`` overrides where
     they are read.
     """
-    prep = prepare_run(teacher_run_dir, student_name_or_cfg, dcfg, out_dir, data_root, resume)
-    student, teacher, info = distill(prep.teacher, prep.student_cfg, prep.split, dcfg, prep.out_dir,
-                                     progress, data=prep.data, resume=prep.resuming,
-                                     config_json=prep.config_json)
-    return complete_run(prep, dcfg, student, teacher, info)
+    with locks.hold(out_dir):
+        prep = prepare_run(teacher_run_dir, student_name_or_cfg, dcfg, out_dir, data_root, resume)
+        student, teacher, info = distill(prep.teacher, prep.student_cfg, prep.split, dcfg, prep.out_dir,
+                                         progress, data=prep.data, resume=prep.resuming,
+                                         config_json=prep.config_json)
+        return complete_run(prep, dcfg, student, teacher, info)
 
 
 def _stderr(message: str) -> None:
@@ -190,55 +190,56 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
     interrupted ones go on from their last epoch. Runs that finish are written before a
     divergence of another is reported.
     """
-    if not len(teacher_run_dirs) == len(students) == len(out_dirs):
-        raise UsageError("distill_runs needs one student and one out folder per teacher run")
-    metrics: dict[int, dict[str, Any]] = {}
-    todo: list[int] = []
-    for i, (t, s, out) in enumerate(zip(teacher_run_dirs, students, out_dirs, strict=True)):
-        out = Path(out)
-        if resume and runs.is_finished(out):
-            config = run_config(t, s, dcfg, data_root)[-1]
-            saved = runs.read_json(out / runs.CONFIG)
-            if isinstance(saved, dict) and saved.get("config_hash") == config["config_hash"]:
-                metrics[i] = runs.read_json(out / runs.METRICS)
-                continue
-        todo.append(i)
-    preps = {i: prepare_run(teacher_run_dirs[i], students[i], dcfg, out_dirs[i], data_root, resume)
-             for i in todo}
-    jobs = {i: Job(p.teacher, p.student_cfg, p.split, dcfg, p.out_dir, p.resuming, p.config_json)
-            for i, p in preps.items()}
-    groups: dict[Any, list[int]] = {}
-    for i in todo:
-        key = (jobs[i].student_cfg, jobs[i].teacher.cfg.nz) if stack else i
-        groups.setdefault(key, []).append(i)
-    errors: list[str] = []
-    for members in groups.values():
-        reason = stack_reason([jobs[i] for i in members])
-        if len(members) > 1 and dcfg.mode == "alone" and dcfg.batch_size == 1 \
-                and dcfg.precision == "fp32":
-            results = alone_many([jobs[i] for i in members], [preps[i].data for i in members],
-                                 resume, progress)
-        elif len(members) > 1 and reason is None:
-            results = distill_many([jobs[i] for i in members], progress)
-        else:
-            if len(members) > 1:
-                note(f"distilling {len(members)} students one by one: {reason}")
-            results = []
-            for i in members:
-                j = jobs[i]
-                try:
-                    student, teacher, info = distill(j.teacher, j.student_cfg, j.split, dcfg, j.run_dir,
-                                                     progress, data=preps[i].data, resume=j.resume,
-                                                     config_json=j.config_json)
-                except DivergenceError as e:
-                    results.append(DistillResult(j.teacher, j.teacher, {}, e))
+    with locks.hold_all([Path(d) for d in out_dirs]):
+        if not len(teacher_run_dirs) == len(students) == len(out_dirs):
+            raise UsageError("distill_runs needs one student and one out folder per teacher run")
+        metrics: dict[int, dict[str, Any]] = {}
+        todo: list[int] = []
+        for i, (t, s, out) in enumerate(zip(teacher_run_dirs, students, out_dirs, strict=True)):
+            out = Path(out)
+            if resume and runs.is_finished(out):
+                config = run_config(t, s, dcfg, data_root)[-1]
+                saved = runs.read_json(out / runs.CONFIG)
+                if isinstance(saved, dict) and saved.get("config_hash") == config["config_hash"]:
+                    metrics[i] = runs.read_json(out / runs.METRICS)
                     continue
-                results.append(DistillResult(student, teacher, info))
-        for i, res in zip(members, results, strict=True):
-            if res.error is not None:
-                errors.append(str(res.error))
-                continue
-            metrics[i] = complete_run(preps[i], dcfg, res.student, res.teacher, res.info)
-    if errors:
-        raise DivergenceError("; ".join(errors))
-    return [metrics[i] for i in range(len(teacher_run_dirs))]
+            todo.append(i)
+        preps = {i: prepare_run(teacher_run_dirs[i], students[i], dcfg, out_dirs[i], data_root, resume)
+                 for i in todo}
+        jobs = {i: Job(p.teacher, p.student_cfg, p.split, dcfg, p.out_dir, p.resuming, p.config_json)
+                for i, p in preps.items()}
+        groups: dict[Any, list[int]] = {}
+        for i in todo:
+            key = (jobs[i].student_cfg, jobs[i].teacher.cfg.nz) if stack else i
+            groups.setdefault(key, []).append(i)
+        errors: list[str] = []
+        for members in groups.values():
+            reason = stack_reason([jobs[i] for i in members])
+            if len(members) > 1 and dcfg.mode == "alone" and dcfg.batch_size == 1 \
+                    and dcfg.precision == "fp32":
+                results = alone_many([jobs[i] for i in members], [preps[i].data for i in members],
+                                     resume, progress)
+            elif len(members) > 1 and reason is None:
+                results = distill_many([jobs[i] for i in members], progress)
+            else:
+                if len(members) > 1:
+                    note(f"distilling {len(members)} students one by one: {reason}")
+                results = []
+                for i in members:
+                    j = jobs[i]
+                    try:
+                        student, teacher, info = distill(j.teacher, j.student_cfg, j.split, dcfg, j.run_dir,
+                                                         progress, data=preps[i].data, resume=j.resume,
+                                                         config_json=j.config_json)
+                    except DivergenceError as e:
+                        results.append(DistillResult(j.teacher, j.teacher, {}, e))
+                        continue
+                    results.append(DistillResult(student, teacher, info))
+            for i, res in zip(members, results, strict=True):
+                if res.error is not None:
+                    errors.append(str(res.error))
+                    continue
+                metrics[i] = complete_run(preps[i], dcfg, res.student, res.teacher, res.info)
+        if errors:
+            raise DivergenceError("; ".join(errors))
+        return [metrics[i] for i in range(len(teacher_run_dirs))]

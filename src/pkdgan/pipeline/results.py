@@ -21,6 +21,7 @@ from pkdgan.evaluation.score_kinds import (
     score_warning,
 )
 from pkdgan.evaluation.split_scores import calibrate, scores_and_choice
+from pkdgan.reports import plots
 
 
 def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
@@ -69,9 +70,8 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
 def write_plots(run_dir: Path, generator: nn.Module, split: OneClassSplit) -> None:
     """Plots are a convenience: any failure warns and never un-finishes the run."""
     try:
-        from pkdgan.reports.plots import write_run_plots
 
-        write_run_plots(run_dir, generator, split.test, split.test_labels)
+        plots.write_run_plots(run_dir, generator, split.test, split.test_labels)
     except Exception as e:  # whatever matplotlib raises, the run stays finished
         warnings.warn(f"{run_dir}: plots not written ({type(e).__name__}: {e})", stacklevel=2)
 

@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pkdgan.core import runs
+from pkdgan.core import locks, runs
 from pkdgan.core.config import RunConfig
 from pkdgan.core.errors import DivergenceError
+from pkdgan.data.datasets import one_class_split
+from pkdgan.pipeline.results import finish_run
 from pkdgan.training.multi import fit_many
 from pkdgan.training.train import fit
 
@@ -16,22 +18,20 @@ from pkdgan.training.train import fit
 def train_run(cfg: RunConfig, run_dir: Path, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
     """Data -> fit -> scores -> metrics: the whole ``pkdgan train`` for one run folder."""
-    from pkdgan.data.datasets import one_class_split
-    from pkdgan.pipeline.results import finish_run
-
-    if resume and runs.is_finished(run_dir):  # e.g. the classes a killed multi-class run had done
-        saved = runs.read_json(run_dir / runs.CONFIG)
-        if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
-            return runs.read_json(run_dir / runs.METRICS)
-    split = one_class_split(cfg.data, cfg.model.image_size, cfg.model.channels, cfg.train.seed)
-    model, info = fit(cfg, split, run_dir, resume=resume, progress=progress)
-    extra = info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,
-                    "batch_size": cfg.train.batch_size, "width": cfg.model.width,
-                    "seed": cfg.train.seed, "config_hash": cfg.hash(),
-                    "n_holdout": len(split.holdout)}
-    metrics = finish_run(run_dir, model.generator, split, cfg.train.score, extra)
-    (run_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
-    return metrics
+    with locks.hold(run_dir):
+        if resume and runs.is_finished(run_dir):  # e.g. the classes a killed multi-class run had done
+            saved = runs.read_json(run_dir / runs.CONFIG)
+            if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
+                return runs.read_json(run_dir / runs.METRICS)
+        split = one_class_split(cfg.data, cfg.model.image_size, cfg.model.channels, cfg.train.seed)
+        model, info = fit(cfg, split, run_dir, resume=resume, progress=progress)
+        extra = info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,
+                        "batch_size": cfg.train.batch_size, "width": cfg.model.width,
+                        "seed": cfg.train.seed, "config_hash": cfg.hash(),
+                        "n_holdout": len(split.holdout)}
+        metrics = finish_run(run_dir, model.generator, split, cfg.train.score, extra)
+        (run_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
+        return metrics
 
 
 def train_runs(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], resume: bool = False,
@@ -42,33 +42,31 @@ def train_runs(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], resume: bool
     retrained (as ``train_run`` does). Runs that finish are scored and written before a
     divergence of another is reported.
     """
-    from pkdgan.data.datasets import one_class_split
-    from pkdgan.pipeline.results import finish_run
-
-    metrics: dict[int, dict[str, Any]] = {}
-    todo = []
-    for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
-        saved = runs.read_json(run_dir / runs.CONFIG) if resume and runs.is_finished(run_dir) else None
-        if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
-            metrics[i] = runs.read_json(run_dir / runs.METRICS)
-        else:
-            todo.append(i)
-    splits = {i: one_class_split(cfgs[i].data, cfgs[i].model.image_size, cfgs[i].model.channels,
-                                 cfgs[i].train.seed) for i in todo}
-    results = fit_many([cfgs[i] for i in todo], [splits[i] for i in todo], [run_dirs[i] for i in todo],
-                       resume=resume, progress=progress) if todo else []
-    errors = []
-    for i, res in zip(todo, results, strict=True):
-        cfg, split, run_dir = cfgs[i], splits[i], run_dirs[i]
-        if res.error is not None:
-            errors.append(str(res.error))
-            continue
-        extra = res.info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,
-                            "batch_size": cfg.train.batch_size, "width": cfg.model.width,
-                            "seed": cfg.train.seed, "config_hash": cfg.hash(),
-                            "n_holdout": len(split.holdout)}
-        metrics[i] = finish_run(run_dir, res.model.generator, split, cfg.train.score, extra)
-        (run_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
-    if errors:
-        raise DivergenceError("; ".join(errors))
-    return [metrics[i] for i in range(len(cfgs))]
+    with locks.hold_all(list(run_dirs)):
+        metrics: dict[int, dict[str, Any]] = {}
+        todo = []
+        for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+            saved = runs.read_json(run_dir / runs.CONFIG) if resume and runs.is_finished(run_dir) else None
+            if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
+                metrics[i] = runs.read_json(run_dir / runs.METRICS)
+            else:
+                todo.append(i)
+        splits = {i: one_class_split(cfgs[i].data, cfgs[i].model.image_size, cfgs[i].model.channels,
+                                     cfgs[i].train.seed) for i in todo}
+        results = fit_many([cfgs[i] for i in todo], [splits[i] for i in todo], [run_dirs[i] for i in todo],
+                           resume=resume, progress=progress) if todo else []
+        errors = []
+        for i, res in zip(todo, results, strict=True):
+            cfg, split, run_dir = cfgs[i], splits[i], run_dirs[i]
+            if res.error is not None:
+                errors.append(str(res.error))
+                continue
+            extra = res.info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,
+                                "batch_size": cfg.train.batch_size, "width": cfg.model.width,
+                                "seed": cfg.train.seed, "config_hash": cfg.hash(),
+                                "n_holdout": len(split.holdout)}
+            metrics[i] = finish_run(run_dir, res.model.generator, split, cfg.train.score, extra)
+            (run_dir / runs.TRAIN_STATE).unlink(missing_ok=True)
+        if errors:
+            raise DivergenceError("; ".join(errors))
+        return [metrics[i] for i in range(len(cfgs))]

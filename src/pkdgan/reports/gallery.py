@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from pkdgan.core import runs
-from pkdgan.core.errors import PkdganError
+from pkdgan.core.errors import DataError, PkdganError
+from pkdgan.reports.plots import difference_map, run_test_set, tile_rows
+from pkdgan.training.checkpoints import load_run_generator
 
 N_GALLERY = 8
 DISPLAY_PX = 72  # about how wide one model's column is shown, in CSS pixels
@@ -80,7 +82,6 @@ Model = tuple[str, torch.nn.Module, np.ndarray]
 def _teacher(cfg: dict[str, Any], run_dir: Path, n_test: int) -> tuple[Model | None, str]:
     """A distilled run's teacher (its own run folder: checkpoint and recorded scores on the same
     test set), or why it is not shown."""
-    from pkdgan.training.checkpoints import load_run_generator
 
     ref = cfg.get("teacher_run")
     if cfg.get("kind") != "distill" or not ref:
@@ -99,9 +100,6 @@ def _teacher(cfg: dict[str, Any], run_dir: Path, n_test: int) -> tuple[Model | N
 def build(run_dir: Path, cfg: dict[str, Any], z: dict[str, np.ndarray], score: str,
           data_root: str | None = None, k: int = N_GALLERY) -> Galleries:
     """Galleries of a finished run; raises ``PkdganError`` saying why they cannot be drawn."""
-    from pkdgan.core.errors import DataError
-    from pkdgan.reports.plots import difference_map, run_test_set, tile_rows
-    from pkdgan.training.checkpoints import load_run_generator
 
     _, student = load_run_generator(run_dir)
     images, labels = run_test_set(cfg, data_root)

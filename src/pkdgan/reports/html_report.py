@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 
 from pkdgan.core import runs
+from pkdgan.core.config import ModelConfig, from_dict
 from pkdgan.core.errors import DataError, PkdganError
+from pkdgan.data.datasets import CLASS_NAMES
+from pkdgan.evaluation.metrics import has_both_labels
+from pkdgan.models.flops import model_cost
+from pkdgan.reports import gallery
+from pkdgan.reports.plots import figure_png, histogram_figure, losses_figure, roc_figure
 
 REPORT = "report.html"
 NOT_KINDS = {"scores", "labels", "classes"}
@@ -75,7 +81,6 @@ def _si(value: float | None, unit: str) -> str:
 
 
 def _figure_uri(fig: Any) -> str:
-    from pkdgan.reports.plots import figure_png
 
     return data_uri(figure_png(fig))
 
@@ -95,7 +100,6 @@ def metric_rows(metrics: dict[str, Any], z: dict[str, np.ndarray]) -> list[dict[
     ``auroc_<kind>`` / ``aupr_<kind>`` key), else computed from that kind's scores in ``scores.npz``."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from pkdgan.evaluation.metrics import has_both_labels
 
     primary = str(metrics.get("score", "latent"))
     rows: dict[str, dict[str, Any]] = {}
@@ -137,8 +141,6 @@ def _precision(run_dir: Path) -> str:
 
 
 def _cost(cfg: dict[str, Any]) -> Any:
-    from pkdgan.core.config import ModelConfig, from_dict
-    from pkdgan.models.flops import model_cost
 
     try:
         return model_cost(from_dict(ModelConfig, cfg["model"]))
@@ -148,7 +150,6 @@ def _cost(cfg: dict[str, Any]) -> Any:
 
 def model_card(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, value) rows describing what was trained, how long it took and what it costs."""
-    from pkdgan.data.datasets import CLASS_NAMES
 
     model, train, data = cfg.get("model", {}), cfg.get("train", {}), cfg.get("data", {})
     distill = cfg.get("kind") == "distill"
@@ -208,7 +209,6 @@ def _soft(what: str, fn: Any, *args: Any) -> tuple[Any, str]:
 
 
 def _histograms(z: dict[str, np.ndarray], calibration: dict[str, Any]) -> list[dict[str, str]]:
-    from pkdgan.reports.plots import histogram_figure
 
     calibrated = calibration.get("score")
     out = []
@@ -249,9 +249,6 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, n
 
 def run_context(run_dir: Path, data_root: str | None = None, galleries: bool = True) -> dict[str, Any]:
     """Everything ``run.html.j2`` shows, from one finished run folder."""
-    from pkdgan.evaluation.metrics import has_both_labels
-    from pkdgan.reports import gallery
-    from pkdgan.reports.plots import losses_figure, roc_figure
 
     run_dir = Path(run_dir)
     cfg, metrics, z = read_run(run_dir)

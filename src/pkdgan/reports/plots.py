@@ -17,8 +17,13 @@ import torch
 from torch import nn
 
 from pkdgan.core import runs
-from pkdgan.core.errors import DataError, PkdganError
+from pkdgan.core.config import DataConfig, from_dict
+from pkdgan.core.errors import DataError, PkdganError, UsageError
+from pkdgan.data.datasets import one_class_split
 from pkdgan.evaluation.metrics import has_both_labels
+from pkdgan.inference.predict import to_uint8_image
+from pkdgan.models.edegan import score_generator
+from pkdgan.training.checkpoints import load_run_generator
 
 PLOTS_DIR = "plots"
 ROC = "roc.png"
@@ -121,7 +126,6 @@ def difference_map(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
 
 def tile_rows(rows: list[torch.Tensor]) -> np.ndarray:
     """Image batches as rows of grey-bordered tiles, uint8 RGB (one row per batch)."""
-    from pkdgan.inference.predict import to_uint8_image
 
     out = []
     for t in rows:
@@ -143,7 +147,6 @@ def plot_reconstructions(generator: nn.Module, images: torch.Tensor, labels: np.
     ``scores`` (of every test image, e.g. the run's saved ones) label the images; without them
     the raw ``score`` kind is computed.
     """
-    from pkdgan.models.edegan import score_generator
 
     labels = np.asarray(labels).astype(bool)
     was_training = generator.training
@@ -238,9 +241,6 @@ def write_run_plots(run_dir: Path, generator: nn.Module | None = None, images: t
 
 def run_test_set(cfg: dict[str, Any], data_root: str | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """The test images and labels a run was scored on, re-read from its data config and split seed."""
-    from pkdgan.core.config import DataConfig, from_dict
-    from pkdgan.core.errors import UsageError
-    from pkdgan.data.datasets import one_class_split
 
     data = dict(cfg.get("data", {})) | ({"data_root": data_root} if data_root is not None else {})
     model = cfg["model"]
@@ -255,7 +255,6 @@ def run_test_set(cfg: dict[str, Any], data_root: str | None = None) -> tuple[tor
 
 def replot_run(run_dir: Path, data_root: str | None = None, reconstructions: bool = True) -> list[Path]:
     """``pkdgan plot``: all plots again; the test images are re-read from the run's data config."""
-    from pkdgan.training.checkpoints import load_run_generator
 
     run_dir = runs.require_run(Path(run_dir))
     generator = images = labels = None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pkdgan.core import runs
+from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.studies.specs import MAIN_ARMS, RunSpec
 
 CELL_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY, runs.CALIBRATION)
@@ -88,7 +89,6 @@ def write_index(results: Path) -> None:
 
 def recompute_auroc(results: Path, scores_path: str) -> float:
     """AUROC from a cell's committed raw scores, for checks against ``cells.csv``."""
-    from pkdgan.evaluation.metrics import evaluate_scores
 
     z = runs.read_npz(results / scores_path)
     return float(evaluate_scores(z["scores"], z["labels"].astype(np.int64))["auroc"])

@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 
 from pkdgan.core import runs
+from pkdgan.core.config import ModelConfig, from_dict, steps_per_epoch
+from pkdgan.data.datasets import CLASS_NAMES
+from pkdgan.models.flops import model_cost
 from pkdgan.studies import cells
+from pkdgan.studies.grid import LOG_FILE, read_grid
 from pkdgan.studies.specs import (
     STUDIES,
     Preset,
@@ -145,7 +149,6 @@ def render_tables(grid: dict[str, Any], table: Table, cols: list[Column], classe
 
 
 def _invocations(grid_dir: Path) -> list[dict[str, Any]]:
-    from pkdgan.studies.grid import LOG_FILE
 
     path = grid_dir / LOG_FILE
     if not path.is_file():
@@ -155,7 +158,6 @@ def _invocations(grid_dir: Path) -> list[dict[str, Any]]:
 
 def _steps_note(specs: list[RunSpec], locate: Locate) -> str:
     """Optimizer steps per run by batch size: at a fixed epoch budget, large batches take few."""
-    from pkdgan.core.config import steps_per_epoch
 
     steps: dict[int, set[int]] = {}
     for s in specs:
@@ -185,8 +187,6 @@ def _run_seconds(specs: list[RunSpec], locate: Locate) -> float:
 
 def cost_lines(specs: list[RunSpec], locate: Locate, labels: list[str]) -> list[str]:
     """Markdown rows: each arm's model size and cost, and the training time its cells recorded."""
-    from pkdgan.core.config import ModelConfig, from_dict
-    from pkdgan.models.flops import model_cost
 
     rows = ["| arm | params | MFLOPs / image | cells | training minutes per cell (mean) | total hours |",
             "|---|---|---|---|---|---|"]
@@ -239,8 +239,6 @@ class Study:
 
 def load_study(grid_dir: Path) -> Study:
     """Read a grid folder and its finished runs into a ``Study``."""
-    from pkdgan.data.datasets import CLASS_NAMES
-    from pkdgan.studies.grid import read_grid
 
     grid_dir = Path(grid_dir)
     grid, specs, store = read_grid(grid_dir)

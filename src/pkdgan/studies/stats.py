@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from pkdgan.core import runs
+from pkdgan.core.config import steps_per_epoch
 from pkdgan.studies.specs import (
     PAPER_STUDENT,
     PAPER_STUDENT_GAIN,
@@ -185,7 +186,6 @@ MIN_COMPARABLE_STEPS = 100
 
 def arm_steps(specs: list[RunSpec], locate: Locate) -> dict[str, int]:
     """Fewest optimiser steps a finished EDE-GAN run of each arm took."""
-    from pkdgan.core.config import steps_per_epoch
 
     out: dict[str, int] = {}
     for s in specs:

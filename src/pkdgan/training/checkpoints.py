@@ -16,6 +16,7 @@ from pkdgan.core.config import (
     from_dict,
 )
 from pkdgan.core.errors import DataError, UsageError
+from pkdgan.models.nets import build_generator
 
 if TYPE_CHECKING:  # annotations only: distill imports this module
     from pkdgan.training.distill import Pair
@@ -27,7 +28,6 @@ def load_run_generator(run_dir: Path) -> tuple[dict[str, Any], nn.Module]:
     Works for teacher and student runs alike: ``config.json`` names the scoring model's
     ``model`` config and the checkpoint holds its weights under ``generator.``.
     """
-    from pkdgan.models.nets import build_generator
 
     run_dir = runs.require_run(Path(run_dir))
     cfg = runs.read_json(run_dir / runs.CONFIG)

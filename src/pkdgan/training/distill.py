@@ -38,8 +38,10 @@ from pkdgan.core.config import (
     steps_per_epoch,
 )
 from pkdgan.core.errors import UsageError
+from pkdgan.core.registry import for_teacher, get_config
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
+from pkdgan.evaluation.split_scores import scores_and_choice
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import distillation_loss
 from pkdgan.training.checkpoints import load_state, save_state
@@ -158,7 +160,6 @@ def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | Non
     split has no labelled test set with both kinds of images (e.g. fitting from the Python API)."""
     if not has_both_labels(split.test_labels):
         return None
-    from pkdgan.evaluation.split_scores import scores_and_choice
 
     s, choice = scores_and_choice(generator, split, score)
     return float(evaluate_scores(s[choice["score"]], split.test_labels)["auroc"])
@@ -343,7 +344,6 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
 def resolve_student(student: str | ModelConfig, teacher_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
     """A registry name takes the teacher's image shape and latent constraint (``for_teacher``);
     an explicit config must already match the teacher's shape."""
-    from pkdgan.core.registry import for_teacher, get_config
 
     if isinstance(student, str):
         return for_teacher(get_config(student), teacher_cfg), student
