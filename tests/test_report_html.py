@@ -19,6 +19,7 @@ import pytest
 from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.reports import html_report
+from pkdgan.studies import study_page
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 needs_chromium = pytest.mark.skipif(
@@ -159,7 +160,7 @@ def test_study_page(grid):
     gone = study.store / study.specs[0].name
     (gone / html_report.REPORT).unlink()
     (gone / runs.CHECKPOINT).unlink()
-    html = html_report.write_study_html(load_study(grid)).read_text()
+    html = study_page.write_study_html(load_study(grid)).read_text()
     assert "checkpoint not kept: summary only" in html and len(re.findall(r"<a href=", html)) == 3
 
 
@@ -213,7 +214,7 @@ def test_full_study_page_is_small_and_fast(tmp_path, capsys):
     t0 = time.perf_counter()
     write_report(tmp_path, echo=lambda m: None, study=study)
     t1 = time.perf_counter()
-    page = html_report.write_study_html(load_study(tmp_path))
+    page = study_page.write_study_html(load_study(tmp_path))
     t2 = time.perf_counter()
     size = page.stat().st_size
     with capsys.disabled():

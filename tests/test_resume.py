@@ -95,6 +95,7 @@ KILLED_RUN = textwrap.dedent("""
 def test_sigkill_mid_epoch_then_resume(reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env |= {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}  # the package under test
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_RUN.format(stop=STOP_AT_CALL), *ARGS, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -40,13 +40,14 @@ def main(args: argparse.Namespace) -> int:
     from pkdgan.reports import html_report
     from pkdgan.studies.grid import GRID_FILE
     from pkdgan.studies.report import load_study, write_report
+    from pkdgan.studies.study_page import write_study_html
 
     path: Path = args.path
     if (path / GRID_FILE).is_file():
         study = load_study(path)
         out = write_report(path, study=study)
-        page = html_report.write_study_html(study, run_pages=not args.no_run_pages,
-                                            data_root=args.data_root, galleries=not args.no_galleries)
+        page = write_study_html(study, run_pages=not args.no_run_pages, data_root=args.data_root,
+                                galleries=not args.no_galleries)
         print(page)
         if args.json:
             print(json.dumps(out, indent=2, default=float))
