@@ -52,8 +52,12 @@ def hold(run_dir: Path, wait: bool = False) -> Iterator[None]:
             if not _HELD[path]:
                 del _HELD[path]
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)  # another process may race us
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:  # name the run folder, as creating it would (e.g. its parent is a file)
+        raise type(e)(e.errno, e.strerror, str(run_dir)) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
