@@ -19,6 +19,7 @@ from pathlib import Path
 from pkdgan.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pkdgan.data.datasets import one_class_split
 from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.evaluation.score_kinds import combine, standardization
 from pkdgan.models.edegan import EDEGANModel, score_both
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     p.add_argument("--nz", type=int, default=100)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--latent-constraint", default="none")
+    p.add_argument("--constraint-weight", type=float, default=1.0)
     p.add_argument("--w-adv", type=float, default=1.0)
     p.add_argument("--w-con", type=float, default=50.0)
     p.add_argument("--w-lat", type=float, default=1.0)
@@ -47,7 +49,8 @@ def main() -> None:
 
     cfg = RunConfig(
         model=ModelConfig(channels=DATASET_CHANNELS[a.dataset], nz=a.nz, width=a.width,
-                          latent_constraint=a.latent_constraint),
+                          latent_constraint=a.latent_constraint,
+                          constraint_weight=a.constraint_weight),
         loss=LossWeights(adversarial=a.w_adv, contextual=a.w_con, latent=a.w_lat),
         data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=a.normal_class),
         train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
@@ -62,14 +65,19 @@ def main() -> None:
         nonlocal train_seconds
         train_seconds += time.perf_counter() - last[0]
         lat, rec = score_both(model.generator, split.test)
+        held_lat, held_rec = score_both(model.generator, split.holdout)
+        stats = standardization({"latent": held_lat.numpy(), "reconstruction": held_rec.numpy()})
+        comb = combine(lat.numpy(), rec.numpy(), stats)
         row = {"dataset": a.dataset, "normal_class": a.normal_class, "seed": a.seed,
                "batch_size": a.batch_size, "width": a.width, "nz": a.nz, "lr": a.lr,
-               "latent_constraint": a.latent_constraint, "w_con": a.w_con,
+               "latent_constraint": a.latent_constraint,
+               "constraint_weight": a.constraint_weight, "w_con": a.w_con, "w_lat": a.w_lat,
                "drop_last": a.drop_last, "precision": a.precision, "epoch": epoch,
                "train_seconds": round(train_seconds, 1), "config_hash": cfg.hash(),
                "auroc_latent": round(evaluate_scores(lat.numpy(), split.test_labels)["auroc"], 4),
                "auroc_reconstruction": round(
-                   evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4)}
+                   evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4),
+               "auroc_combined": round(evaluate_scores(comb, split.test_labels)["auroc"], 4)}
         with a.log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

@@ -33,6 +33,7 @@ from pkdgan.evaluation.score_kinds import (
     BASE_KINDS,
     KINDS,
     kind_aurocs,
+    pick,
     resolve,
     standardization,
     with_combined,
@@ -85,13 +86,15 @@ def evaluate(run_dir: Path, data_root: str | None) -> dict[str, Any]:
     z_sum = sum((z[k] - stats[k]["mean"]) / stats[k]["std"] for k in BASE_KINDS)
     aurocs[SUM] = float(roc_auc_score(z["labels"], z_sum))
     choice = auto_choice(run_dir, held, data_root)
+    auto_pick = pick(choice["synthetic_auroc"])  # today's rule, also for runs that chose by an older one
     cfg = runs.read_json(run_dir / runs.CONFIG)
     data = cfg.get("data", {})
     dataset = data.get("dataset", "?")
     if dataset == "folder":
         dataset = Path(str(data.get("data_root", "folder"))).name
-    return {"run": str(run_dir), "dataset": dataset, **aurocs, AUTO: aurocs[choice["score"]],
-            "auto_pick": choice["score"], "synthetic_auroc": choice["synthetic_auroc"]}
+    return {"run": str(run_dir), "dataset": dataset, **aurocs, AUTO: aurocs[auto_pick],
+            "auto_pick": auto_pick, "recorded_pick": choice["score"],
+            "synthetic_auroc": choice["synthetic_auroc"]}
 
 
 def fmt(values: list[float]) -> str:
