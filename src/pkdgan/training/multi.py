@@ -11,7 +11,9 @@ the K models are summed so each model's gradient is its own. Adam is the same ke
 Each model keeps everything ``train.fit`` keeps: its seed-initialised weights, its own shuffling
 generator and epoch length (datasets differ in size: a model that finishes its epoch starts the
 next one at once; a model that has finished all its epochs leaves the stack), its own RNG stream
-for discriminator re-initialisation, its history, checkpoints and divergence handling. The test
+for discriminator re-initialisation, its history, checkpoints and divergence handling: the one
+loop (``loop.run_loop``) keeps them for every member, and ``StackedEngine`` below is its strategy
+for K models at batch 1. The test
 ``tests/test_multi.py`` checks that weights and scores equal those of ``train.fit``.
 
 One forward pass of D over (x, x_hat) serves both steps: the generator's feature-matching term
@@ -23,71 +25,87 @@ running statistics of D's BatchNorm receive the same four momentum updates.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from pkdgan.core import runs
 from pkdgan.core.config import RunConfig
 from pkdgan.core.errors import DivergenceError, UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
-from pkdgan.training.stacked_engine import (
-    LOSS_KEYS,
-    RngStream,
-    StackedGan,
-)
-from pkdgan.training.train import (
-    MAX_RECOVERIES,
-    EpochLog,
-    GanState,
-    check_finite,
-    kept_message,
-    load_training_state,
-    prepare_run_dir,
-    resolve_device,
-    save_training_state,
-)
-
-# ---------------------------------------------------------------------------------------------
-# The stack: K models' parameters, buffers and Adam state.
+from pkdgan.training.loop import Member, run_loop
+from pkdgan.training.stacked_engine import LOSS_KEYS, StackedGan
+from pkdgan.training.train import GanState, gan_hooks, gan_member, gan_summary, resolve_device
 
 
-# ---------------------------------------------------------------------------------------------
-# Per-model bookkeeping, as train.fit keeps it.
+class StackedEngine:
+    """The loop's strategy for K same-shaped models at batch size 1: one ``StackedGan`` step
+    for all active members, rows written back to each member's modules when it needs them."""
 
+    d_key = "d"
 
-@dataclass
-class _Member:
-    cfg: RunConfig
-    split: OneClassSplit
-    run_dir: Path | None
-    state: GanState
-    shuffle: torch.Generator
-    rng: RngStream
-    epoch: int
-    info: dict[str, Any]
-    offset: int = 0
-    pos: int = 0
-    perm: list[int] = field(default_factory=list)
-    log: EpochLog = field(default_factory=EpochLog)
-    t0: float = 0.0
-    good: dict[str, torch.Tensor] | None = None
-    error: DivergenceError | None = None
+    def __init__(self, members: list[Member], images: Sequence[torch.Tensor], template: EDEGANModel,
+                 device: torch.device, run: RunConfig) -> None:
+        self.template, self.device, self.run = template, device, run
+        self.x_all = torch.cat(list(images)).to(device)
+        offset = 0
+        for m, x in zip(members, images, strict=True):
+            m.offset, offset = offset, offset + len(x)
+        self.restack([m for m in members if not m.done])
 
-    @property
-    def n(self) -> int:
-        return len(self.split.train)
+    def state(self, m: Member) -> GanState:
+        return m.owner
 
-    @property
-    def done(self) -> bool:
-        return self.error is not None or self.epoch >= self.cfg.train.epochs
+    def restack(self, members: list[Member]) -> None:
+        self.stack = StackedGan([self.state(m) for m in members], self.template) if members else None
+
+    def forward(self, idx: torch.Tensor) -> tuple[list[list[float]], tuple[str, ...]]:
+        assert self.stack is not None
+        return self.stack.step(self.x_all[idx], self.run), LOSS_KEYS
+
+    def begin_epoch(self, i: int, m: Member) -> None:
+        pass
+
+    def step(self, members: list[Member]) -> list[dict[str, float]]:
+        assert self.stack is not None
+        idx = torch.tensor([m.offset + int(m.perm[m.pos]) for m in members], device=self.device)
+        values, keys = self.forward(idx)
+        out = []
+        for i, m in enumerate(members):
+            losses = dict(zip(keys, (v[i] for v in values), strict=True))
+            if self.d_key in losses and losses[self.d_key] < self.run.train.d_reinit_threshold:
+                with m.rng.active():  # type: ignore[union-attr]
+                    self.stack.reinit_discriminator(i)
+                self.state(m).d_reinits += 1
+            out.append(losses)
+        return out
+
+    def weights_finite(self, i: int, m: Member) -> bool:
+        assert self.stack is not None
+        return self.stack.weights_finite(i)
+
+    def snapshot(self, i: int, m: Member) -> dict[str, torch.Tensor]:
+        assert self.stack is not None
+        return self.stack.snapshot(i)
+
+    def recover(self, i: int, m: Member, good: dict[str, torch.Tensor]) -> None:
+        assert self.stack is not None
+        self.stack.restore(i, good)
+        self.stack.reinit_discriminator(i)
+        self.stack.clear_adam(self.stack.d, i)
+
+    def sync(self, i: int, m: Member) -> None:
+        assert self.stack is not None
+        self.stack.write_back(i, self.state(m))
+
+    def leave(self, keep: list[int], members: list[Member]) -> None:
+        """Every member written back; the ones that stay are stacked again from their states."""
+        for i, m in enumerate(members):
+            self.sync(i, m)
+        self.restack([members[i] for i in keep])
 
 
 @dataclass
@@ -115,55 +133,11 @@ def check_compatible(cfgs: Sequence[RunConfig]) -> None:
                              "settings (only data, seed and epochs may differ)")
 
 
-def _start(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None, resume: bool,
-           device: torch.device) -> _Member:
-    """``train.fit``'s set-up for one model, with its RNG stream kept aside."""
-    t = cfg.train
-    torch.manual_seed(t.seed)
-    shuffle = torch.Generator().manual_seed(t.seed)
-    state = GanState.create(cfg.model, t, device)
-    start, info = 0, {"train_seconds": 0.0}
-    if run_dir is not None and prepare_run_dir(run_dir, cfg, resume):
-        start, info = load_training_state(run_dir, state, shuffle)
-    return _Member(cfg, split, run_dir, state, shuffle, RngStream(device), start, info)
-
-
-def _begin_epoch(m: _Member, stack: StackedGan, i: int) -> None:
-    m.t0 = time.perf_counter()
-    m.log = EpochLog()
-    m.good = stack.snapshot(i) if m.cfg.train.on_divergence == "reinit" else None
-    m.perm = torch.randperm(m.n, generator=m.shuffle).tolist()
-    m.pos = 0
-
-
-def _end_epoch(m: _Member, stack: StackedGan, i: int) -> None:
-    seconds = time.perf_counter() - m.t0
-    m.info["train_seconds"] = m.info.get("train_seconds", 0.0) + seconds
-    m.epoch += 1
-    if m.run_dir is not None or m.done:
-        stack.write_back(i, m.state)
-    if m.run_dir is not None:
-        row = {"epoch": m.epoch, **{k: f"{v:.6g}" for k, v in m.log.means().items()},
-               "d_reinits": m.state.d_reinits, "seconds": f"{seconds:.2f}",
-               "images_per_second": f"{m.n / seconds:.2f}"}
-        runs.append_history(m.run_dir / runs.HISTORY, row)
-        with m.rng.active():
-            save_training_state(m.run_dir, m.state, m.epoch, m.shuffle, m.cfg, m.info)
-
-
-def _diverged(m: _Member, stack: StackedGan, i: int, err: DivergenceError) -> None:
-    """``train.fit``'s ``on_divergence`` handling for one model; sets ``m.error`` when it stops."""
-    recoveries = m.info.get("recoveries", 0)
-    if m.good is None or recoveries >= MAX_RECOVERIES:
-        tried = f" after {recoveries} recoveries" if recoveries else ""
-        name = f"{m.run_dir}: " if m.run_dir is not None else ""
-        m.error = DivergenceError(f"{name}{err}{tried}; {kept_message(m.run_dir, m.epoch)}")
-        return
-    m.info["recoveries"] = recoveries + 1
-    stack.restore(i, m.good)
-    with m.rng.active():
-        stack.reinit_discriminator(i)
-    stack.clear_adam(stack.d, i)
+def named(m: Member, err: DivergenceError | None) -> DivergenceError | None:
+    """A member's divergence, prefixed with its run folder (K runs report together)."""
+    if err is None or m.run_dir is None:
+        return err
+    return DivergenceError(f"{m.run_dir}: {err}")
 
 
 def fit_many(cfgs: Sequence[RunConfig], splits: Sequence[OneClassSplit],
@@ -180,74 +154,15 @@ def fit_many(cfgs: Sequence[RunConfig], splits: Sequence[OneClassSplit],
         raise UsageError("fit_many needs one split (and run folder) per config")
     device = resolve_device(cfgs[0].train.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        members = [_start(c, s, d, resume, device) for c, s, d in zip(cfgs, splits, dirs, strict=True)]
+        members = [gan_member(c, s, d, resume, device, stream=True)
+                   for c, s, d in zip(cfgs, splits, dirs, strict=True)]
         torch.manual_seed(cfgs[0].train.seed)
         template = EDEGANModel(cfgs[0].model).to(device)
-        _train(members, template, device, progress)
+        engine = StackedEngine(members, [s.train for s in splits], template, device, cfgs[0])
+        run_loop(members, engine, gan_hooks(), desc=f"train x{len(members)}", progress=progress)
     out = []
     for m in members:
         if m.error is None:
-            t = m.cfg.train
-            m.info.update(epochs=t.epochs, d_reinits=m.state.d_reinits, n_train=m.n,
-                          seconds_per_epoch=m.info["train_seconds"] / max(t.epochs, 1),
-                          images_per_second=m.n * t.epochs / max(m.info["train_seconds"], 1e-9),
-                          trained_together=len(members))
-        out.append(FitResult(m.state.model, m.info, m.error))
+            m.info = gan_summary(m) | {"trained_together": len(members)}
+        out.append(FitResult(m.owner.model, m.info, named(m, m.error)))
     return out
-
-
-def _train(members: list[_Member], template: EDEGANModel, device: torch.device, progress: bool) -> None:
-    x_all = torch.cat([m.split.train for m in members]).to(device)
-    offset = 0
-    for m in members:
-        m.offset, offset = offset, offset + m.n
-    total = sum(max(m.cfg.train.epochs - m.epoch, 0) * m.n for m in members)
-    bar = tqdm(total=total, disable=not progress, unit="img", desc=f"train x{len(members)}",
-               dynamic_ncols=True, mininterval=0.5)
-    active = [m for m in members if not m.done]
-    stack = StackedGan([m.state for m in active], template) if active else None
-    for i, m in enumerate(active):
-        _begin_epoch(m, stack, i)  # type: ignore[arg-type]
-    while active and stack is not None:
-        idx = torch.tensor([m.offset + m.perm[m.pos] for m in active], device=device)
-        values = stack.step(x_all[idx], active[0].cfg)
-        for i, m in enumerate(active):
-            losses = dict(zip(LOSS_KEYS, (v[i] for v in values), strict=True))
-            if losses["d"] < m.cfg.train.d_reinit_threshold:
-                with m.rng.active():
-                    stack.reinit_discriminator(i)
-                m.state.d_reinits += 1
-            if m.pos == m.n - 1 and not stack.weights_finite(i):
-                losses["weights"] = math.nan
-            try:
-                check_finite(losses, m.epoch, m.pos)
-            except DivergenceError as e:
-                _diverged(m, stack, i, e)
-                m.pos += 1
-            else:
-                m.log.add(losses)
-                m.pos += 1
-                bar.update(1)
-            if m.error is None and m.pos == m.n:
-                _end_epoch(m, stack, i)
-                if not m.done:
-                    _begin_epoch(m, stack, i)
-        if any(m.done for m in active):
-            keep = [i for i, m in enumerate(active) if not m.done]
-            for i, m in enumerate(active):
-                if m.error is not None:
-                    stack.write_back(i, m.state)
-            active = [active[i] for i in keep]
-            stack = _substack(stack, keep, [m.state for m in active]) if active else None
-        if active:
-            bar.set_postfix(models=len(active), epoch=min(m.epoch for m in active) + 1, refresh=False)
-    bar.close()
-
-
-def _substack(stack: StackedGan, keep: list[int], states: list[GanState]) -> StackedGan:
-    """The stack without the models that left (finished or stopped)."""
-    for j, i in enumerate(keep):
-        stack.write_back(i, states[j])
-    return StackedGan(states, stack.template)
-
-

@@ -3,9 +3,8 @@ size 1 through vmapped layers, with per-model Adam states, BatchNorm statistics 
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,8 @@ from pkdgan.models.stacked import (
     stacked_conv2d,
     stacked_conv_transpose2d,
 )
-from pkdgan.training.train import (
-    GanState,
-)
+from pkdgan.training.loop import RngStream  # noqa: F401  (stacked members' RNG streams)
+from pkdgan.training.train import GanState
 
 LOSS_KEYS = ("g_adversarial", "g_contextual", "g_latent", "g_constraint", "g_total", "d")
 
@@ -309,26 +307,3 @@ def _adam_settings(opt: torch.optim.Optimizer) -> dict[str, Any]:
             "differentiable": False, "amsgrad": g["amsgrad"], "beta1": beta1, "beta2": beta2,
             "lr": g["lr"], "weight_decay": g["weight_decay"], "eps": g["eps"],
             "maximize": g["maximize"]}
-
-
-class RngStream:
-    """One model's global-RNG stream (CPU, and the device's when on CUDA)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-    def capture(self) -> None:
-        self.cpu = torch.get_rng_state()
-        if self.cuda is not None:
-            self.cuda = torch.cuda.get_rng_state(self.device)
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """Run with this model's stream as the global RNG, then save where it got to."""
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-        yield
-        self.capture()

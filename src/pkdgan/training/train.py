@@ -8,24 +8,34 @@ kept is the last epoch: nothing here looks at test labels.
 from __future__ import annotations
 
 import copy
-import json
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from pkdgan.core import runs
 from pkdgan.core.config import LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.core.errors import DataError, DivergenceError, UsageError
+from pkdgan.core.errors import UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import discriminator_loss, generator_loss
+from pkdgan.training.checkpoints import load_gan, save_gan
+from pkdgan.training.loop import (  # noqa: F401  (MAX_RECOVERIES, check_finite, EpochLog: API)
+    GAN,
+    MAX_RECOVERIES,
+    EpochLog,
+    Hooks,
+    Member,
+    Phase,
+    RngStream,
+    active,
+    check_finite,
+    expand,
+    kept_message,
+    run_loop,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,109 +129,56 @@ def gan_step(state: GanState, x: torch.Tensor, weights: LossWeights,
     return out
 
 
-def check_finite(losses: dict[str, float], epoch: int, step: int) -> None:
-    bad = [k for k, v in losses.items() if not math.isfinite(v)]
-    if bad:
-        raise DivergenceError(
-            f"training diverged at epoch {epoch + 1}, step {step + 1}: {', '.join(bad)} is NaN/Inf"
-        )
-
-
-@dataclass
-class EpochLog:
-    sums: dict[str, float] = field(default_factory=dict)
-    n: int = 0
-
-    def add(self, losses: dict[str, float]) -> None:
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.n += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
-
-
-def save_training_state(run_dir: Path, state: GanState, epoch: int, shuffle: torch.Generator,
-                        cfg: RunConfig, extra: dict[str, Any]) -> None:
-    """Checkpoint after a completed epoch.
-
-    ``train_state`` holds everything a resume needs (weights too) and is written first, so a
-    kill between the two writes can never pair weights and optimizer state of different epochs.
-    """
-    weights = (runs.flatten_state("generator", state.model.generator.state_dict())
-               | runs.flatten_state("discriminator", state.model.discriminator.state_dict()))
-    tg, groups_g = runs.optimizer_to_tensors("opt_g", state.opt_g)
-    td, groups_d = runs.optimizer_to_tensors("opt_d", state.opt_d)
-    rng = {"rng.torch": torch.get_rng_state(), "rng.shuffle": shuffle.get_state()}
-    meta = {"epoch": str(epoch), "opt_g": json.dumps(groups_g), "opt_d": json.dumps(groups_d),
-            "extra": json.dumps(extra | {"d_reinits": state.d_reinits})}
-    runs.save_tensors(run_dir / runs.TRAIN_STATE, weights | tg | td | rng, meta)
-    runs.save_tensors(run_dir / runs.CHECKPOINT, weights,
-                      {"config": cfg.to_json(), "epoch": str(epoch)})
-
-
-def load_training_state(run_dir: Path, state: GanState, shuffle: torch.Generator
-                        ) -> tuple[int, dict[str, Any]]:
-    """Restore the last completed epoch; returns (epochs done, extra info)."""
-    ts_path = run_dir / runs.TRAIN_STATE
-    ts = runs.load_tensors(ts_path)
-    # states written before the weights moved in here take them from the checkpoint
-    path = ts_path if any(k.startswith("generator.") for k in ts) else run_dir / runs.CHECKPOINT
-    weights = ts if path == ts_path else runs.load_tensors(path)
-    runs.load_module_state(state.model.generator, runs.unflatten_state("generator", weights), path)
-    runs.load_module_state(
-        state.model.discriminator, runs.unflatten_state("discriminator", weights), path
-    )
-    try:
-        with safe_open(str(ts_path), "pt") as f:
-            meta = f.metadata() or {}
-        runs.optimizer_from_tensors("opt_g", state.opt_g, ts, json.loads(meta["opt_g"]))
-        runs.optimizer_from_tensors("opt_d", state.opt_d, ts, json.loads(meta["opt_d"]))
-        torch.set_rng_state(ts["rng.torch"])
-        shuffle.set_state(ts["rng.shuffle"])
-        extra = json.loads(meta["extra"])
-        state.d_reinits = int(extra.get("d_reinits", 0))
-        return int(meta["epoch"]), extra
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise DataError(
-            f"{ts_path}: unusable training state ({type(e).__name__}: {e}); delete it to restart"
-        ) from None
-
-
-MAX_RECOVERIES = 3
-
-
 def _snapshot(state: GanState) -> dict[str, Any]:
     """In-memory copy of the last good model and generator-optimizer state: recovery then
     also works in epoch 1 and without a run folder."""
     return copy.deepcopy({"model": state.model.state_dict(), "opt_g": state.opt_g.state_dict()})
 
 
-def _recover(state: GanState, good: dict[str, Any] | None, t: TrainConfig,
-             info: dict[str, Any]) -> bool:
+def _restore(state: GanState, good: dict[str, Any]) -> None:
     """``on_divergence=reinit``: back to the last good epoch with a fresh discriminator."""
-    if good is None or t.on_divergence != "reinit" or info.get("recoveries", 0) >= MAX_RECOVERIES:
-        return False
-    info["recoveries"] = info.get("recoveries", 0) + 1
     state.model.load_state_dict(good["model"])
     # Optimizer.load_state_dict aliases the given tensors; a copy keeps the snapshot intact.
     state.opt_g.load_state_dict(copy.deepcopy(good["opt_g"]))
     state.model.reinit_discriminator()
     state.opt_d.state.clear()
-    return True
-
-
-def kept_message(run_dir: Path | None, epochs_done: int) -> str:
-    """What a stopped run leaves behind, for the divergence message."""
-    if run_dir is None:
-        return "nothing saved (no run folder)"
-    if epochs_done == 0:
-        return f"no epoch had completed, so {run_dir} holds no checkpoint"
-    return f"kept the last good checkpoint {run_dir / runs.CHECKPOINT} (epoch {epochs_done})"
 
 
 def _weights_finite(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+class ModuleGanEngine:
+    """The loop's strategy for EDE-GANs as modules with Adam, any batch size (``gan_step``)."""
+
+    def __init__(self, x_all: torch.Tensor, cfg: RunConfig, device: torch.device) -> None:
+        self.x_all, self.cfg, self.device = x_all, cfg, device
+
+    def begin_epoch(self, i: int, m: Member) -> None:
+        pass
+
+    def step(self, members: list[Member]) -> list[dict[str, float]]:
+        t, out = self.cfg.train, []
+        for m in members:
+            xb = self.x_all[m.indices()].to(self.device)
+            with active(m.rng):
+                out.append(gan_step(m.owner, xb, self.cfg.loss, t.d_reinit_threshold, t.precision))
+        return out
+
+    def weights_finite(self, i: int, m: Member) -> bool:
+        return _weights_finite(m.owner.model)
+
+    def snapshot(self, i: int, m: Member) -> dict[str, Any]:
+        return _snapshot(m.owner)
+
+    def recover(self, i: int, m: Member, good: dict[str, Any]) -> None:
+        _restore(m.owner, good)
+
+    def sync(self, i: int, m: Member) -> None:
+        pass
+
+    def leave(self, keep: list[int], members: list[Member]) -> None:
+        pass
 
 
 def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
@@ -249,6 +206,53 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
     return resume and has_state
 
 
+def gan_member(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None, resume: bool,
+               device: torch.device, stream: bool = False) -> Member:
+    """``fit``'s set-up of one model (seeded init and shuffle, resumed state) as a loop member;
+    with ``stream`` its global-RNG stream is kept aside for training among others."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    shuffle = torch.Generator().manual_seed(t.seed)
+    state = GanState.create(cfg.model, t, device)
+    start, info = 0, {"train_seconds": 0.0}
+    if run_dir is not None and prepare_run_dir(run_dir, cfg, resume):
+        start, info = load_gan(run_dir, state, shuffle)
+    n = len(split.train)
+    return Member(state, n, t.batch_size, t.steps_per_epoch(n), expand([Phase(GAN, t.epochs)]),
+                  t.epochs, start, shuffle, info, run_dir, t.on_divergence,
+                  RngStream(device) if stream else None, cfg.to_json())
+
+
+def gan_hooks(on_epoch: Callable[[int, EDEGANModel], None] | None = None) -> Hooks:
+    """History rows and checkpoints of EDE-GAN runs."""
+
+    def row(m: Member, seconds: float) -> dict[str, Any]:
+        return {"epoch": m.epoch, **{k: f"{v:.6g}" for k, v in m.log.means().items()},
+                "d_reinits": m.owner.d_reinits, "seconds": f"{seconds:.2f}",
+                "images_per_second": f"{m.n / seconds:.2f}"}
+
+    def save(m: Member) -> None:
+        assert m.run_dir is not None
+        save_gan(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info)
+
+    def after(m: Member) -> None:
+        if on_epoch is not None:
+            on_epoch(m.epoch, m.owner.model)
+
+    def postfix(m: Member, losses: dict[str, float]) -> dict[str, Any]:
+        return {"epoch": m.epoch + 1, "g": f"{losses['g_total']:.3f}", "d": f"{losses['d']:.3f}"}
+
+    return Hooks(row, save, after, postfix)
+
+
+def gan_summary(m: Member) -> dict[str, Any]:
+    """``fit``'s info: totals and throughput of a finished member."""
+    epochs, n, info = m.stop, m.n, m.info
+    return info | {"epochs": epochs, "d_reinits": m.owner.d_reinits, "n_train": n,
+                   "seconds_per_epoch": info["train_seconds"] / max(epochs, 1),
+                   "images_per_second": n * epochs / max(info["train_seconds"], 1e-9)}
+
+
 def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
         resume: bool = False, progress: bool = True,
         on_epoch: Callable[[int, EDEGANModel], None] | None = None,
@@ -256,58 +260,13 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
     """Train one EDE-GAN on ``split.train``; checkpoints each epoch when ``run_dir`` is given.
 
     ``on_epoch(epochs_done, model)`` is for research probes (e.g. AUROC against training time);
-    the model kept is always the last epoch's.
+    the model kept is always the last epoch's. K = 1 of the one loop (``loop.run_loop``).
     """
-    t = cfg.train
-    device = resolve_device(t.device)
-    torch.manual_seed(t.seed)
-    shuffle = torch.Generator().manual_seed(t.seed)
-    state = GanState.create(cfg.model, t, device)
-    start, info = 0, {"train_seconds": 0.0}
-    if run_dir is not None and prepare_run_dir(run_dir, cfg, resume):
-        start, info = load_training_state(run_dir, state, shuffle)
-    x_all = split.train
-    n = len(x_all)
-    steps = t.steps_per_epoch(n)
-    bar = tqdm(total=(t.epochs - start) * steps, disable=not progress, unit="step",
-               desc="train", dynamic_ncols=True, mininterval=0.5)
-    for epoch in range(start, t.epochs):
-        t0 = time.perf_counter()
-        log = EpochLog()
-        good = _snapshot(state) if t.on_divergence == "reinit" else None
-        perm = torch.randperm(n, generator=shuffle)
-        for i in range(steps):
-            xb = x_all[perm[i * t.batch_size:(i + 1) * t.batch_size]].to(device)
-            losses = gan_step(state, xb, cfg.loss, t.d_reinit_threshold, t.precision)
-            if i == steps - 1 and not _weights_finite(state.model):
-                losses["weights"] = math.nan  # the last update must not reach the checkpoint
-            try:
-                check_finite(losses, epoch, i)
-            except DivergenceError as e:
-                if not _recover(state, good, t, info):
-                    bar.close()
-                    tried = f" after {info['recoveries']} recoveries" if info.get("recoveries") else ""
-                    raise DivergenceError(f"{e}{tried}; {kept_message(run_dir, epoch)}") from None
-                continue
-            log.add(losses)
-            bar.update(1)
-            if i % 50 == 0:
-                bar.set_postfix(epoch=epoch + 1, g=f"{losses['g_total']:.3f}",
-                                d=f"{losses['d']:.3f}", refresh=False)
-        seconds = time.perf_counter() - t0
-        info["train_seconds"] = info.get("train_seconds", 0.0) + seconds
-        if run_dir is not None:
-            row = {"epoch": epoch + 1, **{k: f"{v:.6g}" for k, v in log.means().items()},
-                   "d_reinits": state.d_reinits, "seconds": f"{seconds:.2f}",
-                   "images_per_second": f"{n / seconds:.2f}"}
-            runs.append_history(run_dir / runs.HISTORY, row)
-            save_training_state(run_dir, state, epoch + 1, shuffle, cfg, info)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, state.model)
-    bar.close()
-    info.update(epochs=t.epochs, d_reinits=state.d_reinits, n_train=n,
-                seconds_per_epoch=info["train_seconds"] / max(t.epochs, 1),
-                images_per_second=n * t.epochs / max(info["train_seconds"], 1e-9))
-    return state.model, info
-
-
+    device = resolve_device(cfg.train.device)
+    m = gan_member(cfg, split, run_dir, resume, device)
+    run_loop([m], ModuleGanEngine(split.train, cfg, device), gan_hooks(on_epoch),
+             desc="train", progress=progress)
+    if m.error is not None:
+        raise m.error
+    m.info = gan_summary(m)
+    return m.owner.model, m.info
