@@ -20,14 +20,13 @@ instead would let the map shrink the target toward zero.
 
 from __future__ import annotations
 
-import time
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pkdgan.core import runs
 from pkdgan.core.config import (
@@ -45,11 +44,20 @@ from pkdgan.evaluation.split_scores import scores_and_choice
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import distillation_loss
 from pkdgan.training.checkpoints import load_state, save_state
-from pkdgan.training.train import (
+from pkdgan.training.loop import (
     EpochLog,
+    Hooks,
+    Member,
+    Phase,
+    RngStream,
+    Structure,
+    active,
+    expand,
+    run_loop,
+)
+from pkdgan.training.train import (
     GanState,
     autocast,
-    check_finite,
     discriminator_step,
     fit,
     generator_terms,
@@ -58,15 +66,6 @@ from pkdgan.training.train import (
 )
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Structure:
-    """One of the paper's four single-step structures."""
-
-    number: int
-    teacher_trained: bool
-    student_gan: bool
 
 
 STRUCTURES = {
@@ -183,46 +182,89 @@ def epoch_row(epoch: int, step: int, structure: Structure, log: EpochLog, pair: 
             "seconds": f"{seconds:.2f}", "images_per_second": f"{n / seconds:.2f}"}
 
 
-def _train_epochs(pair: Pair, plan: list[tuple[int, Structure]], start: int, x_all: torch.Tensor,
-                  dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator, bar: tqdm,
-                  info: dict[str, Any], run_dir: Path | None, config_json: str) -> None:
-    """Epochs ``start`` .. end of ``plan``; logs and checkpoints each one when ``run_dir`` is set."""
-    n, bs = len(x_all), dcfg.batch_size
-    steps = steps_per_epoch(n, bs, dcfg.drop_last)
-    targets: Outputs | None = None
-    for epoch in range(start, len(plan)):
-        step, structure = plan[epoch]
-        t0 = time.perf_counter()
+def _weights_finite(pair: Pair, structure: Structure) -> bool:
+    mods = [pair.student.model, pair.projection] + ([pair.teacher.model] if structure.teacher_trained else [])
+    return all(bool(torch.isfinite(p).all()) for mod in mods for p in mod.parameters())
+
+
+class ModuleDistillEngine:
+    """The loop's strategy for a student (and teacher) as modules with Adam, any batch size
+    (``distill_step``); a frozen teacher's outputs are computed once per frozen run of epochs."""
+
+    def __init__(self, x_all: torch.Tensor, dcfg: DistillConfig, device: torch.device) -> None:
+        self.x_all, self.dcfg, self.device = x_all, dcfg, device
+        self.targets: dict[int, Outputs | None] = {}
+
+    def begin_epoch(self, i: int, m: Member) -> None:
+        pair, structure = m.owner, m.structure
         pair.set_structure(structure)
         if structure.teacher_trained:
-            targets = None
-        elif targets is None:
-            targets = teacher_outputs(pair.teacher.model.generator, x_all)
-        log = EpochLog()
-        perm = torch.randperm(n, generator=shuffle)
-        for i in range(steps):
-            idx = perm[i * bs:(i + 1) * bs]
-            target = None if targets is None else tuple(a[idx].to(device) for a in targets)
-            losses = distill_step(pair, x_all[idx].to(device), structure, dcfg, target)  # type: ignore[arg-type]
-            check_finite(losses, epoch, i)
-            log.add(losses)
-            bar.update(1)
-            if i % 50 == 0:
-                bar.set_postfix(epoch=epoch + 1, structure=structure.number,
-                                k=f"{losses['k_total']:.3f}", refresh=False)
-        seconds = time.perf_counter() - t0
-        info["train_seconds"] += seconds
-        info["step_seconds"][step] += seconds
-        if run_dir is not None:
-            runs.append_history(run_dir / runs.HISTORY,
-                                epoch_row(epoch, step, structure, log, pair, seconds, n))
-            save_state(run_dir, pair, epoch + 1, shuffle, config_json, info)
+            self.targets[id(m)] = None
+        elif self.targets.get(id(m)) is None:
+            self.targets[id(m)] = teacher_outputs(pair.teacher.model.generator, self.x_all)
+
+    def step(self, members: list[Member]) -> list[dict[str, float]]:
+        out = []
+        for m in members:
+            idx, targets = m.indices(), self.targets.get(id(m))
+            target = None if targets is None else tuple(a[idx].to(self.device) for a in targets)
+            with active(m.rng):
+                out.append(distill_step(m.owner, self.x_all[idx].to(self.device), m.structure,
+                                        self.dcfg, target))  # type: ignore[arg-type]
+        return out
+
+    def weights_finite(self, i: int, m: Member) -> bool:
+        return _weights_finite(m.owner, m.structure)
+
+    def snapshot(self, i: int, m: Member) -> dict[str, Any]:
+        pair: Pair = m.owner
+        return copy.deepcopy({
+            "student": pair.student.model.state_dict(), "projection": pair.projection.state_dict(),
+            "s_opt_g": pair.student.opt_g.state_dict(), "teacher": pair.teacher.model.state_dict(),
+            "t_opt_g": pair.teacher.opt_g.state_dict()})
+
+    def recover(self, i: int, m: Member, good: dict[str, Any]) -> None:
+        """Student (and a trained teacher) back to the epoch's start with fresh discriminators."""
+        pair: Pair = m.owner
+        pair.student.model.load_state_dict(good["student"])
+        pair.projection.load_state_dict(good["projection"])
+        pair.student.opt_g.load_state_dict(copy.deepcopy(good["s_opt_g"]))
+        pair.student.model.reinit_discriminator()
+        pair.student.opt_d.state.clear()
+        if m.structure.teacher_trained:
+            pair.teacher.model.load_state_dict(good["teacher"])
+            pair.teacher.opt_g.load_state_dict(copy.deepcopy(good["t_opt_g"]))
+            pair.teacher.model.reinit_discriminator()
+            pair.teacher.opt_d.state.clear()
+
+    def sync(self, i: int, m: Member) -> None:
+        pass
+
+    def leave(self, keep: list[int], members: list[Member]) -> None:
+        pass
+
+
+def distill_row(m: Member, seconds: float) -> dict[str, Any]:
+    """The history row of the member's epoch that just ended."""
+    step, structure = m.plan[m.epoch - 1]
+    return epoch_row(m.epoch - 1, step, structure, m.log, m.owner, seconds, m.n)
+
+
+def distill_save(m: Member) -> None:
+    assert m.run_dir is not None
+    save_state(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info)
+
+
+def _postfix(m: Member, losses: dict[str, float]) -> dict[str, Any]:
+    return {"epoch": m.epoch + 1, "structure": m.structure.number, "k": f"{losses['k_total']:.3f}"}
+
+
+DISTILL_HOOKS = Hooks(distill_row, distill_save, postfix=_postfix)
 
 
 def make_plan(dcfg: DistillConfig) -> list[tuple[int, Structure]]:
     """(step index, structure) for every epoch of ``dcfg``'s schedule."""
-    return [(step, STRUCTURES[number]) for step, (number, epochs) in enumerate(dcfg.schedule())
-            for _ in range(epochs)]
+    return expand([Phase(STRUCTURES[number], epochs) for number, epochs in dcfg.schedule()])
 
 
 def make_pair(teacher: EDEGANModel, student_cfg: ModelConfig, dcfg: DistillConfig,
@@ -248,27 +290,28 @@ def make_pair(teacher: EDEGANModel, student_cfg: ModelConfig, dcfg: DistillConfi
     return pair, shuffle
 
 
-def start_state(pair: Pair, shuffle: torch.Generator, dcfg: DistillConfig, run_dir: Path | None,
-                resume: bool) -> tuple[int, dict[str, Any]]:
-    """(epochs done, info): a fresh start, or the last checkpoint of an interrupted run."""
+def distill_member(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
+                   dcfg: DistillConfig, device: torch.device, run_dir: Path | None, resume: bool,
+                   config_json: str, stream: bool = False) -> Member:
+    """``distill``'s set-up of one student as a loop member: a fresh start, or the last
+    checkpoint of an interrupted run; with ``stream`` its global-RNG stream is kept aside."""
+    pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
     if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
-        return load_state(run_dir, pair, shuffle)
-    return 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
+        start, info = load_state(run_dir, pair, shuffle)
+    else:
+        start, info = 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
+    n, plan = len(split.train), make_plan(dcfg)
+    return Member(pair, n, dcfg.batch_size, steps_per_epoch(n, dcfg.batch_size, dcfg.drop_last),
+                  plan, len(plan), start, shuffle, info, run_dir,
+                  dcfg.train_config().on_divergence, RngStream(device) if stream else None,
+                  config_json)
 
 
-def run_plan(pair: Pair, plan: list[tuple[int, Structure]], start: int, split: OneClassSplit,
-             dcfg: DistillConfig, device: torch.device, shuffle: torch.Generator,
-             info: dict[str, Any], run_dir: Path | None, config_json: str, progress: bool) -> None:
-    """``_train_epochs`` from ``start`` with its progress bar."""
-    n = len(split.train)
-    steps = steps_per_epoch(n, dcfg.batch_size, dcfg.drop_last)
-    bar = tqdm(total=(len(plan) - start) * steps, disable=not progress, unit="step", desc="distill",
-               dynamic_ncols=True, mininterval=0.5)
-    try:
-        _train_epochs(pair, plan, start, split.train, dcfg, device, shuffle, bar, info,
-                      run_dir, config_json)
-    finally:
-        bar.close()
+def train_member(m: Member, split: OneClassSplit, dcfg: DistillConfig, device: torch.device,
+                 progress: bool) -> None:
+    """The member's remaining epochs through the one loop with the module engine."""
+    run_loop([m], ModuleDistillEngine(split.train, dcfg, device), DISTILL_HOOKS, desc="distill",
+             progress=progress)
 
 
 def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dict[str, Any],
@@ -331,11 +374,11 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
                             progress=progress)
         return student, teacher, alone_info(info, before)
 
-    pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
-    start, info = start_state(pair, shuffle, dcfg, run_dir, resume)
-    run_plan(pair, make_plan(dcfg), start, split, dcfg, device, shuffle, info, run_dir, config_json,
-             progress)
-    return pair.student.model, teacher, finish_info(pair, split, dcfg, info, before)
+    m = distill_member(teacher, student_cfg, split, dcfg, device, run_dir, resume, config_json)
+    train_member(m, split, dcfg, device, progress)
+    if m.error is not None:
+        raise m.error
+    return m.owner.student.model, teacher, finish_info(m.owner, split, dcfg, m.info, before)
 
 
 # --- run folders -------------------------------------------------------------------------------

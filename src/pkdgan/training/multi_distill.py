@@ -3,7 +3,7 @@
 While the teacher is frozen (structures 1 and 2: a single run of either, or progressive step 1)
 a student is an EDE-GAN trained with one more generator term, K = w1*K1 + wx*Kx + w2*K2 against
 fixed targets: the teacher's eval-mode outputs for each image, computed once per member with
-``distill.teacher_outputs`` exactly as ``distill._train_epochs`` does. So the students of a group
+``distill.teacher_outputs`` exactly as ``distill.ModuleDistillEngine`` does. So the students of a group
 (one per teacher run: class, seed) share ``multi.StackedGan``'s batch-1 step, with K added through
 its ``ExtraLoss`` hook. The student-side projection (nz_s -> nz_t) is stacked too and updated by
 the generator's Adam, as ``distill`` puts it in the student's generator optimizer; it runs even
@@ -19,57 +19,53 @@ Each member keeps what ``distill`` keeps: the student init and shuffling of ``dc
 global-RNG stream (discriminator re-initialisation), its per-epoch history rows and checkpoints in
 ``distill``'s own format (``save_state``). The teacher-trained epochs that follow (progressive
 step 2: teacher and student change together, a different model per member) run per member through
-``distill``'s own loop, from exactly the state the stacked epochs left. ``tests/test_multi_distill.py``
-checks that weights and scores equal ``distill``'s.
+the one loop with ``distill``'s module engine, from exactly the state the stacked epochs left.
+``tests/test_multi_distill.py`` checks that weights and scores equal ``distill``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from pkdgan.core import runs
 from pkdgan.core.config import DataConfig, DistillConfig, ModelConfig, RunConfig
 from pkdgan.core.errors import DivergenceError, UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import distillation_loss
-from pkdgan.training.checkpoints import save_state
 from pkdgan.training.distill import (
+    DISTILL_HOOKS,
     Outputs,
     Pair,
-    Structure,
     alone_config,
     alone_info,
     check_student_shape,
-    epoch_row,
+    distill_member,
+    distill_row,
     finish_info,
-    make_pair,
     make_plan,
-    run_plan,
-    start_state,
     teacher_auroc_before,
     teacher_outputs,
+    train_member,
 )
-from pkdgan.training.multi import fit_many
+from pkdgan.training.loop import Hooks, Member, run_loop
+from pkdgan.training.multi import StackedEngine, fit_many, named
 from pkdgan.training.stacked_engine import (
     ExtraLoss,
+    GanState,
     ParamGroup,
-    RngStream,
     StackedGan,
     stack_modules,
     write_group,
 )
-from pkdgan.training.train import EpochLog, check_finite, resolve_device
+from pkdgan.training.train import resolve_device
 
 S_KEYS = ("s_g_adversarial", "s_g_contextual", "s_g_latent", "s_g_constraint", "s_g_total", "s_d")
 K_KEYS = ("k1", "kx", "k2", "k_total")
@@ -135,41 +131,15 @@ def stack_reason(jobs: Sequence[Job]) -> str | None:
     return None
 
 
-@dataclass
-class _Member:
-    job: Job
-    pair: Pair
-    shuffle: torch.Generator
-    plan: list[tuple[int, Structure]]
-    stop: int  # the stacked epochs end here
-    epoch: int
-    info: dict[str, Any]
-    before: float | None
-    rng: RngStream
-    offset: int = 0
-    pos: int = 0
-    perm: list[int] = field(default_factory=list)
-    log: EpochLog = field(default_factory=EpochLog)
-    t0: float = 0.0
-    error: DivergenceError | None = None
-
-    @property
-    def n(self) -> int:
-        return len(self.job.split.train)
-
-    @property
-    def stacked_done(self) -> bool:
-        return self.error is not None or self.epoch >= self.stop
-
-
-def _start(job: Job, device: torch.device) -> _Member:
-    """``distill``'s set-up for one job, with its RNG stream kept aside."""
+def _start(job: Job, device: torch.device) -> Member:
+    """``distill``'s set-up for one job as a loop member, with its RNG stream kept aside; its
+    ``tag`` is (job, teacher AUROC before); the stacked epochs end at ``stop``."""
     check_student_shape(job.student_cfg, job.teacher.cfg)
     before = teacher_auroc_before(job.teacher, job.split, job.dcfg, device)
-    pair, shuffle = make_pair(job.teacher, job.student_cfg, job.dcfg, device)
-    start, info = start_state(pair, shuffle, job.dcfg, job.run_dir, job.resume)
-    return _Member(job, pair, shuffle, make_plan(job.dcfg), frozen_epochs(job.dcfg), start, info,
-                   before, RngStream(device))
+    m = distill_member(job.teacher, job.student_cfg, job.split, job.dcfg, device, job.run_dir,
+                       job.resume, job.config_json, stream=True)
+    m.tag, m.stop = (job, before), frozen_epochs(job.dcfg)
+    return m
 
 
 class _KLoss:
@@ -206,107 +176,59 @@ def stack_pairs(pairs: list[Pair], template: EDEGANModel, dcfg: DistillConfig
     return stack, kloss, ExtraLoss(kloss, projection)
 
 
-def _stack(active: list[_Member], template: EDEGANModel, dcfg: DistillConfig
-           ) -> tuple[StackedGan, _KLoss, ExtraLoss]:
-    return stack_pairs([m.pair for m in active], template, dcfg)
+class StackedDistillEngine(StackedEngine):
+    """``StackedEngine`` for frozen-teacher epochs: the students' GAN step (structure 2) or G's
+    step alone (structure 1), with K against the teachers' precomputed outputs added."""
+
+    d_key = "s_d"
+
+    def __init__(self, members: list[Member], template: EDEGANModel, device: torch.device) -> None:
+        job: Job = members[0].tag[0]
+        self.dcfg, self.structure = job.dcfg, members[0].structure
+        for m in members:
+            m.owner.set_structure(self.structure)
+        splits = [m.tag[0].split.train for m in members]
+        parts = [teacher_outputs(m.owner.teacher.model.generator, x)
+                 for m, x in zip(members, splits, strict=True)]
+        self.t_all = [torch.cat([p[j] for p in parts]).to(device) for j in range(3)]
+        run = RunConfig(model=job.student_cfg, loss=self.dcfg.gan, train=self.dcfg.train_config())
+        super().__init__(members, splits, template, device, run)
+
+    def state(self, m: Member) -> GanState:
+        return m.owner.student
+
+    def restack(self, members: list[Member]) -> None:
+        self.stack, self.kloss, self.extra = (stack_pairs([m.owner for m in members], self.template,
+                                                          self.dcfg) if members else (None, None, None))
+
+    def forward(self, idx: torch.Tensor) -> tuple[list[list[float]], tuple[str, ...]]:
+        assert self.stack is not None and self.kloss is not None and self.extra is not None
+        self.kloss.target = tuple(t[idx].unsqueeze(1) for t in self.t_all)  # type: ignore[assignment]
+        if self.structure.student_gan:
+            return self.stack.step(self.x_all[idx], self.run, self.extra), S_KEYS + K_KEYS
+        return self.stack.step_generator_only(self.x_all[idx], self.extra), K_KEYS
+
+    def sync(self, i: int, m: Member) -> None:
+        super().sync(i, m)
+        if self.extra is not None and self.extra.group is not None:
+            write_group(self.extra.group, i, m.owner.projection, m.owner.student.opt_g)
 
 
-def _write_back(m: _Member, stack: StackedGan, extra: ExtraLoss, i: int) -> None:
-    stack.write_back(i, m.pair.student)
-    if extra.group is not None:
-        write_group(extra.group, i, m.pair.projection, m.pair.student.opt_g)
+def _end_epoch(m: Member, seconds: float) -> dict[str, Any]:
+    """The history row of a stacked epoch (the loop writes it, then the checkpoint)."""
+    return distill_row(m, seconds)
 
 
-def _begin_epoch(m: _Member) -> None:
-    m.t0 = time.perf_counter()
-    m.log = EpochLog()
-    m.perm = torch.randperm(m.n, generator=m.shuffle).tolist()
-    m.pos = 0
-
-
-def _end_epoch(m: _Member, stack: StackedGan, extra: ExtraLoss, i: int) -> None:
-    """``_train_epochs``' end of epoch: timings, history row, checkpoint."""
-    seconds = time.perf_counter() - m.t0
-    step, structure = m.plan[m.epoch]
-    m.info["train_seconds"] += seconds
-    m.info["step_seconds"][step] += seconds
-    m.epoch += 1
-    run_dir = m.job.run_dir
-    if run_dir is not None or m.stacked_done:
-        _write_back(m, stack, extra, i)
-    if run_dir is not None:
-        runs.append_history(run_dir / runs.HISTORY,
-                            epoch_row(m.epoch - 1, step, structure, m.log, m.pair, seconds, m.n))
-        with m.rng.active():
-            save_state(run_dir, m.pair, m.epoch, m.shuffle, m.job.config_json, m.info)
-
-
-def _train_stacked(members: list[_Member], template: EDEGANModel, device: torch.device,
-                   progress: bool) -> None:
-    """The frozen-teacher epochs of every member, one image per member and step."""
-    dcfg = members[0].job.dcfg
-    structure = members[0].plan[members[0].epoch][1]
-    for m in members:
-        m.pair.set_structure(structure)
-        m.info["trained_together"] = len(members)
-    x_all = torch.cat([m.job.split.train for m in members]).to(device)
-    parts = [teacher_outputs(m.pair.teacher.model.generator, m.job.split.train) for m in members]
-    t_all = [torch.cat([p[j] for p in parts]).to(device) for j in range(3)]
-    offset = 0
-    for m in members:
-        m.offset, offset = offset, offset + m.n
-    run = RunConfig(model=members[0].job.student_cfg, loss=dcfg.gan, train=dcfg.train_config())
-    bar = tqdm(total=sum((m.stop - m.epoch) * m.n for m in members), disable=not progress,
-               unit="img", desc=f"distill x{len(members)}", dynamic_ncols=True, mininterval=0.5)
-    active = list(members)
-    stack, kloss, extra = _stack(active, template, dcfg)
-    for m in active:
-        _begin_epoch(m)
-    while active:
-        idx = torch.tensor([m.offset + m.perm[m.pos] for m in active], device=device)
-        kloss.target = tuple(t[idx].unsqueeze(1) for t in t_all)  # type: ignore[assignment]
-        if structure.student_gan:
-            rows, keys = stack.step(x_all[idx], run, extra), S_KEYS + K_KEYS
-        else:
-            rows, keys = stack.step_generator_only(x_all[idx], extra), K_KEYS
-        for i, m in enumerate(active):
-            losses = dict(zip(keys, (r[i] for r in rows), strict=True))
-            if structure.student_gan and losses["s_d"] < dcfg.d_reinit_threshold:
-                with m.rng.active():
-                    stack.reinit_discriminator(i)
-                m.pair.student.d_reinits += 1
-            try:
-                check_finite(losses, m.epoch, m.pos)
-            except DivergenceError as e:
-                name = f"{m.job.run_dir}: " if m.job.run_dir is not None else ""
-                m.error = DivergenceError(f"{name}{e}")
-                _write_back(m, stack, extra, i)
-                continue
-            m.log.add(losses)
-            m.pos += 1
-            bar.update(1)
-            if m.pos == m.n:
-                _end_epoch(m, stack, extra, i)
-                if not m.stacked_done:
-                    _begin_epoch(m)
-        if any(m.stacked_done for m in active):
-            # the leavers are written back already; the others are re-stacked from their states
-            keep = [i for i, m in enumerate(active) if not m.stacked_done]
-            for i in keep:
-                _write_back(active[i], stack, extra, i)
-            active = [active[i] for i in keep]
-            if active:
-                stack, kloss, extra = _stack(active, template, dcfg)
-        if active:
-            bar.set_postfix(models=len(active), epoch=min(m.epoch for m in active) + 1, refresh=False)
-    bar.close()
+STACKED_HOOKS = Hooks(lambda m, seconds: _end_epoch(m, seconds), DISTILL_HOOKS.save,
+                      postfix=DISTILL_HOOKS.postfix)
 
 
 def distill_many(jobs: Sequence[Job], progress: bool = True) -> list[DistillResult]:
     """``distill`` for every job, their frozen-teacher epochs trained together; one result each.
 
-    The epochs after those (progressive step 2) run per job with ``distill``'s own loop. A job
-    that diverges stops with ``DistillResult.error`` set while the others go on.
+    The epochs after those (progressive step 2) run per job through the same loop with
+    ``distill``'s module engine. A job that diverges stops with ``DistillResult.error`` set while
+    the others go on.
     """
     reason = stack_reason(jobs)
     if reason is not None:
@@ -314,28 +236,28 @@ def distill_many(jobs: Sequence[Job], progress: bool = True) -> list[DistillResu
     device = resolve_device(jobs[0].dcfg.device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         members = [_start(j, device) for j in jobs]
-        todo = [m for m in members if not m.stacked_done]
+        todo = [m for m in members if not m.done]
         if todo:
+            for m in todo:
+                m.info["trained_together"] = len(todo)
             torch.manual_seed(jobs[0].dcfg.seed)
             template = EDEGANModel(jobs[0].student_cfg).to(device)
-            _train_stacked(todo, template, device, progress)
+            engine = StackedDistillEngine(todo, template, device)
+            run_loop(todo, engine, STACKED_HOOKS, desc=f"distill x{len(todo)}", progress=progress)
         return [_finish(m, device, progress) for m in members]
 
 
-def _finish(m: _Member, device: torch.device, progress: bool) -> DistillResult:
-    """The remaining (teacher-trained) epochs with ``distill``'s loop, then its summary."""
-    job, pair = m.job, m.pair
+def _finish(m: Member, device: torch.device, progress: bool) -> DistillResult:
+    """The remaining (teacher-trained) epochs through the loop's module engine, then the summary."""
+    job, before = m.tag
+    pair: Pair = m.owner
     if m.error is None:
-        with m.rng.active():
-            try:
-                run_plan(pair, m.plan, m.epoch, job.split, job.dcfg, device, m.shuffle, m.info,
-                         job.run_dir, job.config_json, progress)
-            except DivergenceError as e:
-                name = f"{job.run_dir}: " if job.run_dir is not None else ""
-                m.error = DivergenceError(f"{name}{e}")
+        rng, m.rng, m.stop = m.rng, None, len(m.plan)
+        with rng.active():
+            train_member(m, job.split, job.dcfg, device, progress)
     if m.error is not None:
-        return DistillResult(pair.student.model, pair.teacher.model, m.info, m.error)
-    info = finish_info(pair, job.split, job.dcfg, m.info, m.before)
+        return DistillResult(pair.student.model, pair.teacher.model, m.info, named(m, m.error))
+    info = finish_info(pair, job.split, job.dcfg, m.info, before)
     return DistillResult(pair.student.model, pair.teacher.model, info)
 
 
@@ -353,8 +275,3 @@ def alone_many(jobs: Sequence[Job], data: Sequence[DataConfig], resume: bool = F
                     progress=progress)
     return [DistillResult(f.model, j.teacher, alone_info(f.info, b), f.error)
             for j, f, b in zip(jobs, fits, befores, strict=True)]
-
-
-# --- run folders -------------------------------------------------------------------------------
-
-
