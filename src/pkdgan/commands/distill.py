@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--score", default="latent", choices=SCORES,
                    help="anomaly score reported and thresholded")
+    g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
+                   help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
     p.add_argument("--data-root", default=None, help="override the teacher run's data root")
     p.add_argument("--out", required=True, type=Path, help="run folder to write (or parent folder)")
     p.add_argument("--resume", action="store_true",
@@ -87,7 +89,7 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         batch_size=from_preset(args, "batch_size", "student_batch_size"), lr=args.lr,
         teacher_lr=args.teacher_lr, beta1=args.beta1, seed=args.seed, device=args.device,
         score=args.score, precision=from_preset(args, "precision"),
-        drop_last=from_preset(args, "drop_last"),
+        drop_last=from_preset(args, "drop_last"), on_divergence=args.on_divergence,
     )
 
 

@@ -246,6 +246,8 @@ class DistillConfig:
     then ``step2_structure`` (joint: 3 or 4) for ``step2_epochs``; ``alone`` trains the student
     without a teacher for ``epochs`` (the baseline). ``gan`` weights both models' GAN losses;
     ``teacher_lr`` (default: ``lr``) is the teacher's learning rate when it is fine-tuned.
+    ``on_divergence`` is ``TrainConfig``'s policy (added later: ``to_dict`` leaves out ``stop``,
+    so every earlier distillation run keeps its config hash).
     """
 
     mode: Literal["single", "progressive", "alone"] = "progressive"
@@ -270,6 +272,7 @@ class DistillConfig:
     score: Score = "latent"
     drop_last: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
+    on_divergence: Literal["stop", "reinit"] = "stop"
 
     def __post_init__(self) -> None:
         if self.mode not in DISTILL_MODES:
@@ -321,11 +324,14 @@ class DistillConfig:
             epochs=self.total_epochs(), batch_size=self.batch_size, lr=lr, beta1=self.beta1,
             beta2=self.beta2, seed=self.seed, device=self.device,
             d_reinit_threshold=self.d_reinit_threshold, score=self.score,
-            drop_last=self.drop_last, precision=self.precision,
+            drop_last=self.drop_last, precision=self.precision, on_divergence=self.on_divergence,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["on_divergence"] == "stop":
+            del d["on_divergence"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistillConfig:

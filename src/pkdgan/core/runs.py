@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from pkdgan.core.errors import DataError
+from pkdgan.core.errors import DataError, UsageError
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
@@ -166,6 +167,39 @@ def read_history(path: Path) -> list[dict[str, str]]:
 
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / METRICS).is_file()
+
+
+def finished_metrics(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """A finished run's metrics when its config has ``config_hash``: what ``--resume`` returns
+    instead of training again (EDE-GAN and distillation runs alike)."""
+    if not is_finished(run_dir):
+        return None
+    saved = read_json(run_dir / CONFIG)
+    if isinstance(saved, dict) and saved.get("config_hash") == config_hash:
+        return read_json(run_dir / METRICS)
+    return None
+
+
+def prepare_folder(run_dir: Path, config: dict[str, Any], same: Callable[[dict[str, Any]], bool],
+                   resume: bool) -> bool:
+    """The one run-folder check before training: create ``run_dir`` or check that it holds the
+    same run (``same(saved config)``), unfinished, and ``resume`` when it has a training state;
+    then write ``config``. Returns True when an interrupted run should be resumed."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file, not a folder; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_finished(run_dir):
+        raise UsageError(f"{run_dir} already holds a finished run; choose another --out")
+    cfg_path = run_dir / CONFIG
+    has_state = (run_dir / TRAIN_STATE).is_file()
+    if cfg_path.is_file():
+        saved = read_json(cfg_path)
+        if not (isinstance(saved, dict) and same(saved)):
+            raise UsageError(f"{run_dir} holds a run with a different config; choose another --out")
+        if has_state and not resume:
+            raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it")
+    write_json(cfg_path, config)
+    return resume and has_state
 
 
 def require_run(run_dir: Path) -> Path:

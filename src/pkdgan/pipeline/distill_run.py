@@ -58,25 +58,19 @@ def _identity(config: dict[str, Any]) -> str:
 
 
 def prepare_distill_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> bool:
-    """Create or check ``run_dir``; True when an interrupted run should be resumed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if runs.is_finished(run_dir):
-        raise UsageError(f"{run_dir} already holds a finished run; choose another --out")
-    has_state = (run_dir / runs.TRAIN_STATE).is_file()
-    cfg_path = run_dir / runs.CONFIG
-    if cfg_path.is_file():
-        saved = runs.read_json(cfg_path)
+    """Create or check ``run_dir`` (``runs.prepare_folder``); True when an interrupted run
+    should be resumed."""
+
+    def same(saved: dict[str, Any]) -> bool:
         if saved.get("kind") == "edegan" and config["distill"]["mode"] == "alone":
             # ``train.fit`` rewrites the config of an alone run while it trains
-            same = RunConfig.from_dict(saved).hash() == RunConfig.from_dict(config).hash()
-        else:
-            same = saved.get("config_hash") == config["config_hash"]
-        if not same:
-            raise UsageError(f"{run_dir} holds a run with a different config; choose another --out")
-        if has_state and not resume:
-            raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it")
-    runs.write_json(cfg_path, config)
-    return resume and has_state
+            try:
+                return RunConfig.from_dict(saved).hash() == RunConfig.from_dict(config).hash()
+            except UsageError:
+                return False
+        return saved.get("config_hash") == config["config_hash"]
+
+    return runs.prepare_folder(run_dir, config, same, resume)
 
 
 @dataclass
@@ -162,9 +156,15 @@ def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
     """Teacher run folder -> distilled student run folder (same files as ``train`` writes).
 
     The data and its split are the teacher's (``prepare_run``); ``data_root`` overrides where
-    they are read.
+    they are read. With ``resume``, a folder that finished with the same config is read back
+    (its metrics returned), as ``train_run`` does.
     """
     with locks.hold(out_dir):
+        if resume and runs.is_finished(Path(out_dir)):
+            config = run_config(teacher_run_dir, student_name_or_cfg, dcfg, data_root)[-1]
+            done = runs.finished_metrics(Path(out_dir), config["config_hash"])
+            if done is not None:
+                return done
         prep = prepare_run(teacher_run_dir, student_name_or_cfg, dcfg, out_dir, data_root, resume)
         student, teacher, info = distill(prep.teacher, prep.student_cfg, prep.split, dcfg, prep.out_dir,
                                          progress, data=prep.data, resume=prep.resuming,
@@ -198,10 +198,9 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
         for i, (t, s, out) in enumerate(zip(teacher_run_dirs, students, out_dirs, strict=True)):
             out = Path(out)
             if resume and runs.is_finished(out):
-                config = run_config(t, s, dcfg, data_root)[-1]
-                saved = runs.read_json(out / runs.CONFIG)
-                if isinstance(saved, dict) and saved.get("config_hash") == config["config_hash"]:
-                    metrics[i] = runs.read_json(out / runs.METRICS)
+                done = runs.finished_metrics(out, run_config(t, s, dcfg, data_root)[-1]["config_hash"])
+                if done is not None:
+                    metrics[i] = done
                     continue
             todo.append(i)
         preps = {i: prepare_run(teacher_run_dirs[i], students[i], dcfg, out_dirs[i], data_root, resume)

@@ -19,10 +19,10 @@ def train_run(cfg: RunConfig, run_dir: Path, resume: bool = False,
               progress: bool = True) -> dict[str, Any]:
     """Data -> fit -> scores -> metrics: the whole ``pkdgan train`` for one run folder."""
     with locks.hold(run_dir):
-        if resume and runs.is_finished(run_dir):  # e.g. the classes a killed multi-class run had done
-            saved = runs.read_json(run_dir / runs.CONFIG)
-            if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
-                return runs.read_json(run_dir / runs.METRICS)
+        # e.g. the classes a killed multi-class run had done
+        done = runs.finished_metrics(run_dir, cfg.hash()) if resume else None
+        if done is not None:
+            return done
         split = one_class_split(cfg.data, cfg.model.image_size, cfg.model.channels, cfg.train.seed)
         model, info = fit(cfg, split, run_dir, resume=resume, progress=progress)
         extra = info | {"dataset": cfg.data.dataset, "normal_class": cfg.data.normal_class,
@@ -46,9 +46,9 @@ def train_runs(cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], resume: bool
         metrics: dict[int, dict[str, Any]] = {}
         todo = []
         for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
-            saved = runs.read_json(run_dir / runs.CONFIG) if resume and runs.is_finished(run_dir) else None
-            if isinstance(saved, dict) and saved.get("config_hash") == cfg.hash():
-                metrics[i] = runs.read_json(run_dir / runs.METRICS)
+            done = runs.finished_metrics(run_dir, cfg.hash()) if resume else None
+            if done is not None:
+                metrics[i] = done
             else:
                 todo.append(i)
         splits = {i: one_class_split(cfgs[i].data, cfgs[i].model.image_size, cfgs[i].model.channels,

@@ -208,6 +208,27 @@ class StackedDistillEngine(StackedEngine):
             return self.stack.step(self.x_all[idx], self.run, self.extra), S_KEYS + K_KEYS
         return self.stack.step_generator_only(self.x_all[idx], self.extra), K_KEYS
 
+    def snapshot(self, i: int, m: Member) -> dict[str, torch.Tensor]:
+        """``StackedEngine``'s snapshot plus the projection's row (the generator's optimiser
+        updates it, as ``distill``'s recovery restores it with the student)."""
+        snap = super().snapshot(i, m)
+        group = self.extra.group if self.extra is not None else None
+        if group is not None:
+            for tag, t in (("p", group.params), ("m", group.exp_avg), ("v", group.exp_avg_sq)):
+                snap |= {f"proj.{tag}.{n}": x[i].detach().clone() for n, x in t.items()}
+            snap["proj.steps"] = group.steps[:, i].clone()
+        return snap
+
+    @torch.no_grad()
+    def recover(self, i: int, m: Member, good: dict[str, torch.Tensor]) -> None:
+        group = self.extra.group if self.extra is not None else None
+        if group is not None:
+            for tag, t in (("p", group.params), ("m", group.exp_avg), ("v", group.exp_avg_sq)):
+                for n, x in t.items():
+                    x[i].copy_(good[f"proj.{tag}.{n}"])
+            group.steps[:, i] = good["proj.steps"]
+        super().recover(i, m, good)
+
     def sync(self, i: int, m: Member) -> None:
         super().sync(i, m)
         if self.extra is not None and self.extra.group is not None:

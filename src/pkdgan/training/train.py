@@ -182,28 +182,17 @@ class ModuleGanEngine:
 
 
 def prepare_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> bool:
-    """Create or check the folder; returns True when a partial run should be resumed."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"{run_dir} is a file, not a folder; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if runs.is_finished(run_dir):
-        raise UsageError(f"{run_dir} already holds a finished run; choose another --out")
-    cfg_path = run_dir / runs.CONFIG
-    has_state = (run_dir / runs.TRAIN_STATE).is_file()
-    if cfg_path.is_file():
-        saved = runs.read_json(cfg_path)
+    """Create or check the folder (``runs.prepare_folder``); True when a partial run should be
+    resumed."""
+
+    def same(saved: dict[str, Any]) -> bool:
         try:
-            same = isinstance(saved, dict) and RunConfig.from_dict(saved).hash() == cfg.hash()
+            return RunConfig.from_dict(saved).hash() == cfg.hash()
         except UsageError:
-            same = False
-        if not same:
-            raise UsageError(
-                f"{run_dir} holds a run with a different config; choose another --out"
-            )
-        if has_state and not resume:
-            raise UsageError(f"{run_dir} holds an unfinished run; pass --resume to continue it")
-    runs.write_json(cfg_path, cfg.to_dict() | {"kind": "edegan", "config_hash": cfg.hash()})
-    return resume and has_state
+            return False
+
+    config = cfg.to_dict() | {"kind": "edegan", "config_hash": cfg.hash()}
+    return runs.prepare_folder(run_dir, config, same, resume)
 
 
 def gan_member(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None, resume: bool,
