@@ -10,7 +10,7 @@ from pkdgan.core.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
     PRECISIONS,
-    SCORES,
+    SCORE_KINDS,
     DataConfig,
     LossWeights,
     ModelConfig,
@@ -75,7 +75,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     g.add_argument("--seed", type=int, default=0, help="random seed (init, shuffling, held-out split)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default=None, choices=SCORES, help=SCORE_HELP)
+    g.add_argument("--score", default=None, choices=SCORE_KINDS, help=SCORE_HELP)
     add_schedule_flags(g)
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")
@@ -119,7 +119,7 @@ def parse_classes(text: str, n_classes: int = 10) -> list[int]:
     return sorted(out)
 
 
-def run_config(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
+def config_from_args(args: argparse.Namespace, normal_class: int, channels: int) -> RunConfig:
     """Namespace -> validated RunConfig (validation errors are UsageErrors)."""
     from pkdgan.evaluation.score_kinds import default_score
 

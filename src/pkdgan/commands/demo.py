@@ -19,7 +19,7 @@ from typing import Any
 from pkdgan.core.errors import UsageError
 
 # dataset -> (image size, student, normal classes, train cap, test cap): small enough for a CPU
-PRESETS: dict[str, tuple[int, str, str, int | None, int | None]] = {
+DEMOS: dict[str, tuple[int, str, str, int | None, int | None]] = {
     "digits": (16, "student-mnist", "0,1,3", None, None),
     "mnist": (32, "student-mnist", "0", 600, 2000),
     "fmnist": (32, "student-fmnist", "0", 600, 2000),
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a teacher, the student alone, and the P-KDGAN student on "
                                    "a few normal classes and compare AUROC, size, FLOPs and scoring "
                                    "speed. Default: sklearn's digits (no download).")
-    p.add_argument("--dataset", default="digits", choices=sorted(PRESETS),
+    p.add_argument("--dataset", default="digits", choices=sorted(DEMOS),
                    help="digits needs no download; mnist/fmnist need --data-root")
     p.add_argument("--data-root", default=None, help="folder with mnist/ or fashion-mnist/")
     p.add_argument("--classes", default=None, help="normal classes (default per dataset)")
@@ -61,7 +61,7 @@ def run_demo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from pkdgan.pipeline.train_run import train_run
     from pkdgan.training.checkpoints import load_run_generator
 
-    size, student_name, classes_default, max_train, max_test = PRESETS[args.dataset]
+    size, student_name, classes_default, max_train, max_test = DEMOS[args.dataset]
     student_name = args.student or student_name
     classes = parse_classes(args.classes or classes_default)
     teacher_cfg = dataclasses.replace(get_config("teacher"), image_size=size)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
-from pkdgan.core.config import DISTILL_MODES, SCORES, DistillConfig, LossWeights
+from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
 from pkdgan.core.presets import PRESETS
 
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
     g.add_argument("--seed", type=int, default=0, help="student init and data order")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--score", default="latent", choices=SCORES,
+    g.add_argument("--score", default="latent", choices=SCORE_KINDS,
                    help="anomaly score reported and thresholded")
     g.add_argument("--on-divergence", default="stop", choices=["stop", "reinit"],
                    help="on NaN/Inf losses: stop, or restore the last epoch and re-initialise D")

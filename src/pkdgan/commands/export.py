@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pkdgan.core.config import SCORES
+from pkdgan.core.config import SCORE_KINDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="file to write; RUN_DIR/model.onnx when not given")
-    p.add_argument("--score", choices=SCORES, default=None,
+    p.add_argument("--score", choices=SCORE_KINDS, default=None,
                    help="anomaly score the graph computes; the run's own when not given (for a run "
                         "trained with auto: the kind it chose; combined builds in the run's held-out "
                         "standardisation)")

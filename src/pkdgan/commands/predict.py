@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pkdgan.core.config import SCORES
+from pkdgan.core.config import SCORE_KINDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refit it for this expected anomaly fraction (PyOD's name; overrides --fpr)")
     g.add_argument("--threshold", type=float, default=None,
                    help="use this threshold, in the units of the scores written")
-    p.add_argument("--score", choices=SCORES, default=None,
+    p.add_argument("--score", choices=SCORE_KINDS, default=None,
                    help="anomaly score; the run's own when not given (for a run trained with auto: the "
                         "kind it chose; combined uses the run's held-out standardisation)")
     p.add_argument("--normalize", action="store_true",

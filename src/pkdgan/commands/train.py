@@ -10,8 +10,8 @@ from pkdgan.commands._common import (
     add_data_args,
     add_model_args,
     add_train_args,
+    config_from_args,
     parse_classes,
-    run_config,
 )
 from pkdgan.core.config import DataConfig
 from pkdgan.core.errors import UsageError
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         download(args.dataset, resolve_data_root(args.data_root))
     classes = [0] if args.dataset == "folder" else parse_classes(args.normal_class)
     channels = resolve_channels(args)
-    configs = [run_config(args, k, channels) for k in classes]
+    configs = [config_from_args(args, k, channels) for k in classes]
     out = Path(args.out)
     if len(configs) == 1:
         dirs = [out]

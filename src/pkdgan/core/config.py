@@ -20,7 +20,7 @@ LATENT_CONSTRAINTS = ("none", "tanh", "l2")
 DATASETS = ("mnist", "fmnist", "cifar10", "folder", "digits")
 # anomaly score kinds (pkdgan.evaluation.score_kinds): "combined" and "auto" were added later; runs that
 # use the older two keep their config hashes, and the paper's studies keep "latent"
-SCORES = ("latent", "reconstruction", "combined", "auto")
+SCORE_KINDS = ("latent", "reconstruction", "combined", "auto")
 Score = Literal["latent", "reconstruction", "combined", "auto"]
 PRECISIONS = ("fp32", "bf16")
 
@@ -156,8 +156,8 @@ class TrainConfig:
             raise UsageError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.on_divergence not in ("stop", "reinit"):
             raise UsageError(f"on-divergence must be stop or reinit, got {self.on_divergence!r}")
-        if self.score not in SCORES:
-            raise UsageError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.score not in SCORE_KINDS:
+            raise UsageError(f"score must be one of {', '.join(SCORE_KINDS)}, got {self.score!r}")
         check_precision(self.precision)
 
     def steps_per_epoch(self, n: int) -> int:
@@ -232,7 +232,7 @@ def config_hash(d: dict[str, Any]) -> str:
 
 
 DISTILL_MODES = ("single", "progressive", "alone")
-STRUCTURES = (1, 2, 3, 4)
+STRUCTURE_NUMBERS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ class DistillConfig:
         if self.mode not in DISTILL_MODES:
             raise UsageError(f"distill mode must be one of {', '.join(DISTILL_MODES)}, got {self.mode!r}")
         for name in ("structure", "step1_structure", "step2_structure"):
-            if getattr(self, name) not in STRUCTURES:
+            if getattr(self, name) not in STRUCTURE_NUMBERS:
                 raise UsageError(f"{name.replace('_', ' ')} must be 1, 2, 3 or 4, got {getattr(self, name)}")
         if self.step1_structure not in (1, 2):
             raise UsageError("progressive step 1 learns from a frozen teacher: structure 1 or 2, "

@@ -27,7 +27,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from pkdgan.core.config import SCORES as SCORE_CHOICES  # what a user may ask for
+from pkdgan.core.config import SCORE_KINDS as SCORE_CHOICES  # what a user may ask for
 from pkdgan.core.errors import UsageError
 
 BASE_KINDS = ("latent", "reconstruction")

@@ -17,6 +17,7 @@ from pkdgan.core.config import (
     TrainConfig,
 )
 from pkdgan.core.errors import UsageError
+from pkdgan.core.identity import DistillRun
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
     AUTO,
@@ -193,14 +194,9 @@ class PKDGAN(OneClassDetector):
         self.teacher_ = teacher
         student_cfg, student_name = resolve_student(self.student, teacher.model_config_)
         student, _, info = distill(teacher.model(), student_cfg, split, dcfg, None, self.progress)
-        config = {
-            "kind": "distill", "model": dataclasses.asdict(student_cfg),
-            "data": dataclasses.asdict(DataConfig(dataset="folder", resize=self.resize,  # type: ignore[arg-type]
-                                                  holdout_fraction=self.holdout_fraction)),
-            "loss": dataclasses.asdict(dcfg.gan), "train": dataclasses.asdict(dcfg.train_config()),
-            "distill": dcfg.to_dict(), "teacher_model": dataclasses.asdict(teacher.model_config_),
-            "student_name": student_name,
-        }
+        data = DataConfig(dataset="folder", resize=self.resize,  # type: ignore[arg-type]
+                          holdout_fraction=self.holdout_fraction)
+        config = DistillRun(student_cfg, data, dcfg, teacher.model_config_, student_name).to_dict()
         return student.generator, student.discriminator, config, info
 
     def _json_params(self) -> dict[str, Any]:

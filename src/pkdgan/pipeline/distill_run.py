@@ -3,7 +3,6 @@ training, then the same result files a teacher run has."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,11 +16,10 @@ from pkdgan.core.config import (
     DistillConfig,
     ModelConfig,
     RunConfig,
-    config_hash,
-    drop_legacy,
     from_dict,
 )
 from pkdgan.core.errors import DataError, DivergenceError, UsageError
+from pkdgan.core.identity import DistillRun
 from pkdgan.data.datasets import OneClassSplit, one_class_split
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.flops import model_cost
@@ -44,17 +42,6 @@ def load_teacher(run_dir: Path) -> tuple[EDEGANModel, dict[str, Any]]:
     runs.load_module_state(model.generator, runs.unflatten_state("generator", ckpt), path)
     runs.load_module_state(model.discriminator, runs.unflatten_state("discriminator", ckpt), path)
     return model.eval(), cfg
-
-
-def _identity(config: dict[str, Any]) -> str:
-    """What must agree for ``--resume``: everything but the device and the data root."""
-    d = json.loads(json.dumps({k: config[k] for k in ("model", "loss", "data", "train", "distill",
-                                                       "teacher_run")}))
-    d["data"].pop("data_root", None)
-    d["train"].pop("device", None)
-    d["distill"].pop("device", None)
-    d["train"], d["distill"] = drop_legacy(d["train"]), drop_legacy(d["distill"])
-    return config_hash(d)
 
 
 def prepare_distill_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> bool:
@@ -91,10 +78,10 @@ class PreparedRun:
         return json.dumps(self.config, sort_keys=True)
 
 
-def run_config(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
-               data_root: str | None = None
-               ) -> tuple[EDEGANModel, ModelConfig, str | None, DataConfig, dict[str, Any]]:
-    """(teacher, student config, student name, data, run config) of a distillation run.
+def distill_identity(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig,
+                     dcfg: DistillConfig, data_root: str | None = None
+                     ) -> tuple[EDEGANModel, ModelConfig, str | None, DataConfig, dict[str, Any]]:
+    """(teacher, student config, student name, data, ``DistillRun`` dict) of a distillation run.
 
     The data and its split seed (the teacher's training seed, so the held-out images are ones
     the teacher never saw) are the teacher's; ``data_root`` overrides where they are read.
@@ -106,15 +93,9 @@ def run_config(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dc
         data_dict["data_root"] = data_root
     data = from_dict(DataConfig, data_dict)
     split_seed = int(tcfg.get("train", {}).get("seed", 0))
-    config: dict[str, Any] = {
-        "kind": "distill", "model": dataclasses.asdict(student_cfg), "data": dataclasses.asdict(data),
-        "loss": dataclasses.asdict(dcfg.gan), "train": dataclasses.asdict(dcfg.train_config()),
-        "distill": dcfg.to_dict(), "teacher_run": str(Path(teacher_run_dir).resolve()),
-        "teacher_model": dataclasses.asdict(teacher.cfg), "student_name": student_name,
-        "split_seed": split_seed,
-    }
-    config["config_hash"] = _identity(config)
-    return teacher, student_cfg, student_name, data, config
+    identity = DistillRun(student_cfg, data, dcfg, teacher.cfg, student_name,
+                          str(Path(teacher_run_dir).resolve()), split_seed)
+    return teacher, student_cfg, student_name, data, identity.to_dict()
 
 
 def prepare_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
@@ -122,8 +103,8 @@ def prepare_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
     """``distill_run``'s set-up: teacher, student config, run config (written), data split."""
 
     out_dir = Path(out_dir)
-    teacher, student_cfg, student_name, data, config = run_config(teacher_run_dir, student_name_or_cfg,
-                                                                  dcfg, data_root)
+    teacher, student_cfg, student_name, data, config = distill_identity(
+        teacher_run_dir, student_name_or_cfg, dcfg, data_root)
     resuming = prepare_distill_dir(out_dir, config, resume)
     split = one_class_split(data, student_cfg.image_size, student_cfg.channels, config["split_seed"])
     return PreparedRun(out_dir, teacher, student_cfg, student_name, data, split, config, resuming)
@@ -161,7 +142,7 @@ def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
     """
     with locks.hold(out_dir):
         if resume and runs.is_finished(Path(out_dir)):
-            config = run_config(teacher_run_dir, student_name_or_cfg, dcfg, data_root)[-1]
+            config = distill_identity(teacher_run_dir, student_name_or_cfg, dcfg, data_root)[-1]
             done = runs.finished_metrics(Path(out_dir), config["config_hash"])
             if done is not None:
                 return done
@@ -198,7 +179,8 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
         for i, (t, s, out) in enumerate(zip(teacher_run_dirs, students, out_dirs, strict=True)):
             out = Path(out)
             if resume and runs.is_finished(out):
-                done = runs.finished_metrics(out, run_config(t, s, dcfg, data_root)[-1]["config_hash"])
+                config = distill_identity(t, s, dcfg, data_root)[-1]
+                done = runs.finished_metrics(out, config["config_hash"])
                 if done is not None:
                     metrics[i] = done
                     continue
