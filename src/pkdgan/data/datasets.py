@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,9 +166,15 @@ def _holdout(x: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor,
         n_hold = 0
     if len(x) - n_hold < 1:
         raise DataError("not enough normal training images after the held-out split")
-    g = torch.Generator().manual_seed(seed + 7919)
-    perm = torch.randperm(len(x), generator=g)
-    return x[perm[n_hold:]].contiguous(), x[perm[:n_hold]].contiguous()
+    train, hold = holdout_indices(len(x), n_hold, seed)
+    return x[train].contiguous(), x[hold].contiguous()
+
+
+def holdout_indices(n: int, n_hold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one held-out split (run folders and the API alike): (train, held-out) indices from
+    a permutation seeded apart from training's own seed, so the choice never shifts with it."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    return perm[n_hold:], perm[:n_hold]
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -224,16 +231,24 @@ def detect_channels(paths: list[Path]) -> int:
     return 1
 
 
-def load_images(paths: list[Path], channels: int, image_size: int, resize: str) -> torch.Tensor:
-    """Read files of any size into one tensor; resizing is announced once."""
+def read_images(paths: Sequence[Path], channels: int, image_size: int, resize: str
+                ) -> tuple[torch.Tensor, set[tuple[int, int]]]:
+    """The one image reader: files of any size -> one (N, C, S, S) tensor in [-1, 1], and the
+    sizes the files had (the caller announces any resizing in its own words)."""
     arrays = [read_image(p, channels) for p in paths]
     sizes = {a.shape[:2] for a in arrays}
+    return torch.cat([to_tensor(a[None], image_size, resize) for a in arrays]), sizes
+
+
+def load_images(paths: list[Path], channels: int, image_size: int, resize: str) -> torch.Tensor:
+    """Read files of any size into one tensor; resizing is announced once."""
+    x, sizes = read_images(paths, channels, image_size, resize)
     if sizes != {(image_size, image_size)}:
         warnings.warn(
             f"resizing images of size(s) {sorted(sizes)[:3]} to {image_size}x{image_size}",
             stacklevel=2,
         )
-    return torch.cat([to_tensor(a[None], image_size, resize) for a in arrays])
+    return x
 
 
 def folder_split(cfg: DataConfig, image_size: int, channels: int, seed: int = 0

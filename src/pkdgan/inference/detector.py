@@ -34,7 +34,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import DataError, UsageError
 from pkdgan.core.presets import DEFAULT_PRESET, PRESETS
-from pkdgan.data.datasets import OneClassSplit
+from pkdgan.data.datasets import OneClassSplit, holdout_indices
 from pkdgan.evaluation.metrics import threshold_from_normal
 from pkdgan.evaluation.score_kinds import (
     BASE_KINDS,
@@ -69,8 +69,7 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
         warnings.warn(f"the threshold is fitted on only {n_hold} held-out normal image(s); "
                       "it will be coarse (give more images or a larger holdout_fraction)",
                       stacklevel=3)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
-    return perm[n_hold:], perm[:n_hold]
+    return holdout_indices(n, n_hold, seed)
 
 
 class OneClassDetector(BaseEstimator, ABC):

@@ -1,6 +1,6 @@
 """Scoring new images: inputs of every form -> model tensors, per-file predictions, panels.
 
-Inputs are converted exactly as at training (``data.read_image`` + ``data.to_tensor``): files
+Inputs are converted exactly as at training (``data.read_images``, the one image reader): files
 through Pillow to grayscale or RGB, uint8 arrays scaled to [-1, 1], then padded or resized to
 the model's size with one warning. Float arrays and tensors are taken as already preprocessed.
 """
@@ -21,7 +21,7 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.datasets import list_images, read_image, to_tensor
+from pkdgan.data.datasets import list_images, read_images, to_tensor
 
 if TYPE_CHECKING:
     from pkdgan.inference.detector import OneClassDetector
@@ -148,9 +148,8 @@ def read_files(paths: Sequence[Path], channels: int, image_size: int, resize: st
 
 def _read(paths: Sequence[Path], channels: int, image_size: int, resize: str
           ) -> tuple[torch.Tensor, set[tuple[int, int]]]:
-    arrays = [read_image(p, channels) for p in paths]
-    sizes = {a.shape[:2] for a in arrays} - {(image_size, image_size)}
-    return torch.cat([to_tensor(a[None], image_size, resize) for a in arrays]), sizes
+    x, sizes = read_images(paths, channels, image_size, resize)
+    return x, sizes - {(image_size, image_size)}
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
