@@ -44,8 +44,7 @@ from pkdgan.evaluation.score_kinds import (
 )
 from pkdgan.inference.export import export_onnx
 from pkdgan.inference.predict import as_images
-from pkdgan.models.edegan import score_both
-from pkdgan.models.losses import latent_score, reconstruction_score
+from pkdgan.models.edegan import score_batches, score_both
 from pkdgan.training.train import resolve_device
 
 HOLDOUT_PREFIX = "detector.holdout_"
@@ -228,12 +227,8 @@ class OneClassDetector(BaseEstimator, ABC):
                               ) -> tuple[np.ndarray, torch.Tensor]:
         """Scores (``decision_function`` units) and reconstructions of a preprocessed batch."""
         self._check_fitted()
-        device = next(self.generator_.parameters()).device
         scores, recons = [], []
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(device)
-            z, x_hat, z_hat = self.generator_(xb)
-            lat, rec = latent_score(z, z_hat).float().cpu(), reconstruction_score(xb, x_hat).float().cpu()
+        for lat, rec, x_hat in score_batches(self.generator_, x, batch_size):
             scores.append(self._kind(lat, rec))
             recons.append(x_hat.float().cpu())
         return self._normalized(torch.cat(scores).numpy()), torch.cat(recons)

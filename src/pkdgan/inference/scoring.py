@@ -25,7 +25,7 @@ from torch import nn
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
-from pkdgan.models.losses import latent_score, reconstruction_score
+from pkdgan.models.edegan import cat_scores, score_batches
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -157,16 +157,8 @@ class TorchScorer:
 
     @torch.inference_mode()
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latent, reconstruction) scores, as ``edegan.score_both``."""
-        lat, rec = [], []
-        for i in range(0, len(x), self.batch_size):
-            xb = x[i:i + self.batch_size].to(self.device, memory_format=self.format)
-            z, x_hat, z_hat = self.net(xb)
-            lat.append(latent_score(z, z_hat).float().cpu())
-            rec.append(reconstruction_score(xb, x_hat).float().cpu())
-        if not lat:
-            return torch.empty(0), torch.empty(0)
-        return torch.cat(lat), torch.cat(rec)
+        """(latent, reconstruction) scores, as ``edegan.score_both`` (the same batched scorer)."""
+        return cat_scores(score_batches(self.net, x, self.batch_size, self.device, self.format))
 
 
 class OrtScorer:

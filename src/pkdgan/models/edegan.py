@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import torch
 from torch import nn
 
@@ -49,6 +51,34 @@ def score_generator(
     return latent if kind == "latent" else recon
 
 
+def score_batches(net: nn.Module, x: torch.Tensor, batch_size: int = 256,
+                  device: torch.device | None = None,
+                  memory_format: torch.memory_format | None = None,
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The one batched scorer: (latent, reconstruction, x_hat) per batch of ``x`` through a
+    generator-shaped ``net``; callers choose eval mode and no_grad / inference_mode, and so run
+    training-time, API, CLI and fast scoring through the same arithmetic."""
+    device = device if device is not None else next(net.parameters()).device
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        xb = (xb.to(device, non_blocking=True) if memory_format is None
+              else xb.to(device, memory_format=memory_format))
+        z, x_hat, z_hat = net(xb)
+        yield latent_score(z, z_hat).float().cpu(), reconstruction_score(xb, x_hat).float().cpu(), x_hat
+
+
+def cat_scores(batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latent, reconstruction) scores of every batch, joined (empty for no images)."""
+    lat, rec = [], []
+    for la, re, _ in batches:
+        lat.append(la)
+        rec.append(re)
+    if not lat:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(lat), torch.cat(rec)
+
+
 @torch.no_grad()
 def score_both(
     generator: nn.Module, x: torch.Tensor, batch_size: int = 256
@@ -56,14 +86,6 @@ def score_both(
     """(latent scores, reconstruction scores) from one pass, for the paper's comparison."""
     was_training = generator.training
     generator.eval()
-    device = next(generator.parameters()).device
-    lat, rec = [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True)
-        z, x_hat, z_hat = generator(xb)
-        lat.append(latent_score(z, z_hat).float().cpu())
-        rec.append(reconstruction_score(xb, x_hat).float().cpu())
+    out = cat_scores(score_batches(generator, x, batch_size))
     generator.train(was_training)
-    if not lat:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(lat), torch.cat(rec)
+    return out
