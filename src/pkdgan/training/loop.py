@@ -155,6 +155,10 @@ class Member:
         """The current step's image indices."""
         return self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size]
 
+    def step_images(self) -> int:
+        """How many images the current step trains on (the last batch may be short)."""
+        return min(self.batch_size, self.n - self.pos * self.batch_size)
+
     def images_per_epoch(self) -> int:
         return min(self.n, self.steps * self.batch_size)
 
@@ -253,7 +257,7 @@ def run_loop(members: list[Member], engine: Engine, hooks: Hooks, *, desc: str,
                     _diverged(engine, i, m, e)
                 else:
                     m.log.add(losses)
-                    bar.update(len(m.indices()))
+                    bar.update(m.step_images())
                     if hooks.postfix is not None and m.pos % 50 == 0:
                         bar.set_postfix(hooks.postfix(m, losses), refresh=False)
                 m.pos += 1
