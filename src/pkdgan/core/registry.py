@@ -88,3 +88,22 @@ def for_teacher(student: ModelConfig, teacher: ModelConfig) -> ModelConfig:
         student, image_size=teacher.image_size, channels=teacher.channels,
         latent_constraint=teacher.latent_constraint, constraint_weight=teacher.constraint_weight,
     )
+
+
+def check_student_shape(student_cfg: ModelConfig, teacher_cfg: ModelConfig) -> None:
+    """A student sees the teacher's images, so it must take their shape."""
+    if (student_cfg.image_size, student_cfg.channels) != (teacher_cfg.image_size, teacher_cfg.channels):
+        raise UsageError(
+            f"student image shape {student_cfg.channels}x{student_cfg.image_size} differs from the "
+            f"teacher's {teacher_cfg.channels}x{teacher_cfg.image_size}"
+        )
+
+
+def resolve_student(student: str | ModelConfig, teacher_cfg: ModelConfig
+                    ) -> tuple[ModelConfig, str | None]:
+    """A registry name takes the teacher's image shape and latent constraint (``for_teacher``);
+    an explicit config must already match the teacher's shape."""
+    if isinstance(student, str):
+        return for_teacher(get_config(student), teacher_cfg), student
+    check_student_shape(student, teacher_cfg)
+    return student, None

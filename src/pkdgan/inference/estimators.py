@@ -18,6 +18,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.identity import DistillRun
+from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
     AUTO,
@@ -25,7 +26,7 @@ from pkdgan.evaluation.score_kinds import (
 from pkdgan.inference.detector import _CPU, OneClassDetector
 from pkdgan.inference.predict import infer_channels
 from pkdgan.models.edegan import EDEGANModel
-from pkdgan.training.distill import distill, resolve_student
+from pkdgan.training.distill import distill
 from pkdgan.training.train import fit
 
 

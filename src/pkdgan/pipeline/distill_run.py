@@ -20,11 +20,12 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import DataError, DivergenceError, UsageError
 from pkdgan.core.identity import DistillRun
+from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit, one_class_split
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.flops import model_cost
 from pkdgan.pipeline.results import finish_run
-from pkdgan.training.distill import distill, resolve_student
+from pkdgan.training.distill import distill
 from pkdgan.training.multi_distill import DistillResult, Job, alone_many, distill_many, stack_reason
 
 

@@ -36,8 +36,10 @@ from pkdgan.core.config import (
     RunConfig,
     steps_per_epoch,
 )
-from pkdgan.core.errors import UsageError
-from pkdgan.core.registry import for_teacher, get_config
+from pkdgan.core.registry import (  # noqa: F401  (resolve_student: distill's API)
+    check_student_shape,
+    resolve_student,
+)
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
 from pkdgan.evaluation.split_scores import scores_and_choice
@@ -162,14 +164,6 @@ def auroc(generator: nn.Module, split: OneClassSplit, score: str) -> float | Non
 
     s, choice = scores_and_choice(generator, split, score)
     return float(evaluate_scores(s[choice["score"]], split.test_labels)["auroc"])
-
-
-def check_student_shape(student_cfg: ModelConfig, teacher_cfg: ModelConfig) -> None:
-    if (student_cfg.image_size, student_cfg.channels) != (teacher_cfg.image_size, teacher_cfg.channels):
-        raise UsageError(
-            f"student image shape {student_cfg.channels}x{student_cfg.image_size} differs from the "
-            f"teacher's {teacher_cfg.channels}x{teacher_cfg.image_size}"
-        )
 
 
 def epoch_row(epoch: int, step: int, structure: Structure, log: EpochLog, pair: Pair,
@@ -379,18 +373,3 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
     if m.error is not None:
         raise m.error
     return m.owner.student.model, teacher, finish_info(m.owner, split, dcfg, m.info, before)
-
-
-# --- run folders -------------------------------------------------------------------------------
-
-
-def resolve_student(student: str | ModelConfig, teacher_cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
-    """A registry name takes the teacher's image shape and latent constraint (``for_teacher``);
-    an explicit config must already match the teacher's shape."""
-
-    if isinstance(student, str):
-        return for_teacher(get_config(student), teacher_cfg), student
-    check_student_shape(student, teacher_cfg)
-    return student, None
-
-

@@ -37,6 +37,7 @@ from torch import nn
 
 from pkdgan.core.config import DataConfig, DistillConfig, ModelConfig, RunConfig
 from pkdgan.core.errors import DivergenceError, UsageError
+from pkdgan.core.registry import check_student_shape
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import distillation_loss
@@ -46,7 +47,6 @@ from pkdgan.training.distill import (
     Pair,
     alone_config,
     alone_info,
-    check_student_shape,
     distill_member,
     distill_row,
     finish_info,
