@@ -1,4 +1,5 @@
-"""Run-folder checkpoints: the one place that reads a scoring generator back from a run folder."""
+"""Run-folder checkpoints: the one checkpoint writer and reader (``write_state`` /
+``read_state``, every kind of run) and the one place that reads a scoring generator back."""
 
 from __future__ import annotations
 

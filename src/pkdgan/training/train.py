@@ -1,4 +1,5 @@
-"""Training loop for one EDE-GAN at any batch size (1 = the paper's best).
+"""EDE-GAN training at any batch size (1 = the paper's best): the step, the module engine of the
+one loop (``loop.run_loop``) and ``fit``, which is K = 1 of that loop.
 
 Per step: generator update (adversarial feature matching + contextual + latent [+ constraint]),
 then discriminator update on the same, detached reconstruction (GANomaly's order). The model
