@@ -50,16 +50,9 @@ def _tie_to_combined(aurocs: dict[str, float]) -> str:
     return next(k for k in ("combined", "reconstruction", "latent") if aurocs[k] >= best - 0.005)
 
 
-def _drop_inverted(aurocs: dict[str, float]) -> str:
-    """A tried rule: a raw score with synthetic AUROC < 0.5, and combined with it, not chosen."""
-    bad = {k for k in BASE_KINDS if aurocs[k] < 0.5}
-    keep = aurocs if len(bad) in (0, len(BASE_KINDS)) else {
-        k: v for k, v in aurocs.items() if k not in bad | {"combined"}}
-    return max(keep, key=keep.get)
-
-
 # ``--rules``: auto's test AUROC under each rule, from the same recorded synthetic AUROCs
-RULES = {"tie-to-combined": _tie_to_combined, "drop-inverted": _drop_inverted, "argmax (now)": pick}
+RULES = {"tie-to-combined": _tie_to_combined, "argmax": lambda a: max(a, key=a.get),
+         "drop-inverted (now)": pick}
 SUM = "sum"  # the rejected alternative to combined's max: z_latent + z_reconstruction
 
 
