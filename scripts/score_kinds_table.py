@@ -42,6 +42,17 @@ from pkdgan.models.edegan import score_both
 from pkdgan.training.checkpoints import load_run_generator
 
 COLUMNS = (*KINDS, AUTO)
+
+
+def _tie_to_combined(aurocs: dict[str, float]) -> str:
+    """auto's first rule: the best kind, near-ties (0.005) to combined, then reconstruction."""
+    best = max(aurocs.values())
+    return next(k for k in ("combined", "reconstruction", "latent") if aurocs[k] >= best - 0.005)
+
+
+# ``--rules``: auto's test AUROC under each rule, from the same recorded synthetic AUROCs
+RULES = {"tie-to-combined": _tie_to_combined, "argmax": lambda a: max(a, key=a.get),
+         "drop-inverted (now)": pick}
 SUM = "sum"  # the rejected alternative to combined's max: z_latent + z_reconstruction
 
 
@@ -94,7 +105,8 @@ def evaluate(run_dir: Path, data_root: str | None) -> dict[str, Any]:
         dataset = Path(str(data.get("data_root", "folder"))).name
     return {"run": str(run_dir), "dataset": dataset, **aurocs, AUTO: aurocs[auto_pick],
             "auto_pick": auto_pick, "recorded_pick": choice["score"],
-            "synthetic_auroc": choice["synthetic_auroc"]}
+            "synthetic_auroc": choice["synthetic_auroc"],
+            **{f"rule:{name}": aurocs[rule(choice["synthetic_auroc"])] for name, rule in RULES.items()}}
 
 
 def fmt(values: list[float]) -> str:
@@ -133,6 +145,8 @@ def main() -> int:
     p.add_argument("--data-root", default=None, help="override the runs' data root (auto only)")
     p.add_argument("--per-run", action="store_true", help="also one line per run")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("--rules", action="store_true",
+                   help="add auto's test AUROC under each pick rule (rule:NAME columns)")
     p.add_argument("--sum", action="store_true",
                    help="add a column for the sum of the two z-scores (combined takes their max)")
     args = p.parse_args()
@@ -147,7 +161,8 @@ def main() -> int:
         return 1
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    print(table(rows, args.per_run, (*COLUMNS, SUM) if args.sum else COLUMNS))
+    columns = (*COLUMNS, SUM) if args.sum else COLUMNS
+    print(table(rows, args.per_run, columns + (tuple(f"rule:{r}" for r in RULES) if args.rules else ())))
     return 0
 
 
