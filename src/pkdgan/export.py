@@ -28,7 +28,8 @@ from pkdgan.score_kinds import COMBINED, KINDS, Stats, check_kind, kind_scores
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
 PARITY_RTOL = 1e-4
 SCORE_RULES = {
     "latent": "mean over latent dims of (z - z_hat)^2",
@@ -168,10 +169,15 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     detector = load(run_dir, score=score)
     run_dir = Path(run_dir)
-    output = Path(output) if output is not None else run_dir / "model.onnx"
+    output = Path(output) if output is not None else run_dir / f"model{SUFFIXES[fmt]}"
     cfg = detector.model_config_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
-    export_onnx(detector.generator_, cfg, output, kind, stats)
+    if fmt == "openvino":  # BatchNorm-folded sub-pixel graph as IR (pkdgan.deploy_export)
+        from pkdgan.deploy_export import export_openvino
+
+        export_openvino(detector.generator_, cfg, output, kind, stats)
+    else:
+        export_onnx(detector.generator_, cfg, output, kind, stats)
     sidecar = {
         "format": fmt,
         "file": output.name,
@@ -191,7 +197,15 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
         "label_rule": "label = 1 (anomalous) if score > threshold else 0",
         "calibration": detector.calibration_,
     }
-    if check:
+    if check and fmt == "openvino":
+        from pkdgan.deploy import OvRunner
+        from pkdgan.deploy_export import parity, torch_scores
+
+        images = parity_images(cfg)
+        expected = torch_scores(detector.generator_, images, kind, stats)
+        sidecar["parity"] = parity(OvRunner(output), expected, images.numpy())
+        sidecar["parity"]["openvino"] = _ov_version()
+    elif check:
         sidecar["parity"] = check_parity(output, detector.generator_, parity_images(cfg), kind, stats)
         sidecar["parity"]["onnxruntime"] = _ort_version()
     runs.write_json(sidecar_path(output), sidecar)
@@ -215,6 +229,12 @@ def preprocessing(cfg: ModelConfig, resize: str) -> dict[str, Any]:
             "antialiased when shrinking, then clamp to [-1, 1]"
         ),
     }
+
+
+def _ov_version() -> str:
+    import openvino
+
+    return openvino.__version__
 
 
 def _ort_version() -> str:

@@ -38,10 +38,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="standardise scores with the held-out normal mean and std")
     p.add_argument("--batch-size", type=int, default=64, help="images read and scored at a time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.set_defaults(func=main)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="scoring runtime. auto: an exported model cached in RUN_DIR/deploy (made once, "
+                        "keyed by the checkpoint's hash) scored by the fastest parity-checked runtime "
+                        "installed, without importing torch; torch when the request needs it "
+                        "(--save-reconstructions, --fpr, --contamination, bilinear resizing, CUDA)")
+    p.set_defaults(func=main, defer_omp_policy=True)
 
 
 def main(args: argparse.Namespace) -> int:
+    from pkdgan.lean import Fallback, predict_command
+
+    try:
+        return predict_command(args)  # no torch: a cached export, ONNX Runtime or OpenVINO
+    except Fallback as why:
+        if args.backend not in ("auto", "torch"):
+            sys.stderr.write(f"pkdgan predict: note: scoring with torch, not {args.backend} ({why})\n")
+    return torch_main(args)
+
+
+def torch_main(args: argparse.Namespace) -> int:
+    from pkdgan.cpu import choose_omp_wait_policy
+
+    if "torch" not in sys.modules:  # cli.main leaves this to the command (torch may not be needed)
+        choose_omp_wait_policy()
     from pkdgan import runs
     from pkdgan.api import load
     from pkdgan.predict import expand_paths, format_predictions, predict_files
