@@ -242,7 +242,22 @@ class OneClassDetector(BaseEstimator, ABC):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per image (higher = more anomalous), normalised if ``normalize``."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None:  # an exported runtime (use_backend); equal within the parity tolerance
+            return self._normalized(runner(self._images(X).numpy()))
         return self.score_and_reconstruct(self._images(X))[0]
+
+    def use_backend(self, backend: str = "auto", run_dir: str | Path | None = None) -> OneClassDetector:
+        """Score ``decision_function`` / ``predict`` with ``torch``, ``onnxruntime`` or ``openvino``.
+
+        ``auto``: the fastest parity-checked runtime installed (``pkdgan.deploy_export``); the
+        choice is in ``backend_``. Reconstructions always come from PyTorch.
+        """
+        from pkdgan.deploy_export import detector_runner
+
+        self._check_fitted()
+        self._runner, self.backend_ = detector_runner(self, backend, run_dir)
+        return self
 
     def score_samples(self, X: Any) -> np.ndarray:
         """sklearn's convention: the opposite of ``decision_function`` (lower = more abnormal)."""
@@ -524,13 +539,15 @@ def _params_from_config(cls: type[OneClassDetector], cfg: dict[str, Any]) -> dic
 
 
 def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = None,
-         contamination: float | None = None, normalize: bool = False, device: str = "cpu"
-         ) -> OneClassDetector:
+         contamination: float | None = None, normalize: bool = False, device: str = "cpu",
+         backend: str = "auto") -> OneClassDetector:
     """A fitted detector from any run folder: ``pkdgan train`` / ``distill`` runs or ``save``.
 
     The threshold is refitted from the run's held-out normal scores when ``fpr``,
     ``contamination`` or another ``score`` is asked for; otherwise it is the run's own
-    (``calibration.json``). Test labels are never read.
+    (``calibration.json``). Test labels are never read. ``backend`` (``use_backend``): ``auto``
+    scores with the run's cached export when one exists (``pkdgan export``/``predict``/``bench``
+    made it) and with PyTorch otherwise; ``onnxruntime`` / ``openvino`` export once if needed.
     """
     from pkdgan.results import load_run_generator
 
@@ -557,6 +574,8 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
         det.calibrate(fpr, contamination)
     else:
         det.calibration_ = det.score_choice_ | {"threshold": None, "n_holdout": 0}
+    if backend != "torch" and device == "cpu":
+        det.use_backend(backend, run_dir)
     return det
 
 

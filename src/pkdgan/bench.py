@@ -16,8 +16,8 @@ best backend and precision), ``latency_us_DS_student_bs1`` (p50, fastest AUROC-h
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import copy
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -99,7 +99,8 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
 
     det = load(run_dir)
     kind, stats = det.score_, det.score_choice_["standardization"]
-    out: dict[str, Any] = {f"torch/{p}": TorchRunner(det.generator_, kind, stats, p) for p in ("fp32", "bf16")}
+    out: dict[str, Any] = {f"torch/{p}": TorchRunner(det.generator_, kind, stats, p)
+                           for p in ("fp32", "bf16")}
     folder = build(run_dir)
     info = read_info(folder)
     files = info["files"]
@@ -225,7 +226,8 @@ def run(student: Path, teacher: Path | None = None, threads: int | None = None, 
     models = {"student": bench_model(student, threads, rounds, window, lat, max_test, int8)}
     if teacher is not None:
         models["teacher"] = bench_model(teacher, threads, rounds, window, lat, max_test, int8)
-    flop_s = {"fp32": flop_rate(0.3 if quick else 1.5), "bf16": flop_rate(0.3 if quick else 1.5, dtype=torch.bfloat16)}
+    seconds = 0.3 if quick else 1.5
+    flop_s = {"fp32": flop_rate(seconds), "bf16": flop_rate(seconds, dtype=torch.bfloat16)}
     out = summarize(models["student"], models.get("teacher"), flop_s)
     out["fastest_recorded"] = {role: record_fastest(m) for role, m in models.items()}
     out["models"] = models
@@ -250,9 +252,11 @@ def describe(out: dict[str, Any]) -> str:
     for role, m in out["models"].items():
         lines.append(f"{role}: {m['run_dir']} ({m['dataset']}, {m['flops_per_image'] / 1e6:.2f} MFLOP/image)")
         for k, v in m["configs"].items():
+            lat = v["latency_us_bs1"]
+            flag = "" if v["auroc_holds"] else "  [drop > 0.5 pt]"
             lines.append(f"  {k:18s} {v['images_per_s_bs256']:>11,.0f} images/s   bs1 p50 "
-                         f"{v['latency_us_bs1']['p50']:>8.1f} us  p99 {v['latency_us_bs1']['p99']:>8.1f} us   "
-                         f"AUROC {v['auroc']:.4f} ({-v['auroc_drop']:+.4f}){'' if v['auroc_holds'] else '  [drop > 0.5 pt]'}")
+                         f"{lat['p50']:>8.1f} us  p99 {lat['p99']:>8.1f} us   "
+                         f"AUROC {v['auroc']:.4f} ({-v['auroc_drop']:+.4f}){flag}")
     for k, v in out.items():
         if k not in ("models", "settings") and not isinstance(v, dict):
             lines.append(f"{k}: {v}")

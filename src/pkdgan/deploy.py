@@ -50,7 +50,8 @@ def installed(backend: str) -> bool:
 def require(backend: str) -> None:
     """One clear UsageError when ``backend`` is not installed."""
     if not installed(backend):
-        raise UsageError(f"the {backend} backend is not installed: {EXTRAS.get(backend, 'pip install torch')}")
+        hint = EXTRAS.get(backend, "pip install torch")
+        raise UsageError(f"the {backend} backend is not installed: {hint}")
 
 
 def check_precision(precision: str, backend: str) -> str:
@@ -97,7 +98,8 @@ class _Streams:
         # even slices, one or more per engine, each at most `chunk` images
         parts = max(len(self.engines), -(-n // self.chunk))
         bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [self.pool.submit(self._run_one, x[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        futures = [self.pool.submit(self._run_one, x[a:b])
+                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return np.concatenate([f.result() for f in futures])
 
 
@@ -146,7 +148,7 @@ class OvRunner:
     backend = "openvino"
 
     def __init__(self, path: str | Path, precision: str = "fp32", threads: int | None = None,
-                 chunk: int = 64) -> None:
+                 chunk: int = 128) -> None:
         require("openvino")
         import openvino as ov
 

@@ -14,9 +14,11 @@ recalibrating a run changes the key, so a stale export is never used.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -42,7 +44,7 @@ from pkdgan.export import (
     parity_images,
     preprocessing,
 )
-from pkdgan.lean import DEPLOY_JSON, OV_DIR, cache_dirs, cache_key
+from pkdgan.lean import DEPLOY_JSON, OV_DIR, Fallback, cache_dirs, cache_key, read_info
 from pkdgan.score_kinds import Stats
 from pkdgan.scoring import InferenceGenerator
 
@@ -98,7 +100,8 @@ def quantize_openvino(model_xml: Path, calibration: np.ndarray, path: Path) -> P
         raise UsageError("int8 calibration needs held-out normal images; this run has none")
     batches = [calib[i:i + 64] for i in range(0, len(calib), 64)]
     model = ov.Core().read_model(str(model_xml))
-    quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calib))
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calib))
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     return path
 
@@ -200,3 +203,62 @@ def _write(folder: Path, detector: Any, gen: nn.Module, cfg: ModelConfig, kind: 
         "parity_rtol": PARITY_RTOL,
         "fastest": None,
     }
+
+
+def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = None
+                    ) -> tuple[Any | None, str]:
+    """(runner or None for torch, backend name) for a fitted detector.
+
+    For a run folder, the deploy cache is used (``auto``: only when it already exists, so
+    loading never exports on its own); a detector fitted in memory is exported to a temporary
+    folder. A runtime is used only when its scores pass the parity check.
+    """
+    from pkdgan.deploy import AUTO_ORDER, RUNTIMES, make_runner
+    from pkdgan.lean import choose_backend, find
+
+    if backend == "torch":
+        return None, "torch"
+    if backend != "auto" and backend not in RUNTIMES:
+        raise UsageError(f"unknown backend {backend!r}; choose one of auto, torch, {', '.join(RUNTIMES)}")
+    if backend != "auto":
+        require(backend)
+    score = detector.score if detector.score != "auto" else None
+    if run_dir is not None and score == _run_score(run_dir):
+        score = None
+    if run_dir is not None:
+        folder = find(Path(run_dir), score)
+        if folder is None and backend != "auto":
+            folder = build(Path(run_dir), score)
+        if folder is not None:
+            info = read_info(folder)
+            try:
+                name = choose_backend(info, backend)
+            except Fallback:
+                if backend != "auto":
+                    raise PkdganError(f"{backend} is not parity-checked for {run_dir}") from None
+                return None, "torch"
+            return make_runner(name, folder / info["files"][name]), name
+        return None, "torch"
+    names = [b for b in AUTO_ORDER if b in RUNTIMES and installed(b)] if backend == "auto" else [backend]
+    cfg, gen = detector.model_config_, detector.generator_
+    kind, stats = detector.score_, detector.score_choice_["standardization"]
+    images = parity_images(cfg, 16)
+    expected = torch_scores(gen, images, kind, stats)
+    for name in names:
+        tmp = tempfile.TemporaryDirectory(prefix="pkdgan-deploy-")
+        path = Path(tmp.name) / ("model.xml" if name == "openvino" else "model.onnx")
+        if name == "openvino":
+            export_openvino(gen, cfg, path, kind, stats)
+        else:
+            export_onnx(gen, cfg, path, kind, stats)
+        runner = make_runner(name, path)
+        runner._tmp = tmp  # the files live as long as the runner
+        if parity(runner, expected, images.numpy(), strict=backend != "auto")["ok"]:
+            return runner, name
+    return None, "torch"
+
+
+def _run_score(run_dir: str | Path) -> str | None:
+    """The score a run folder was calibrated with (its own), if recorded."""
+    p = Path(run_dir) / runs.CALIBRATION
+    return runs.read_json(p).get("score") if p.is_file() else None

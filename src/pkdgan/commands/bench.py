@@ -8,14 +8,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="scoring speed of a run (and its teacher) on every backend and precision",
-                       description="Throughput at batch 256 and batch-1 latency (p50, p99) of a run's scoring "
-                                   "model on PyTorch (BatchNorm folded; fp32, bf16), ONNX Runtime (fp32) and "
-                                   "OpenVINO (fp32, bf16, int8 calibrated on the run's held-out normal "
-                                   "training images), with each one's test AUROC, parity with PyTorch fp32 "
-                                   "and the FLOP-limit throughput. A precision whose AUROC drops more than "
-                                   "0.5 point is never 'best' nor a default. Records the fastest fp32 runtime "
-                                   "in the run's deploy cache, for predict --backend auto.")
+    desc = ("Throughput at batch 256 and batch-1 latency (p50, p99) of a run's scoring model on "
+            "PyTorch (BatchNorm folded; fp32, bf16), ONNX Runtime (fp32) and OpenVINO (fp32, bf16, "
+            "int8 calibrated on the run's held-out normal training images), with each one's test "
+            "AUROC, parity with PyTorch fp32 and the FLOP-limit throughput. A precision whose AUROC "
+            "drops more than 0.5 point is never 'best' nor a default. Records the fastest fp32 "
+            "runtime in the run's deploy cache, for predict --backend auto.")
+    p = sub.add_parser("bench", help="scoring speed of a run (and its teacher) per backend and precision",
+                       description=desc)
     p.add_argument("run_dir", type=Path, help="run folder (usually a student: pkdgan distill)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher run folder, for the wall-time ratio")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write all results as JSON here")
