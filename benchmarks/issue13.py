@@ -1,0 +1,121 @@
+"""Issue 13's numbers in one run: ``pkdgan bench`` on a teacher + student pair, then
+``pkdgan predict`` wall time from the shell on 10,000 MNIST test PNGs and on one image.
+
+    python benchmarks/issue13.py TEACHER_RUN STUDENT_RUN --out /tmp/issue13
+
+Writes OUT/bench.json (all of ``pkdgan bench``), OUT/issue13.json (the issue's keys, the predict
+timings, whether lean and PyTorch predictions agree) and prints a summary against the targets.
+Run it on a quiet machine: every figure is wall time. The first ``predict`` of a run exports
+its model once into RUN/deploy/ (or the user cache for a read-only run); that warm-up is timed
+separately (``predict_first_call_s``) and not counted in the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGETS = {"mnist_student_best": (">=", 150_000), "wall_ratio_mnist": (">=", 60),
+           "latency_us_mnist_student_bs1": ("<=", 50), "predict_1_image_s": ("<=", 1.5),
+           "predict_10k_s": ("<=", 3.0)}
+
+
+def sh(cmd: list[str], quiet: bool = True) -> float:
+    """Wall seconds of a command, as from the shell (process start included)."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {shlex.join(cmd)}\n{r.stderr}")
+    return dt
+
+
+def write_pngs(data_root: str, folder: Path, n: int) -> None:
+    if folder.is_dir() and len(list(folder.glob("*.png"))) >= n:
+        return
+    from PIL import Image
+
+    from pkdgan.data import load_arrays
+
+    _, _, x, y = load_arrays("mnist", data_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(x[i]).save(folder / f"{i:05d}_{y[i]}.png")
+
+
+def read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def agree(a: Path, b: Path, rtol: float = 1e-4) -> dict[str, object]:
+    ra, rb = read(a), read(b)
+    sa, sb = ([float(r["score"]) for r in rows] for rows in (ra, rb))
+    top = max(abs(s) for s in sb)
+    return {"same_paths": [r["path"] for r in ra] == [r["path"] for r in rb],
+            "same_labels": [r["label"] for r in ra] == [r["label"] for r in rb],
+            "max_rel_score_diff": max(abs(x - y) for x, y in zip(sa, sb, strict=True)) / top,
+            "within_tolerance": max(abs(x - y) for x, y in zip(sa, sb, strict=True)) <= rtol * top}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("teacher", type=Path)
+    p.add_argument("student", type=Path)
+    p.add_argument("--out", type=Path, default=Path("issue13-out"))
+    p.add_argument("--data-root", default=None, help="default: the student run's")
+    p.add_argument("--pkdgan", default=f"{shlex.quote(sys.executable)} -m pkdgan.cli",
+                   help="how to call pkdgan (e.g. 'pkdgan')")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-bench", action="store_true")
+    args = p.parse_args()
+    cli = shlex.split(args.pkdgan)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((args.student / "config.json").read_text())
+    data_root = args.data_root or cfg["data"]["data_root"]
+    if not args.skip_bench:
+        sh([*cli, "bench", str(args.student), "--teacher", str(args.teacher),
+            "--json", str(out / "bench.json")], quiet=False)
+    bench = json.loads((out / "bench.json").read_text())
+    pngs = out / "mnist_test_png"
+    write_pngs(data_root, pngs, 10_000)
+    one = sorted(pngs.glob("*.png"))[0]
+    res: dict[str, object] = {k: bench.get(k) for k in (
+        "mnist_student_best", "mnist_student_best_config", "mnist_teacher_best", "mnist_teacher_best_config",
+        "wall_ratio_mnist", "wall_ratio_mnist_config", "latency_us_mnist_student_bs1",
+        "latency_us_mnist_student_bs1_p99", "latency_us_mnist_student_bs1_config", "flop_ratio_mnist",
+        "mnist_student_flop_limit")}
+    for role, run in (("student", args.student), ("teacher", args.teacher)):
+        res[f"predict_first_call_s_{role}"] = round(sh([*cli, "predict", str(run), str(one)]), 3)
+        lean_csv, torch_csv = out / f"pred_{role}_lean.csv", out / f"pred_{role}_torch.csv"
+        reps = args.repeats if role == "student" else 1
+        t_lean = [sh([*cli, "predict", str(run), str(pngs), "-o", str(lean_csv)]) for _ in range(reps)]
+        t_one = [sh([*cli, "predict", str(run), str(one)]) for _ in range(reps)]
+        t_torch = sh([*cli, "predict", str(run), str(pngs), "-o", str(torch_csv), "--backend", "torch"])
+        t_torch_one = sh([*cli, "predict", str(run), str(one), "--backend", "torch"])
+        key = "" if role == "student" else "_teacher"
+        res[f"predict_10k_s{key}"] = round(statistics.median(t_lean), 3)
+        res[f"predict_1_image_s{key}"] = round(statistics.median(t_one), 3)
+        res[f"predict_10k_torch_path_s{key}"] = round(t_torch, 3)
+        res[f"predict_1_image_torch_path_s{key}"] = round(t_torch_one, 3)
+        res[f"predict_agreement{key}"] = agree(lean_csv, torch_csv)
+    res["targets"] = {k: {"target": f"{op} {v}", "value": res.get(k),
+                          "met": res.get(k) is not None and (res[k] >= v if op == ">=" else res[k] <= v)}
+                      for k, (op, v) in TARGETS.items()}
+    loadavg = Path("/proc/loadavg")
+    res["load_average"] = loadavg.read_text().split()[:3] if loadavg.exists() else None
+    (out / "issue13.json").write_text(json.dumps(res, indent=2) + "\n")
+    for k, v in res.items():
+        print(f"{k}: {json.dumps(v)}")
+
+
+if __name__ == "__main__":
+    main()
