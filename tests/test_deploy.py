@@ -220,3 +220,31 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
         if name.endswith("/fp32"):
             assert cfg["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL, name
     assert result["fastest_recorded"]["student"] in deploy.BACKENDS
+
+
+@pytest.mark.parametrize("score", ["latent", "reconstruction", "combined"])
+@pytest.mark.parametrize("bounded", [False, True])
+def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
+    import torch
+
+    from pkdgan.config import ModelConfig
+    from pkdgan.export import ScoreGraph
+    from pkdgan.nets import build_generator
+    from pkdgan.polyphase import PolyphaseScoreGraph, supported
+    from pkdgan.scoring import InferenceGenerator
+
+    torch.manual_seed(0)
+    for channels, size in ((1, 32), (3, 16)):
+        cfg = ModelConfig(image_size=size, channels=channels, nz=8, width=3,
+                          latent_constraint="tanh" if bounded else "none")
+        g = build_generator(cfg)
+        g.train()(torch.rand(16, channels, size, size) * 2 - 1)  # BatchNorm statistics worth folding
+        g.eval()
+        stats = {"latent": {"mean": 0.1, "std": 0.2}, "reconstruction": {"mean": 0.3, "std": 0.4}}
+        net = InferenceGenerator(g)
+        assert supported(net)
+        x = torch.rand(5, channels, size, size) * 2 - 1
+        with torch.no_grad():
+            ref = ScoreGraph(net, score, stats)(x)
+            got = PolyphaseScoreGraph(net, score, stats)(x)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)

@@ -50,14 +50,20 @@ from pkdgan.scoring import InferenceGenerator
 
 
 def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                       score: str = "latent", stats: Stats | None = None) -> Path:
-    """The scoring graph with BatchNorm folded and sub-pixel decoder layers (``scoring``): the
-    same scores, but the form OpenVINO runs fastest (its transposed convolutions are slow)."""
+                       score: str = "latent", stats: Stats | None = None, polyphase: bool = True) -> Path:
+    """The scoring graph with BatchNorm folded and sub-pixel decoder layers (``scoring``), in
+    polyphase form (``pkdgan.polyphase``) where the layers allow: the same scores, in the form
+    OpenVINO runs fastest (its transposed convolutions are slow)."""
+    from pkdgan.polyphase import PolyphaseScoreGraph, supported
+
     _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
-    graph = ScoreGraph(net, score, stats).eval()
+    if polyphase and supported(net):
+        graph: nn.Module = PolyphaseScoreGraph(net, score, stats).eval()
+    else:
+        graph = ScoreGraph(net, score, stats).eval()
     example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     try:
         with _quiet_exporter():
