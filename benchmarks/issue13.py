@@ -3,6 +3,7 @@
 
     python benchmarks/issue13.py TEACHER_RUN STUDENT_RUN --out /tmp/issue13
 
+``--also TEACHER STUDENT`` adds a Fashion-MNIST or CIFAR-10 pair (bench only: AUROC per precision).
 Writes OUT/bench.json (all of ``pkdgan bench``), OUT/issue13.json (the issue's keys, the predict
 timings, whether lean and PyTorch predictions agree) and prints a summary against the targets.
 Run it on a quiet machine: every figure is wall time. The first ``predict`` of a run exports
@@ -75,6 +76,9 @@ def main() -> None:
                    help="how to call pkdgan (e.g. 'pkdgan')")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-bench", action="store_true")
+    p.add_argument("--also", nargs=2, action="append", default=[], metavar=("TEACHER", "STUDENT"),
+                   help="another dataset's pair (Fashion-MNIST, CIFAR-10): bench only, for the AUROC "
+                        "of each precision beside fp32 (repeatable)")
     args = p.parse_args()
     cli = shlex.split(args.pkdgan)
     out = args.out
@@ -107,6 +111,19 @@ def main() -> None:
         res[f"predict_10k_torch_path_s{key}"] = round(t_torch, 3)
         res[f"predict_1_image_torch_path_s{key}"] = round(t_torch_one, 3)
         res[f"predict_agreement{key}"] = agree(lean_csv, torch_csv)
+    for teacher, student in args.also:
+        ds = json.loads((Path(student) / "config.json").read_text())["data"]["dataset"]
+        path = out / f"bench_{ds}.json"
+        sh([*cli, "bench", student, "--teacher", teacher, "--json", str(path)], quiet=False)
+        other = json.loads(path.read_text())
+        res[f"auroc_by_config_{ds}"] = {role: {k: [round(v["auroc"], 4), round(-v["auroc_drop"], 4)]
+                                               for k, v in m["configs"].items()}
+                                        for role, m in other["models"].items()}
+        res |= {k: v for k, v in other.items() if k.startswith((f"{ds}_", f"wall_ratio_{ds}", "latency_us_"))
+                and not isinstance(v, dict)}
+    res["auroc_by_config_mnist"] = {role: {k: [round(v["auroc"], 4), round(-v["auroc_drop"], 4)]
+                                           for k, v in m["configs"].items()}
+                                    for role, m in bench["models"].items()}
     res["targets"] = {k: {"target": f"{op} {v}", "value": res.get(k),
                           "met": res.get(k) is not None and (res[k] >= v if op == ">=" else res[k] <= v)}
                       for k, (op, v) in TARGETS.items()}

@@ -97,7 +97,7 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
     from pkdgan.api import load
     from pkdgan.deploy_export import build, quantize_openvino
 
-    det = load(run_dir)
+    det = load(run_dir, backend="torch")
     kind, stats = det.score_, det.score_choice_["standardization"]
     out: dict[str, Any] = {f"torch/{p}": TorchRunner(det.generator_, kind, stats, p)
                            for p in ("fp32", "bf16")}

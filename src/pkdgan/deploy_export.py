@@ -152,7 +152,7 @@ def build(run_dir: Path, score: str | None = None, check_images: torch.Tensor | 
     for d in cache_dirs(run_dir, key):
         if (d / DEPLOY_JSON).is_file():
             return d
-    detector = load(run_dir, score=score)
+    detector = load(run_dir, score=score, backend="torch")
     cfg, gen = detector.model_config_, detector.generator_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
     images = parity_images(cfg, 16)

@@ -167,7 +167,7 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    detector = load(run_dir, score=score)
+    detector = load(run_dir, score=score, backend="torch")
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / f"model{SUFFIXES[fmt]}"
     cfg = detector.model_config_

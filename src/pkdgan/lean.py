@@ -39,6 +39,8 @@ HASHED_FILES = ("config.json", "checkpoint.safetensors", "calibration.json", "sc
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 CHUNK = 512  # images per decoding task and per scoring call
 PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool costs ~0.1 s)
+# bumped whenever what the cache holds changes (graph form, files): older caches are not used
+CACHE_FORMAT = 2
 
 
 class Fallback(Exception):
@@ -48,8 +50,9 @@ class Fallback(Exception):
 # --- the deploy cache ----------------------------------------------------------------------------
 
 def cache_key(run_dir: Path, score: str | None = None) -> str:
-    """``<score>-<hash>``: the hash of every run file scoring depends on, and this version."""
-    h = hashlib.sha256(f"pkdgan {__version__} score={score}".encode())
+    """``<score>-<hash>``: the hash of every run file scoring depends on, this version and
+    the cache format."""
+    h = hashlib.sha256(f"pkdgan {__version__} cache {CACHE_FORMAT} score={score}".encode())
     for name in HASHED_FILES:
         p = Path(run_dir) / name
         if p.is_file():

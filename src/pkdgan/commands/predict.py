@@ -70,7 +70,7 @@ def torch_main(args: argparse.Namespace) -> int:
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
     fmt = args.format or ("json" if json_suffix else "csv")
     detector = load(args.run_dir, score=args.score, fpr=args.fpr, contamination=args.contamination,
-                    normalize=args.normalize, device=str(resolve_device(args.device)))
+                    normalize=args.normalize, device=str(resolve_device(args.device)), backend="torch")
     if args.threshold is not None:
         detector.set_threshold(args.threshold)
     paths = expand_paths(args.paths)
