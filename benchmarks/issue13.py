@@ -6,6 +6,7 @@
 ``--also TEACHER STUDENT`` adds a Fashion-MNIST or CIFAR-10 pair (bench only: AUROC per precision).
 Writes OUT/bench.json (all of ``pkdgan bench``), OUT/issue13.json (the issue's keys, the predict
 timings, whether lean and PyTorch predictions agree) and prints a summary against the targets.
+The runs are copied into OUT/runs/ first (their deploy caches go there, never into the store).
 Run it on a quiet machine: every figure is wall time. The first ``predict`` of a run exports
 its model once into RUN/deploy/ (or the user cache for a read-only run); that warm-up is timed
 separately (``predict_first_call_s``) and not counted in the targets.
@@ -17,6 +18,7 @@ import argparse
 import csv
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -66,6 +68,13 @@ def agree(a: Path, b: Path, rtol: float = 1e-4) -> dict[str, object]:
             "within_tolerance": max(abs(x - y) for x, y in zip(sa, sb, strict=True)) <= rtol * top}
 
 
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of the run folder (the deploy cache is written into it, never into the store)."""
+    if not dest.is_dir():
+        shutil.copytree(run, dest, ignore=shutil.ignore_patterns("deploy", "plots"))
+    return dest
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("teacher", type=Path)
@@ -83,6 +92,8 @@ def main() -> None:
     cli = shlex.split(args.pkdgan)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    args.teacher = copy_run(args.teacher, out / "runs" / "teacher")
+    args.student = copy_run(args.student, out / "runs" / "student")
     cfg = json.loads((args.student / "config.json").read_text())
     data_root = args.data_root or cfg["data"]["data_root"]
     if not args.skip_bench:
@@ -113,6 +124,8 @@ def main() -> None:
         res[f"predict_agreement{key}"] = agree(lean_csv, torch_csv)
     for teacher, student in args.also:
         ds = json.loads((Path(student) / "config.json").read_text())["data"]["dataset"]
+        teacher = str(copy_run(Path(teacher), out / "runs" / f"teacher_{ds}"))
+        student = str(copy_run(Path(student), out / "runs" / f"student_{ds}"))
         path = out / f"bench_{ds}.json"
         sh([*cli, "bench", student, "--teacher", teacher, "--json", str(path)], quiet=False)
         other = json.loads(path.read_text())
