@@ -248,3 +248,17 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
             ref = ScoreGraph(net, score, stats)(x)
             got = PolyphaseScoreGraph(net, score, stats)(x)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_without_runtimes_uses_torch(trained: tuple[Path, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    root, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(lean.DEPLOY_DIR))
+    monkeypatch.setattr(deploy, "installed", lambda b: b == "torch")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(copy), str(root / "test"), "-o", str(out)]) == 0
+    assert len(read_csv(out)) == 40 and not (copy / lean.DEPLOY_DIR).exists()
+    with pytest.raises(UsageError, match="openvino backend is not installed"):
+        load(copy, backend="openvino")

@@ -314,15 +314,21 @@ def predict_command(args: Any, build: bool = True) -> int:
     check_eligible(args)
     folder = find(args.run_dir, args.score)
     if folder is None:
-        if not build:
+        from pkdgan.deploy import RUNTIMES, installed
+
+        if not build or not any(installed(b) for b in RUNTIMES):
             raise Fallback("no deploy cache")
         from pkdgan.cpu import choose_omp_wait_policy
 
         if "torch" not in sys.modules:
             choose_omp_wait_policy()
         from pkdgan.deploy_export import build as build_cache
+        from pkdgan.errors import PkdganError
 
-        folder = build_cache(args.run_dir, args.score)
+        try:
+            folder = build_cache(args.run_dir, args.score)
+        except PkdganError as e:  # the PyTorch path reports a broken run exactly as before
+            raise Fallback(f"no deployable export: {e}") from None
     info = read_info(folder)
     backend = choose_backend(info, getattr(args, "backend", "auto"))
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
