@@ -6,11 +6,12 @@ starts in a fraction of a second (``pkdgan.lean``). A runner takes float32 image
 graph computes (``export.ScoreGraph``).
 
 Choices (measured, docs/performance.md): both runtimes score the tiny students fastest with
-one single-threaded engine per core working on separate slices of the batch (``streams``),
-rather than one engine whose operators are split over the cores: a width-3 convolution is too
-small to share. OpenVINO runs the BatchNorm-folded, sub-pixel graph (its transposed
-convolutions are slow); ONNX Runtime runs the plain graph (faster there). OpenVINO compiles for
-static shapes, so batches are cut into fixed chunks and the last chunk is padded.
+one single-threaded engine per core working on separate slices of the batch (streams), rather
+than one engine whose operators are split over the cores: a width-3 convolution is too small
+to share. ONNX Runtime: one single-threaded session per core, driven from a thread pool, on the
+plain graph. OpenVINO: its own streams (``THROUGHPUT`` hint) on the BatchNorm-folded polyphase
+graph (its transposed convolutions are slow), static shapes, so batches are cut into fixed
+chunks and the last chunk is padded.
 """
 
 from __future__ import annotations
