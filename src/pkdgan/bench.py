@@ -204,7 +204,7 @@ def record_fastest(m: dict[str, Any]) -> str | None:
     from pkdgan.export import PARITY_RTOL
 
     ok = {k.split("/")[0]: v["images_per_s_bs256"] for k, v in m["configs"].items()
-          if k.endswith("/fp32") and v["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL * 10}
+          if k.endswith("/fp32") and v["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL}
     if not ok:
         return None
     fastest = max(ok, key=ok.__getitem__)
