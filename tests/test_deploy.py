@@ -262,3 +262,18 @@ def test_predict_without_runtimes_uses_torch(trained: tuple[Path, Path], tmp_pat
     assert len(read_csv(out)) == 40 and not (copy / lean.DEPLOY_DIR).exists()
     with pytest.raises(UsageError, match="openvino backend is not installed"):
         load(copy, backend="openvino")
+
+
+@pytest.mark.parametrize("backend", RUNTIMES)
+def test_each_runtime_predicts_like_torch(trained: tuple[Path, Path], cache: Path, tmp_path: Path,
+                                          backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    root, run = trained
+    rows = {}
+    for b in (backend, "torch"):
+        out = tmp_path / f"{b}.csv"
+        assert main(["predict", str(run), str(root / "test"), "-o", str(out), "--backend", b]) == 0
+        rows[b] = read_csv(out)
+    assert f"[backend {backend}]" in capsys.readouterr().out
+    s, t = (np.array([float(r["score"]) for r in rows[b]]) for b in (backend, "torch"))
+    assert np.abs(s - t).max() <= PARITY_RTOL * np.abs(t).max()
+    assert [r["label"] for r in rows[backend]] == [r["label"] for r in rows["torch"]]
