@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e ".[dev,onnx,ray]"
+	$(VENV)/bin/pip install -q -e ".[dev,onnx,openvino,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,6 +7,6 @@
 
 from pkdgan.inference.detector import OneClassDetector, holdout_split
 from pkdgan.inference.estimators import EDEGAN, PKDGAN
-from pkdgan.inference.loading import load
+from pkdgan.inference.loading import load, use_backend
 
-__all__ = ["EDEGAN", "PKDGAN", "OneClassDetector", "holdout_split", "load"]
+__all__ = ["EDEGAN", "PKDGAN", "OneClassDetector", "holdout_split", "load", "use_backend"]

@@ -56,7 +56,9 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors exit here, without sampling the CPU
-    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads
+    # OpenMP reads its wait policy once, when torch loads; a command that may not need torch
+    # (predict's lean path) chooses it itself, only when it does
+    if "torch" not in sys.modules and not getattr(args, "defer_omp_policy", False):
         choose_omp_wait_policy()
     warnings.formatwarning = lambda msg, cat, *a, **k: f"pkdgan: warning: {msg}\n"
     try:

@@ -16,15 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "output scores N. FILE.json beside it holds the preprocessing and "
                                    "the threshold. Needs the onnx extra: pip install 'pkdgan[onnx]'.")
     p.add_argument("run_dir", type=Path, help="run folder (pkdgan train / distill, or a saved detector)")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino"],
+                   help="onnx, or openvino (IR .xml + .bin of the BatchNorm-folded graph; needs "
+                        "pip install 'pkdgan[openvino]')")
     p.add_argument("--output", "-o", type=Path, default=None,
-                   help="file to write; RUN_DIR/model.onnx when not given")
+                   help="file to write; RUN_DIR/model.onnx (or model.xml) when not given")
     p.add_argument("--score", choices=SCORE_KINDS, default=None,
                    help="anomaly score the graph computes; the run's own when not given (for a run "
                         "trained with auto: the kind it chose; combined builds in the run's held-out "
                         "standardisation)")
     p.add_argument("--no-check", action="store_true",
-                   help="skip the onnxruntime-vs-PyTorch parity check")
+                   help="skip the runtime-vs-PyTorch parity check")
     p.set_defaults(func=main)
 
 

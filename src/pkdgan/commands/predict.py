@@ -38,10 +38,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="standardise scores with the held-out normal mean and std")
     p.add_argument("--batch-size", type=int, default=64, help="images read and scored at a time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.set_defaults(func=main)
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
+                   help="scoring runtime. auto: an exported model cached in RUN_DIR/deploy (made once, "
+                        "keyed by the checkpoint's hash) scored by the fastest parity-checked runtime "
+                        "installed, without importing torch; torch when the request needs it "
+                        "(--save-reconstructions, --fpr, --contamination, bilinear resizing, CUDA)")
+    p.set_defaults(func=main, defer_omp_policy=True)
 
 
 def main(args: argparse.Namespace) -> int:
+    from pkdgan.inference.lean import Fallback, predict_command
+
+    try:
+        # no torch: a cached export, ONNX Runtime or OpenVINO
+        return predict_command(args, build_cache=_build_cache)
+    except Fallback as why:
+        if args.backend not in ("auto", "torch"):
+            sys.stderr.write(f"pkdgan predict: note: scoring with torch, not {args.backend} ({why})\n")
+    return torch_main(args)
+
+
+def _build_cache(run_dir: Path, score: str | None) -> Path:
+    """The run's deploy cache, made once (imports torch): handed to the lean path, which cannot."""
+    from pkdgan.inference.deploy_export import build
+    from pkdgan.inference.loading import load
+
+    return build(run_dir, score, loader=load)
+
+
+def torch_main(args: argparse.Namespace) -> int:
+    from pkdgan.core.cpu import choose_omp_wait_policy
+
+    if "torch" not in sys.modules:  # cli.main leaves this to the command (torch may not be needed)
+        choose_omp_wait_policy()
     from pkdgan.api import load
     from pkdgan.core import runs
     from pkdgan.inference.predict import expand_paths, format_predictions, predict_files
@@ -50,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
     fmt = args.format or ("json" if json_suffix else "csv")
     detector = load(args.run_dir, score=args.score, fpr=args.fpr, contamination=args.contamination,
-                    normalize=args.normalize, device=str(resolve_device(args.device)))
+                    normalize=args.normalize, device=str(resolve_device(args.device)), backend="torch")
     if args.threshold is not None:
         detector.set_threshold(args.threshold)
     paths = expand_paths(args.paths)

@@ -235,6 +235,9 @@ class OneClassDetector(BaseEstimator, ABC):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per image (higher = more anomalous), normalised if ``normalize``."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None:  # an exported runtime (loading.use_backend); equal within parity
+            return self._normalized(runner(self._images(X).numpy()))
         return self.score_and_reconstruct(self._images(X))[0]
 
     def score_samples(self, X: Any) -> np.ndarray:

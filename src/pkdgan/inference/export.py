@@ -26,7 +26,8 @@ from pkdgan.models.losses import latent_score, reconstruction_score
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
 PARITY_RTOL = 1e-4
 SCORE_RULES = {
     "latent": "mean over latent dims of (z - z_hat)^2",
@@ -170,6 +171,12 @@ def preprocessing(cfg: ModelConfig, resize: str) -> dict[str, Any]:
             "antialiased when shrinking, then clamp to [-1, 1]"
         ),
     }
+
+
+def _ov_version() -> str:
+    import openvino
+
+    return openvino.__version__
 
 
 def _ort_version() -> str:

@@ -1,4 +1,4 @@
-"""Exporting a run folder: its scoring model as ONNX plus a JSON sidecar with preprocessing and threshold.
+"""Exporting a run folder: its scoring model (ONNX or OpenVINO IR) plus a JSON sidecar.
 
 Separate from ``export`` (graph export of a generator) because it reads the run back as a detector,
 and the detector itself exports through ``export``."""
@@ -12,12 +12,16 @@ from pkdgan import __version__
 from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import COMBINED
+from pkdgan.inference.deploy import OvRunner
+from pkdgan.inference.deploy_export import export_openvino, parity, torch_scores
 from pkdgan.inference.export import (
     FORMATS,
     INPUT_NAME,
     OUTPUT_NAME,
     SCORE_RULES,
+    SUFFIXES,
     _ort_version,
+    _ov_version,
     check_parity,
     export_onnx,
     parity_images,
@@ -36,12 +40,15 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    detector = load(run_dir, score=score)
+    detector = load(run_dir, score=score, backend="torch")
     run_dir = Path(run_dir)
-    output = Path(output) if output is not None else run_dir / "model.onnx"
+    output = Path(output) if output is not None else run_dir / f"model{SUFFIXES[fmt]}"
     cfg = detector.model_config_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
-    export_onnx(detector.generator_, cfg, output, kind, stats)
+    if fmt == "openvino":  # BatchNorm-folded sub-pixel graph as IR (deploy_export)
+        export_openvino(detector.generator_, cfg, output, kind, stats)
+    else:
+        export_onnx(detector.generator_, cfg, output, kind, stats)
     sidecar = {
         "format": fmt,
         "file": output.name,
@@ -61,7 +68,12 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
         "label_rule": "label = 1 (anomalous) if score > threshold else 0",
         "calibration": detector.calibration_,
     }
-    if check:
+    if check and fmt == "openvino":
+        images = parity_images(cfg)
+        expected = torch_scores(detector.generator_, images, kind, stats)
+        sidecar["parity"] = parity(OvRunner(output), expected, images.numpy())
+        sidecar["parity"]["openvino"] = _ov_version()
+    elif check:
         sidecar["parity"] = check_parity(output, detector.generator_, parity_images(cfg), kind, stats)
         sidecar["parity"]["onnxruntime"] = _ort_version()
     runs.write_json(sidecar_path(output), sidecar)

@@ -1,0 +1,270 @@
+"""``pkdgan bench``: scoring speed of a run (and its teacher) on every backend and precision.
+
+For each model: throughput at batch 256 (alternating rounds, median), latency per image at
+batch 1 (p50, p99 of single calls on a reused request), the test AUROC of each backend and
+precision on the run's real test set (and its drop from PyTorch fp32), the parity of its scores
+with PyTorch fp32, and the FLOP-limit throughput (the model's FLOPs per image against this CPU's
+measured fp32 matrix-multiply rate). A precision whose AUROC drops more than 0.5 point is never
+``best`` and never offered as a default.
+
+Output keys for outside checks (``DS`` = the run's dataset: mnist, fmnist, cifar10...):
+``DS_student_best`` / ``DS_teacher_best`` (images/s at batch 256, the fastest configuration
+whose AUROC holds), ``wall_ratio_DS`` (teacher time / student time at batch 256 on the student's
+best backend and precision), ``latency_us_DS_student_bs1`` (p50, fastest AUROC-holding config).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pkdgan.inference.deploy import AUROC_TOLERANCE, OrtRunner, OvRunner
+from pkdgan.inference.lean import OV_DIR, read_info
+
+BATCH = 256
+
+
+def flop_rate(seconds: float = 1.0, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """Measured matrix-multiply FLOP/s of this CPU at torch's thread count (the arithmetic limit)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    k, t0 = 0, time.perf_counter()
+    while (dt := time.perf_counter() - t0) < seconds:
+        torch.mm(a, b)
+        k += 1
+    return 2 * n**3 * k / dt
+
+
+def rate(fn: Callable[[], object], n_images: int, seconds: float) -> float:
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        fn()
+        n += 1
+    return n * n_images / elapsed
+
+
+def latency_us(fn: Callable[[], object], seconds: float) -> dict[str, float]:
+    """p50 / p99 of single calls (microseconds), over ``seconds`` (at least 50 calls)."""
+    for _ in range(20):
+        fn()
+    times: list[int] = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < 50:
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    us = np.asarray(times) / 1e3
+    return {"p50": round(float(np.percentile(us, 50)), 2), "p99": round(float(np.percentile(us, 99)), 2),
+            "n_calls": len(times)}
+
+
+class TorchRunner:
+    """The fastest PyTorch path measured: BatchNorm folded, sub-pixel decoder, inference mode;
+    ``bf16`` under CPU autocast (AMX), scores in fp32."""
+
+    backend = "torch"
+
+    def __init__(self, generator: torch.nn.Module, score: str, stats: dict, precision: str = "fp32") -> None:
+        from pkdgan.inference.export import ScoreGraph
+        from pkdgan.inference.scoring import InferenceGenerator
+
+        net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
+        self.graph = ScoreGraph(net, score, stats).eval()
+        self.precision = precision
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
+               else contextlib.nullcontext())
+        with ctx:
+            return self.graph(xt).float().numpy()
+
+
+def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
+            ) -> tuple[dict[str, Any], Path, dict[str, Any]]:
+    """Every backend x precision available for a run: {'backend/precision': runner}."""
+    from pkdgan.inference.deploy_export import build, quantize_openvino
+    from pkdgan.inference.loading import load
+
+    det = load(run_dir, backend="torch")
+    kind, stats = det.score_, det.score_choice_["standardization"]
+    out: dict[str, Any] = {f"torch/{p}": TorchRunner(det.generator_, kind, stats, p)
+                           for p in ("fp32", "bf16")}
+    folder = build(run_dir, loader=load)
+    info = read_info(folder)
+    files = info["files"]
+    if "onnxruntime" in files:
+        out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
+    if "openvino" in files:
+        for p in ("fp32", "bf16"):
+            out[f"openvino/{p}"] = OvRunner(folder / files["openvino"], p, threads)
+        q = folder / OV_DIR / "model_int8.xml"
+        if int8 and importlib.util.find_spec("nncf") is not None:
+            if not q.is_file():
+                quantize_openvino(folder / files["openvino"], holdout, q)
+            out["openvino/int8"] = OvRunner(q, "int8", threads)
+    return out, folder, {"score": kind, "det": det}
+
+
+def bench_model(run_dir: Path, threads: int, rounds: int, window: float, lat_seconds: float,
+                max_test: int | None, int8: bool = True) -> dict[str, Any]:
+    """Speed, latency, parity and AUROC of every configuration of one run."""
+    from pkdgan.core.config import DataConfig, from_dict
+    from pkdgan.data.datasets import one_class_split
+    from pkdgan.evaluation.metrics import evaluate_scores
+    from pkdgan.models.flops import module_flops
+
+    run_dir = Path(run_dir)
+    from pkdgan.core import runs
+
+    cfg = runs.read_json(run_dir / runs.CONFIG)
+    data = from_dict(DataConfig, cfg["data"])
+    model = cfg["model"]
+    seed = cfg.get("train", cfg.get("distill", {})).get("seed", 0)
+    split = one_class_split(data, model["image_size"], model["channels"], seed)
+    test, labels = split.test.numpy(), split.test_labels
+    if max_test is not None:
+        test, labels = test[:max_test], labels[:max_test]
+    holdout = split.holdout.numpy()
+    rs, folder, meta = runners(run_dir, holdout, threads, int8)
+    det = meta["det"]
+    x = np.ascontiguousarray(np.resize(test, (BATCH, *test.shape[1:])), np.float32)
+    x1 = np.ascontiguousarray(test[:1])
+    ref = rs["torch/fp32"](test).astype(np.float64)
+    results: dict[str, dict[str, Any]] = {}
+    for name, r in rs.items():
+        s = np.asarray(r(test), np.float64)
+        diff = float(np.abs(s - ref).max() / max(np.abs(ref).max(), 1e-12))
+        results[name] = {"auroc": evaluate_scores(s, labels)["auroc"], "max_rel_diff_vs_torch_fp32": diff}
+    base = results["torch/fp32"]["auroc"]
+    samples: dict[str, list[float]] = {k: [] for k in rs}
+    for _ in range(rounds):
+        for name, r in rs.items():
+            samples[name].append(rate(lambda r=r: r(x), BATCH, window))
+    for name, r in rs.items():
+        res = results[name]
+        res["images_per_s_bs256"] = round(statistics.median(samples[name]), 1)
+        res["latency_us_bs1"] = latency_us(lambda r=r: r(x1), lat_seconds)
+        res["auroc_drop"] = round(base - res["auroc"], 6)
+        res["auroc_holds"] = res["auroc_drop"] <= AUROC_TOLERANCE
+    gen = det.generator_
+    flops = module_flops(gen, torch.zeros(1, model["channels"], model["image_size"], model["image_size"]))
+    return {"run_dir": str(run_dir), "dataset": data.dataset, "kind": cfg.get("kind", "edegan"),
+            "score": meta["score"], "model": model, "n_test": int(len(labels)), "flops_per_image": flops,
+            "deploy_cache": str(folder), "configs": results}
+
+
+def summarize(student: dict[str, Any], teacher: dict[str, Any] | None, flop_s: dict[str, float]
+              ) -> dict[str, Any]:
+    """The issue's keys, per dataset, from the per-model results."""
+    ds = student["dataset"]
+    out: dict[str, Any] = {}
+
+    def best(m: dict[str, Any], key: Callable[[dict[str, Any]], float], lowest: bool = False) -> str:
+        ok = {k: v for k, v in m["configs"].items() if v["auroc_holds"]}
+        return (min if lowest else max)(ok, key=lambda k: key(ok[k]))
+
+    for role, m in (("student", student), ("teacher", teacher)):
+        if m is None:
+            continue
+        b = best(m, lambda v: v["images_per_s_bs256"])
+        lb = best(m, lambda v: v["latency_us_bs1"]["p50"], lowest=True)
+        out[f"{ds}_{role}_best"] = m["configs"][b]["images_per_s_bs256"]
+        out[f"{ds}_{role}_best_config"] = b
+        out[f"latency_us_{ds}_{role}_bs1"] = m["configs"][lb]["latency_us_bs1"]["p50"]
+        out[f"latency_us_{ds}_{role}_bs1_p99"] = m["configs"][lb]["latency_us_bs1"]["p99"]
+        out[f"latency_us_{ds}_{role}_bs1_config"] = lb
+        out[f"{ds}_{role}_flop_limit"] = {k: round(v / m["flops_per_image"], 1) for k, v in flop_s.items()}
+        out[f"{ds}_{role}_defaults"] = {k: v["auroc_holds"] for k, v in m["configs"].items()}
+    if teacher is not None:
+        sb = out[f"{ds}_student_best_config"]
+        same = {k: round(v["images_per_s_bs256"] / teacher["configs"][k]["images_per_s_bs256"], 2)
+                for k, v in student["configs"].items() if k in teacher["configs"]}
+        out[f"wall_ratio_{ds}"] = same.get(sb)
+        out[f"wall_ratio_{ds}_config"] = sb
+        out[f"wall_ratio_{ds}_per_config"] = same
+        out[f"flop_ratio_{ds}"] = round(teacher["flops_per_image"] / student["flops_per_image"], 1)
+    return out
+
+
+def record_fastest(m: dict[str, Any]) -> str | None:
+    """Write the fastest fp32 parity-checked runtime into the run's deploy cache (``auto`` reads it)."""
+    from pkdgan.core import runs
+    from pkdgan.inference.export import PARITY_RTOL
+
+    ok = {k.split("/")[0]: v["images_per_s_bs256"] for k, v in m["configs"].items()
+          if k.endswith("/fp32") and v["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL}
+    if not ok:
+        return None
+    fastest = max(ok, key=ok.__getitem__)
+    folder = Path(m["deploy_cache"])
+    info = read_info(folder)
+    with contextlib.suppress(OSError):
+        runs.write_json(folder / "deploy.json", info | {"fastest": fastest, "measured_fp32": ok})
+    return fastest
+
+
+def run(student: Path, teacher: Path | None = None, threads: int | None = None, quick: bool = False,
+        max_test: int | None = None, int8: bool = True) -> dict[str, Any]:
+    from pkdgan.inference.deploy import default_threads
+
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    rounds, window, lat = (1, 0.3, 0.3) if quick else (3, 1.5, 2.0)
+    t0 = time.time()
+    models = {"student": bench_model(student, threads, rounds, window, lat, max_test, int8)}
+    if teacher is not None:
+        models["teacher"] = bench_model(teacher, threads, rounds, window, lat, max_test, int8)
+    seconds = 0.3 if quick else 1.5
+    flop_s = {"fp32": flop_rate(seconds), "bf16": flop_rate(seconds, dtype=torch.bfloat16)}
+    out = summarize(models["student"], models.get("teacher"), flop_s)
+    out["fastest_recorded"] = {role: record_fastest(m) for role, m in models.items()}
+    out["models"] = models
+    out["settings"] = {"batch": BATCH, "threads": threads, "rounds": rounds, "window_s": window,
+                       "latency_window_s": lat, "max_test": max_test, "auroc_tolerance": AUROC_TOLERANCE,
+                       "matmul_gflop_s": {k: round(v / 1e9, 1) for k, v in flop_s.items()},
+                       "torch": torch.__version__, "seconds": round(time.time() - t0, 1),
+                       "load_average": _loadavg()}
+    return out
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def describe(out: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = []
+    for role, m in out["models"].items():
+        lines.append(f"{role}: {m['run_dir']} ({m['dataset']}, {m['flops_per_image'] / 1e6:.2f} MFLOP/image)")
+        for k, v in m["configs"].items():
+            lat = v["latency_us_bs1"]
+            flag = "" if v["auroc_holds"] else "  [drop > 0.5 pt]"
+            lines.append(f"  {k:18s} {v['images_per_s_bs256']:>11,.0f} images/s   bs1 p50 "
+                         f"{lat['p50']:>8.1f} us  p99 {lat['p99']:>8.1f} us   "
+                         f"AUROC {v['auroc']:.4f} ({-v['auroc_drop']:+.4f}){flag}")
+    for k, v in out.items():
+        if k not in ("models", "settings") and not isinstance(v, dict):
+            lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+# keys that are dataset-specific; kept here so tests can name them
+def issue_keys(dataset: str) -> list[str]:
+    return [f"{dataset}_student_best", f"{dataset}_teacher_best", f"wall_ratio_{dataset}",
+            f"latency_us_{dataset}_student_bs1"]
+

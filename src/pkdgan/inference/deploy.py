@@ -1,0 +1,244 @@
+"""Deployment runtimes for exported scoring graphs: ONNX Runtime and OpenVINO, without torch.
+
+Nothing here imports torch or scikit-learn, so ``pkdgan predict`` on a run with a cached export
+starts in a fraction of a second (``pkdgan.lean``). A runner takes float32 images
+``(N, C, S, S)`` in [-1, 1] and returns float32 scores ``(N,)``, exactly what the exported
+graph computes (``export.ScoreGraph``).
+
+Choices (measured, docs/performance.md): both runtimes score the tiny students fastest with
+one single-threaded engine per core working on separate slices of the batch (streams), rather
+than one engine whose operators are split over the cores: a width-3 convolution is too small
+to share. ONNX Runtime: one single-threaded session per core, driven from a thread pool, on the
+plain graph. OpenVINO: its own streams (``THROUGHPUT`` hint) on the BatchNorm-folded polyphase
+graph (its transposed convolutions are slow), static shapes, so batches are cut into fixed
+chunks and the last chunk is padded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pkdgan.core.errors import UsageError
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+# a precision whose test AUROC drops more than this (0.5 point) is never offered as a default
+AUROC_TOLERANCE = 0.005
+INPUT_NAME = "images"
+EXTRAS = {"onnxruntime": "pip install 'pkdgan[onnx]'", "openvino": "pip install 'pkdgan[openvino]'"}
+# what `auto` tries when no benchmark of the run recorded a faster choice: OpenVINO's polyphase
+# fp32 graph and ONNX Runtime were within noise of each other for the MNIST student (contended),
+# and OpenVINO was ahead for the teacher's bf16/int8; `pkdgan bench` records the measured winner
+AUTO_ORDER = ("openvino", "onnxruntime", "torch")
+
+
+def installed(backend: str) -> bool:
+    """Whether ``backend`` can be imported (without importing it)."""
+    if backend == "torch":
+        return importlib.util.find_spec("torch") is not None
+    if backend not in RUNTIMES:
+        raise UsageError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    return importlib.util.find_spec(backend) is not None
+
+
+def require(backend: str) -> None:
+    """One clear UsageError when ``backend`` is not installed."""
+    if not installed(backend):
+        hint = EXTRAS.get(backend, "pip install torch")
+        raise UsageError(f"the {backend} backend is not installed: {hint}")
+
+
+def check_precision(precision: str, backend: str) -> str:
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend == "onnxruntime" and precision == "bf16":
+        raise UsageError("ONNX Runtime's CPU provider has no bf16 convolutions; use openvino or torch")
+    return precision
+
+
+def default_threads() -> int:
+    """Cores this process may use (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Streams:
+    """Splits a batch over ``n`` single-threaded engines (one per core) and joins the scores."""
+
+    def __init__(self, engines: list[Callable[[np.ndarray], np.ndarray]], chunk: int) -> None:
+        self.engines = engines
+        self.chunk = chunk
+        self.pool = ThreadPoolExecutor(len(engines)) if len(engines) > 1 else None
+        self._free = list(range(len(engines)))
+        self._lock = threading.Lock()
+
+    def _run_one(self, x: np.ndarray) -> np.ndarray:
+        with self._lock:
+            i = self._free.pop()
+        try:
+            return self.engines[i](x)
+        finally:
+            with self._lock:
+                self._free.append(i)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        if n == 0:
+            return np.empty(0, np.float32)
+        if self.pool is None or n <= self.chunk:
+            return self.engines[0](x) if self.pool is None else self._run_one(x)
+        # even slices, one or more per engine, each at most `chunk` images
+        parts = max(len(self.engines), -(-n // self.chunk))
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        futures = [self.pool.submit(self._run_one, x[a:b])
+                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return np.concatenate([f.result() for f in futures])
+
+
+class OrtRunner:
+    """ONNX Runtime (CPU) on an exported graph; ``streams`` sessions of one thread each."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, streams: bool = True,
+                 chunk: int = 128) -> None:
+        require("onnxruntime")
+        import onnxruntime as ort
+
+        threads = threads or default_threads()
+        n_sessions, per = (threads, 1) if streams else (1, threads)
+        sessions = []
+        for _ in range(n_sessions):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = per
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+        self.input = sessions[0].get_inputs()[0].name
+        self.precision = "int8" if "int8" in Path(path).stem else "fp32"
+        self.threads = threads
+        self._streams = _Streams([self._engine(s) for s in sessions], chunk)
+
+    def _engine(self, session: Any) -> Callable[[np.ndarray], np.ndarray]:
+        name = self.input
+        return lambda x: session.run(None, {name: x})[0].reshape(-1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._streams(np.ascontiguousarray(x, dtype=np.float32))
+
+
+class OvRunner:
+    """OpenVINO (CPU device) on an IR (``.xml``) or ONNX file.
+
+    ``precision`` fp32 or bf16 is OpenVINO's ``INFERENCE_PRECISION_HINT`` on the same model;
+    int8 needs a quantized IR (``deploy_export.quantize_openvino``). Batches go through
+    OpenVINO's own streams (``THROUGHPUT`` hint, one stream per core, one request each)
+    in static-shape chunks of ``chunk`` images, the last chunk padded: 1.7x faster than one
+    single-threaded compiled model per core driven from Python threads (measured, contended).
+    Batch 1 has its own single-threaded request, compiled on first use and reused.
+    """
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, precision: str = "fp32", threads: int | None = None,
+                 chunk: int = 128) -> None:
+        require("openvino")
+        import openvino as ov
+
+        self.precision = check_precision(precision, "openvino")
+        self.threads = threads or default_threads()
+        self.core = ov.Core()
+        self.model = self.core.read_model(str(path))
+        self.input = self.model.inputs[0]
+        self.shape = [d.get_length() for d in list(self.input.get_partial_shape())[1:]]
+        self.chunk = chunk
+        self._hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[self.precision]
+        self._queue: Any = None
+        self._single: Any = None
+        self._lock = threading.Lock()
+
+    def _compiled(self, batch: int, conf: dict[str, Any]) -> Any:
+        m = self.model.clone()
+        m.reshape({self.input.get_any_name(): [batch, *self.shape]})
+        return self.core.compile_model(m, "CPU", conf | {"INFERENCE_PRECISION_HINT": self._hint})
+
+    def _one(self, x: np.ndarray) -> np.ndarray:
+        if self._single is None:
+            conf = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}
+            self._single = self._compiled(1, conf).create_infer_request()
+        self._single.infer({0: x}, share_inputs=True)
+        return self._single.get_output_tensor(0).data.reshape(-1).copy()
+
+    def _many(self, x: np.ndarray) -> np.ndarray:
+        if self._queue is None:  # one request per stream, used round robin
+            conf = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.threads}
+            compiled = self._compiled(self.chunk, conf)
+            self._queue = [compiled.create_infer_request() for _ in range(self.threads)]
+        reqs, n, b = self._queue, len(x), self.chunk
+        out = np.empty(n, np.float32)
+        busy: list[tuple[int, int, np.ndarray] | None] = [None] * len(reqs)
+
+        def collect(j: int) -> None:
+            job = busy[j]
+            if job is not None:
+                reqs[j].wait()
+                i, m, _ = job
+                out[i:i + m] = reqs[j].get_output_tensor(0).data.reshape(-1)[:m]
+                busy[j] = None
+
+        for k, i in enumerate(range(0, n, b)):
+            j = k % len(reqs)
+            collect(j)
+            xb = x[i:i + b]
+            m = len(xb)
+            if m < b:  # static shape: pad the last chunk
+                xb = np.concatenate([xb, np.full((b - m, *xb.shape[1:]), -1.0, np.float32)])
+            reqs[j].start_async({0: xb}, share_inputs=True)  # xb stays referenced in busy[j]
+            busy[j] = (i, m, xb)
+        for j in range(len(reqs)):
+            collect(j)
+        return out
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return np.empty(0, np.float32)
+        with self._lock:  # one batch at a time through the queue
+            return self._one(x) if len(x) == 1 else self._many(x)
+
+
+def make_runner(backend: str, path: str | Path, precision: str = "fp32", threads: int | None = None
+                ) -> OrtRunner | OvRunner:
+    """A runner of an exported file: ``onnxruntime`` (.onnx) or ``openvino`` (.xml or .onnx)."""
+    if backend == "onnxruntime":
+        check_precision(precision, backend)
+        return OrtRunner(path, threads)
+    if backend == "openvino":
+        return OvRunner(path, precision, threads)
+    raise UsageError(f"no exported-model runner for backend {backend!r}; use {' or '.join(RUNTIMES)}")
+
+
+def resolve_backend(requested: str, recorded: str | None = None) -> str:
+    """``auto`` -> the backend a benchmark of this run recorded fastest (if installed), else the
+    first installed of ``AUTO_ORDER``; any other name must be installed."""
+    if requested != "auto":
+        require(requested)
+        return requested
+    if recorded and recorded in BACKENDS and installed(recorded):
+        return recorded
+    for b in AUTO_ORDER:
+        if installed(b):
+            return b
+    raise UsageError("no scoring backend installed: pip install torch, 'pkdgan[onnx]' or 'pkdgan[openvino]'")

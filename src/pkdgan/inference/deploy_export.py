@@ -1,0 +1,272 @@
+"""Building deployable scoring models of a run (torch side): OpenVINO IR, int8, the cache.
+
+``pkdgan.deploy`` runs what this writes without torch. A run's deployment lives in
+``RUN/deploy/<score>-<hash>/`` (or, for a read-only run folder, under the user cache), keyed by
+the hash of the run's checkpoint, config and calibration (``lean.cache_key``): retraining or
+recalibrating a run changes the key, so a stale export is never used.
+
+- ``model.onnx``: the plain scoring graph (``export.export_onnx``), for ONNX Runtime;
+- ``openvino/model.xml``: the BatchNorm-folded, sub-pixel graph as OpenVINO IR (fp32 weights;
+  bf16 is a runtime hint); ``openvino/model_int8.xml``: NNCF post-training int8, calibrated on
+  the run's held-out *normal* training images (made by ``pkdgan bench``, never test images);
+- ``deploy.json``: threshold, calibration, preprocessing and each backend's parity with PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pkdgan import __version__
+from pkdgan.core import runs
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import PkdganError, UsageError
+from pkdgan.evaluation.score_kinds import Stats
+from pkdgan.inference.deploy import OrtRunner, OvRunner, installed, require
+from pkdgan.inference.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PARITY_RTOL,
+    ScoreGraph,
+    _quiet_exporter,
+    _require_onnx,
+    export_onnx,
+    parity_images,
+    preprocessing,
+)
+from pkdgan.inference.lean import DEPLOY_JSON, OV_DIR, Fallback, cache_dirs, cache_key, read_info
+from pkdgan.inference.scoring import InferenceGenerator
+
+
+def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
+                       score: str = "latent", stats: Stats | None = None, polyphase: bool = True) -> Path:
+    """The scoring graph with BatchNorm folded and sub-pixel decoder layers (``scoring``), in
+    polyphase form (``pkdgan.polyphase``) where the layers allow: the same scores, in the form
+    OpenVINO runs fastest (its transposed convolutions are slow)."""
+    from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
+
+    _require_onnx()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
+    if polyphase and supported(net):
+        graph: nn.Module = PolyphaseScoreGraph(net, score, stats).eval()
+    else:
+        graph = ScoreGraph(net, score, stats).eval()
+    example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(graph, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], dynamo=True,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                              external_data=False, verbose=False)
+    except Exception as e:
+        raise PkdganError(f"ONNX export failed: {type(e).__name__}: {str(e)[:300]}") from e
+    return path
+
+
+def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
+                    score: str = "latent", stats: Stats | None = None) -> Path:
+    """OpenVINO IR (``path`` = ``.xml``, weights in ``.bin`` beside it), fp32 weights."""
+    require("openvino")
+    import openvino as ov
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_folded_onnx(generator, model_cfg, Path(tmp) / "folded.onnx", score, stats)
+        ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+    return path
+
+
+def quantize_openvino(model_xml: Path, calibration: np.ndarray, path: Path) -> Path:
+    """NNCF post-training int8 of an IR, calibrated on ``calibration`` images (held-out normal
+    training images: never test images)."""
+    require("openvino")
+    try:
+        import nncf
+    except ImportError:
+        raise UsageError("int8 quantization needs nncf: pip install 'pkdgan[openvino]'") from None
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    calib = np.ascontiguousarray(calibration, np.float32)
+    if len(calib) == 0:
+        raise UsageError("int8 calibration needs held-out normal images; this run has none")
+    batches = [calib[i:i + 64] for i in range(0, len(calib), 64)]
+    model = ov.Core().read_model(str(model_xml))
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calib))
+    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    return path
+
+
+def torch_scores(generator: nn.Module, images: torch.Tensor, score: str, stats: Stats | None
+                 ) -> np.ndarray:
+    """The reference: ``ScoreGraph`` (what the export computes) in PyTorch, float64 out."""
+    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score, stats).eval()
+    with torch.inference_mode():
+        return graph(images.float().cpu()).numpy().astype(np.float64)
+
+
+def parity(runner: Any, expected: np.ndarray, images: np.ndarray, strict: bool = True) -> dict[str, Any]:
+    """Max abs / relative (to the largest score) difference of a runner's scores from PyTorch's."""
+    got = np.asarray(runner(images), np.float64)
+    if got.shape != expected.shape:
+        raise PkdganError(f"{runner.backend} parity check failed: shape {got.shape} != {expected.shape}")
+    abs_diff = float(np.abs(got - expected).max()) if len(got) else 0.0
+    rel = abs_diff / max(float(np.abs(expected).max()), 1e-12) if len(got) else 0.0
+    ok = rel <= PARITY_RTOL
+    if strict and not ok:
+        raise PkdganError(f"{runner.backend} parity check failed: max relative difference {rel:.3g} "
+                          f"> {PARITY_RTOL:g}")
+    return {"n_images": int(len(images)), "max_abs_diff": abs_diff, "max_rel_diff": rel, "ok": ok}
+
+
+def build(run_dir: Path, score: str | None = None, check_images: torch.Tensor | None = None,
+          *, loader: Callable[..., Any]) -> Path:
+    """Export a run's scoring model for every installed runtime into its deploy cache (once).
+
+    Returns the cache folder. Parity with PyTorch is checked for each runtime (seeded images
+    plus ``check_images``); a runtime that fails it is recorded as failed, never used by ``auto``.
+    ``loader`` is ``inference.loading.load``, passed in because loading attaches backends made
+    here (an import would close a cycle).
+    """
+    run_dir = Path(run_dir)
+    runtimes = [b for b in ("onnxruntime", "openvino") if installed(b)]
+    if not runtimes:
+        raise UsageError("exporting for deployment needs onnxruntime or openvino: "
+                         "pip install 'pkdgan[onnx]' or 'pkdgan[openvino]'")
+    key = cache_key(run_dir, score)
+    for d in cache_dirs(run_dir, key):
+        if (d / DEPLOY_JSON).is_file():
+            return d
+    detector = loader(run_dir, score=score, backend="torch")
+    cfg, gen = detector.model_config_, detector.generator_
+    kind, stats = detector.score_, detector.score_choice_["standardization"]
+    images = parity_images(cfg, 16)
+    if check_images is not None:
+        images = torch.cat([images, check_images.float().cpu()])
+    expected = torch_scores(gen, images, kind, stats)
+    last_error: Exception | None = None
+    for target in cache_dirs(run_dir, key):
+        tmp = target.parent / f".{target.name}.tmp{time.time_ns()}"
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as e:
+            last_error = e
+            continue
+        try:
+            info = _write(tmp, detector, gen, cfg, kind, stats, runtimes, images.numpy(), expected)
+            info |= {"key": key, "run_dir": str(run_dir.resolve())}
+            runs.write_json(tmp / DEPLOY_JSON, info)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process made it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    raise PkdganError(f"cannot write a deployment cache for {run_dir}: {last_error}")
+
+
+def _write(folder: Path, detector: Any, gen: nn.Module, cfg: ModelConfig, kind: str, stats: Stats,
+           runtimes: list[str], images: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    files: dict[str, str] = {}
+    checks: dict[str, Any] = {}
+    if "onnxruntime" in runtimes:
+        export_onnx(gen, cfg, folder / "model.onnx", kind, stats)
+        files["onnxruntime"] = "model.onnx"
+        checks["onnxruntime"] = parity(OrtRunner(folder / "model.onnx"), expected, images, strict=False)
+    if "openvino" in runtimes:
+        export_openvino(gen, cfg, folder / OV_DIR / "model.xml", kind, stats)
+        files["openvino"] = f"{OV_DIR}/model.xml"
+        checks["openvino"] = parity(OvRunner(folder / OV_DIR / "model.xml"), expected, images, strict=False)
+    cal = detector.calibration_
+    return {
+        "pkdgan_version": __version__,
+        "score": kind,
+        "standardization": stats or None,
+        "model": dataclasses.asdict(cfg),
+        "preprocessing": preprocessing(cfg, detector.resize),
+        "threshold": detector.threshold_raw_,
+        "holdout_mean": cal.get("holdout_mean"),
+        "holdout_std": cal.get("holdout_std"),
+        "files": files,
+        "parity": checks,
+        "parity_rtol": PARITY_RTOL,
+        "fastest": None,
+    }
+
+
+def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = None,
+                    *, loader: Callable[..., Any]) -> tuple[Any | None, str]:
+    """(runner or None for torch, backend name) for a fitted detector.
+
+    For a run folder, the deploy cache is used (``auto``: only when it already exists, so
+    loading never exports on its own); a detector fitted in memory is exported to a temporary
+    folder. A runtime is used only when its scores pass the parity check.
+    """
+    from pkdgan.inference.deploy import AUTO_ORDER, RUNTIMES, make_runner
+    from pkdgan.inference.lean import choose_backend, find
+
+    if backend == "torch":
+        return None, "torch"
+    if backend != "auto" and backend not in RUNTIMES:
+        raise UsageError(f"unknown backend {backend!r}; choose one of auto, torch, {', '.join(RUNTIMES)}")
+    if backend != "auto":
+        require(backend)
+    score = detector.score if detector.score != "auto" else None
+    if run_dir is not None and score == _run_score(run_dir):
+        score = None
+    if run_dir is not None:
+        folder = find(Path(run_dir), score)
+        if folder is None and backend != "auto":
+            folder = build(Path(run_dir), score, loader=loader)
+        if folder is not None:
+            info = read_info(folder)
+            try:
+                name = choose_backend(info, backend)
+            except Fallback:
+                if backend != "auto":
+                    raise PkdganError(f"{backend} is not parity-checked for {run_dir}") from None
+                return None, "torch"
+            return make_runner(name, folder / info["files"][name]), name
+        return None, "torch"
+    names = [b for b in AUTO_ORDER if b in RUNTIMES and installed(b)] if backend == "auto" else [backend]
+    cfg, gen = detector.model_config_, detector.generator_
+    kind, stats = detector.score_, detector.score_choice_["standardization"]
+    images = parity_images(cfg, 16)
+    expected = torch_scores(gen, images, kind, stats)
+    for name in names:
+        tmp = tempfile.TemporaryDirectory(prefix="pkdgan-deploy-")
+        path = Path(tmp.name) / ("model.xml" if name == "openvino" else "model.onnx")
+        if name == "openvino":
+            export_openvino(gen, cfg, path, kind, stats)
+        else:
+            export_onnx(gen, cfg, path, kind, stats)
+        runner = make_runner(name, path)
+        runner._tmp = tmp  # the files live as long as the runner
+        if parity(runner, expected, images.numpy(), strict=backend != "auto")["ok"]:
+            return runner, name
+    return None, "torch"
+
+
+def _run_score(run_dir: str | Path) -> str | None:
+    """The score a run folder was calibrated with (its own), if recorded."""
+    p = Path(run_dir) / runs.CALIBRATION
+    return runs.read_json(p).get("score") if p.is_file() else None
