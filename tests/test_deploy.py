@@ -23,7 +23,7 @@ from pkdgan.core.errors import UsageError
 from pkdgan.inference import deploy, lean
 from pkdgan.inference.export import PARITY_RTOL
 from pkdgan.inference.loading import load
-from pkdgan.inference.predict import format_predictions, read_files
+from pkdgan.inference.predict import read_files
 from tests.conftest import REPO, bars
 
 RUNTIMES = [b for b in deploy.RUNTIMES if deploy.installed(b)]
@@ -154,8 +154,7 @@ def test_lean_preprocessing_and_format_equal_the_torch_paths(tmp_path: Path) -> 
     assert np.array_equal(ours, theirs)
     assert lean.expand_paths([tmp_path]) == files
     rows = [{"path": "a.png", "score": 0.123456789123, "label": 1}, {"path": "b", "score": -2.0, "label": 0}]
-    for fmt in ("csv", "json"):
-        assert lean.format_predictions(rows, fmt, {"x": 1}) == format_predictions(rows, fmt, {"x": 1})
+    assert lean.format_predictions(rows, "csv", {}) == "path,score,label\na.png,0.123456789,1\nb,-2,0\n"
 
 
 @needs_runtime

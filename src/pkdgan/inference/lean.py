@@ -31,6 +31,7 @@ import numpy as np
 
 from pkdgan import __version__
 from pkdgan.core.errors import DataError, UsageError
+from pkdgan.core.files import atomic_write_bytes
 
 DEPLOY_DIR = "deploy"
 DEPLOY_JSON = "deploy.json"
@@ -245,7 +246,8 @@ def decoded_chunks(pool: Executor, paths: Sequence[Path], channels: int, ahead: 
 # --- predict ------------------------------------------------------------------------------------
 
 def format_predictions(rows: list[dict[str, Any]], fmt: str, meta: dict[str, Any]) -> str:
-    """``predict.format_predictions`` without torch (tests check they agree)."""
+    """CSV (``path,score,label``) or JSON (``meta`` plus ``predictions``); here, not in
+    ``predict``, because this module must not import torch (``predict`` re-uses it)."""
     if fmt == "json":
         return json.dumps(meta | {"predictions": rows}, indent=2) + "\n"
     if fmt != "csv":
@@ -352,26 +354,6 @@ def predict_command(args: Any, build_cache: Callable[[Path, str | None], Path] |
         sys.stdout.write(text)
         sys.stderr.write(f"pkdgan predict: {summary}\n")
     else:
-        _atomic_write(args.output, text.encode())
+        atomic_write_bytes(args.output, text.encode())
         print(f"{summary} -> {args.output}")
     return 0
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """``runs.atomic_write_bytes`` (which imports torch): temp file, fsync, rename."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,9 +7,7 @@ the model's size with one warning. Float arrays and tensors are taken as already
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -212,16 +210,3 @@ def save_panel(path: Path, x: torch.Tensor, x_hat: torch.Tensor) -> None:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     runs.atomic_write_bytes(path, buf.getvalue())
-
-
-def format_predictions(rows: list[dict[str, Any]], fmt: str, meta: dict[str, Any]) -> str:
-    """CSV (``path,score,label``) or JSON (``meta`` plus ``predictions``)."""
-    if fmt == "json":
-        return json.dumps(meta | {"predictions": rows}, indent=2) + "\n"
-    if fmt != "csv":
-        raise UsageError(f"unknown output format {fmt!r}; use csv or json")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["path", "score", "label"], lineterminator="\n")
-    w.writeheader()
-    w.writerows({"path": r["path"], "score": f"{r['score']:.9g}", "label": r["label"]} for r in rows)
-    return buf.getvalue()
