@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from pkdgan.cli import main
-from pkdgan.core import runs
+from pkdgan.core import files, runs
 from pkdgan.training import train as train_mod
 
 # 38 training images at batch 4 -> 10 steps per epoch; step call 15 is in the middle of epoch 2.
@@ -179,7 +179,7 @@ def test_atomic_writes_keep_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     def killed(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs.os, "replace", killed)
+    monkeypatch.setattr(files.os, "replace", killed)  # the atomic writer lives in core.files
     with pytest.raises(KeyboardInterrupt):
         runs.save_tensors(ckpt, {"w": torch.zeros(3)}, {"epoch": "2"})
     with pytest.raises(KeyboardInterrupt):
