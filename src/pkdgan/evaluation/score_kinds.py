@@ -118,8 +118,8 @@ def candidates(aurocs: Mapping[str, float]) -> dict[str, float]:
     raw score is inverted (no kind is then trustworthy; nothing is dropped).
 
     Measured against two alternatives on the same recorded synthetic AUROCs (docs/scores.md,
-    ``scripts/score_kinds_table.py --rules``): plain argmax lost 5.6 points on the main-table
-    MNIST teachers (it took reconstruction on a 0.001 lead over combined); the near-tie rule
+    ``scripts/score_kinds_table.py --rules``): plain argmax lost 7.1 points on six main-table
+    MNIST teachers (it took reconstruction on a hair's lead over combined); the near-tie rule
     alone missed the blob/stripe case. This rule meets both; it loses on the 3-epoch colour-hue
     runs, where the latent score is inverted on synthetic anomalies yet works on real ones.
     """
