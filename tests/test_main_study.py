@@ -88,8 +88,11 @@ def test_results_store_fills_skips_and_recomputes(tmp_path):
     again = run_grid(req, tmp_path / "g2", store=tmp_path / "store2", results=results,
                      echo=lambda m: None)
     assert again["done"] == 0 and not any((tmp_path / "store2").rglob(runs.METRICS))
+    said: list[str] = []
     wider = run_grid(request("main", classes=(0, 1)), tmp_path / "g3", store=tmp_path / "store3",
-                     results=results, echo=lambda m: None, train=False)
+                     results=results, echo=said.append, train=False)
+    assert "8 runs, 4 already finished (4 of them committed" in said[0]
+    assert said[0].endswith("4 not trained (--no-train)")
     # class 0 from the results store, class 1 listed as unfinished, nothing trained
     assert wider["done"] == 0 and len(write_report(tmp_path / "g3", echo=lambda m: None)["missing"]) == 4
     report = write_report(tmp_path / "g2", echo=lambda m: None)

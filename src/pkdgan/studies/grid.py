@@ -115,11 +115,14 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
     specs = write_grid(grid_dir, req, build_specs(req), store, command, results)
     export_finished(specs, store, results, req.dataset)
     skips = committed_skips(specs, store, results)
-    todo = [s for s in specs if train and s.name not in skips
-            and not runs.is_finished(run_dir(store, s))]
+    unfinished = [s for s in specs if s.name not in skips
+                  and not runs.is_finished(run_dir(store, s))]
+    todo = unfinished if train else []
     in_results = f" ({len(skips)} of them committed in {results})" if results else ""
-    echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(todo)} already "
-         f"finished{in_results}, {len(todo)} to run ({executor}, workers {workers}, stack {stack})")
+    plan = (f"{len(todo)} to run ({executor}, workers {workers}, stack {stack})" if train
+            else f"{len(unfinished)} not trained (--no-train)")
+    echo(f"{req.study} on {req.dataset}: {len(specs)} runs, {len(specs) - len(unfinished)} "
+         f"already finished{in_results}, {plan}")
     done: list[Result] = []
     by_name = {s.name: s for s in specs}
     t0 = time.time()
