@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
 
 import pytest
@@ -11,10 +12,10 @@ import pytest
 from pkdgan.core import runs
 from pkdgan.core.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
 from pkdgan.core.errors import UsageError
-from pkdgan.studies import cells
+from pkdgan.studies import cells, executors
 from pkdgan.studies.grid import run_grid
 from pkdgan.studies.report import write_report
-from pkdgan.studies.specs import PRESETS, GridRequest, build_specs, grid_key
+from pkdgan.studies.specs import PRESETS, GridRequest, RunSpec, build_specs, distill_hash, grid_key
 
 # The small-image cpu preset: every new schedule field set to a non-legacy value.
 TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,
@@ -38,6 +39,23 @@ def test_hashes_of_committed_runs_do_not_move():
         "2710b4532eb3", "49070110be52", "adee50076dee"]
     bs = GridRequest(study="batch-size", dataset="mnist", classes=(0,), seeds=(0,), **quick)
     assert grid_key(bs) == "48ecaed9ae15"
+
+
+def test_the_students_shape_is_part_of_a_cells_identity(tmp_path):
+    """Committed MNIST student cells keep their hashes; when a registry student changes shape
+    (Fashion-MNIST: width 2 / nz 2 -> width 1 / nz 64) its cells get new hashes, so the old
+    cells are never taken for the new student's."""
+    cpu = dict(study="main", preset=PRESETS["cpu"], classes=(0,), seeds=(0,))
+    mnist = {s.arm: s.config_hash for s in build_specs(GridRequest(dataset="mnist", **cpu))}
+    assert (mnist["alone"], mnist["p-kdgan"]) == ("9566671c1166", "596caaf6238f")  # cells.csv
+    alone = next(s for s in build_specs(GridRequest(dataset="fmnist", **cpu)) if s.arm == "alone")
+    assert alone.config["student_shape"] == {"width": 1, "nz": 64}
+    old = json.loads(json.dumps(alone.config))
+    old["student_shape"] = {"width": 2, "nz": 2}
+    assert distill_hash(old) == "caa385e66a8e" != alone.config_hash  # the old committed cell
+    stale = RunSpec("distill", "distill/x", old, distill_hash(old), "alone", 0, 0, stage=1)
+    with pytest.raises(UsageError, match="student-fmnist is now"):
+        executors._train(stale, tmp_path)
 
 
 def test_new_fields_enter_the_hash_when_set():

@@ -63,7 +63,7 @@ def test_students_meet_the_papers_computation_ratio(name: str) -> None:
 def test_for_teacher_keeps_width_and_nz_only() -> None:
     teacher = ModelConfig(image_size=16, channels=3, latent_constraint="tanh")
     s = for_teacher(get_config("student-fmnist"), teacher)
-    assert (s.width, s.nz, s.image_size, s.channels, s.latent_constraint) == (2, 2, 16, 3, "tanh")
+    assert (s.width, s.nz, s.image_size, s.channels, s.latent_constraint) == (1, 64, 16, 3, "tanh")
 
 
 def test_flops_cli_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from pkdgan.core.config import DistillConfig, RunConfig
 from pkdgan.core.errors import PkdganError, RunBusy, UsageError
 from pkdgan.pipeline.distill_run import distill_run, distill_runs
 from pkdgan.pipeline.train_run import train_run, train_runs
-from pkdgan.studies.specs import RunSpec, distill_hash
+from pkdgan.studies.specs import RunSpec, distill_hash, student_shape
 from pkdgan.training.multi_distill import frozen_epochs
 
 EXECUTORS = ("local", "ray")
@@ -67,10 +67,19 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
         c = spec.config
         if distill_hash(c) != spec.config_hash:
             raise UsageError(f"{spec.name}: config does not match its hash (edited grid.json?)")
+        _check_student(spec)
         return distill_run(store / c["teacher"], c["student"], DistillConfig.from_dict(c["distill"]),
                            run_dir(store, spec), data_root=c.get("data_root"), progress=False,
                            resume=True)
     raise UsageError(f"unknown run kind {spec.kind!r}")
+
+
+def _check_student(spec: RunSpec) -> None:
+    """The run trains the registry's student by name: it must still have the spec's shape."""
+    c = spec.config
+    if "student_shape" in c and c["student_shape"] != student_shape(c["student"]):
+        raise UsageError(f"{spec.name}: {c['student']} is now {student_shape(c['student'])}, "
+                         f"the grid was built for {c['student_shape']}; rerun the study")
 
 
 def _train_stacked(todo: list[RunSpec], store: Path) -> None:
@@ -80,6 +89,8 @@ def _train_stacked(todo: list[RunSpec], store: Path) -> None:
 
         if any(distill_hash(s.config) != s.config_hash for s in todo):
             raise UsageError("a run's config does not match its hash (edited grid.json?)")
+        for s in todo:
+            _check_student(s)
         c = todo[0].config
         distill_runs([store / s.config["teacher"] for s in todo], [s.config["student"] for s in todo],
                      DistillConfig.from_dict(c["distill"]), [run_dir(store, s) for s in todo],

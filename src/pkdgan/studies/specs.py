@@ -25,6 +25,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.presets import PRESETS, Preset
+from pkdgan.core.registry import get_config
 
 __all__ = ["PRESETS", "Preset"]  # re-exported: studies are where most readers look for them
 
@@ -150,6 +151,17 @@ def build_specs(req: GridRequest) -> list[RunSpec]:
 # The registry's student for each dataset (digits, a stand-in for MNIST in tests, uses MNIST's).
 STUDENTS = {"mnist": "student-mnist", "fmnist": "student-fmnist", "cifar10": "student-cifar10",
             "digits": "student-mnist"}
+# (width, nz) each student name had when grid hashes named the student only; a spec whose
+# student still has that shape keeps its old hash, so committed cells stay valid, while a
+# registry change (student-fmnist became width 1 / nz 64) gives new cells, never stale ones.
+LEGACY_STUDENT_SHAPES = {"student-mnist": (3, 32), "student-cifar10": (11, 100),
+                         "student-fmnist": (2, 2)}
+
+
+def student_shape(name: str) -> dict[str, int]:
+    """The registry student's own width and nz: part of a distillation cell's identity."""
+    cfg = get_config(name)
+    return {"width": cfg.width, "nz": cfg.nz}
 
 
 MAIN_ARMS = ("alone", "single-2", "p-kdgan")
@@ -181,6 +193,9 @@ def distill_hash(config: dict[str, Any]) -> str:
     d["distill"].pop("device", None)
     d["distill"] = drop_legacy(d["distill"])
     d.pop("data_root", None)
+    shape = d.get("student_shape")
+    if shape is not None and (shape["width"], shape["nz"]) == LEGACY_STUDENT_SHAPES.get(d["student"]):
+        d.pop("student_shape")
     return config_hash(d)
 
 
@@ -191,9 +206,10 @@ def _distillation_specs(req: GridRequest, normal_class: int, seed: int,
     for arm, dcfg in distillation_arms(req.preset, seed, req.device):
         if arms is not None and arm not in arms:
             continue
+        student = STUDENTS[req.dataset]
         config = {"teacher": teacher.name, "teacher_hash": teacher.config_hash,
-                  "student": STUDENTS[req.dataset], "distill": dcfg.to_dict(),
-                  "data_root": req.data_root}
+                  "student": student, "student_shape": student_shape(student),
+                  "distill": dcfg.to_dict(), "data_root": req.data_root}
         h = distill_hash(config)
         name = f"distill/{req.dataset}/c{normal_class}/{arm}-s{seed}-{h}"
         specs.append(RunSpec("distill", name, config, h, arm, normal_class, seed, stage=1,
