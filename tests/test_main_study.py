@@ -15,7 +15,15 @@ from pkdgan.core.errors import UsageError
 from pkdgan.studies import cells, executors
 from pkdgan.studies.grid import run_grid
 from pkdgan.studies.report import write_report
-from pkdgan.studies.specs import PRESETS, GridRequest, RunSpec, build_specs, distill_hash, grid_key
+from pkdgan.studies.specs import (
+    PRESETS,
+    GridRequest,
+    RunSpec,
+    build_specs,
+    distill_hash,
+    grid_key,
+    stale_student,
+)
 
 # The small-image cpu preset: every new schedule field set to a non-legacy value.
 TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,
@@ -56,6 +64,10 @@ def test_the_students_shape_is_part_of_a_cells_identity(tmp_path):
     stale = RunSpec("distill", "distill/x", old, distill_hash(old), "alone", 0, 0, stage=1)
     with pytest.raises(UsageError, match="student-fmnist is now"):
         executors._train(stale, tmp_path)
+    before = {k: v for k, v in old.items() if k != "student_shape"}  # a grid.json of before
+    assert stale_student(before) and stale_student(old) and not stale_student(alone.config)
+    mnist_before = next(s for s in build_specs(GridRequest(dataset="mnist", **cpu)) if s.arm == "alone")
+    assert not stale_student({k: v for k, v in mnist_before.config.items() if k != "student_shape"})
 
 
 def test_new_fields_enter_the_hash_when_set():

@@ -21,7 +21,7 @@ from pkdgan.core.config import DistillConfig, RunConfig
 from pkdgan.core.errors import PkdganError, RunBusy, UsageError
 from pkdgan.pipeline.distill_run import distill_run, distill_runs
 from pkdgan.pipeline.train_run import train_run, train_runs
-from pkdgan.studies.specs import RunSpec, distill_hash, student_shape
+from pkdgan.studies.specs import RunSpec, distill_hash, stale_student, student_shape
 from pkdgan.training.multi_distill import frozen_epochs
 
 EXECUTORS = ("local", "ray")
@@ -77,9 +77,9 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
 def _check_student(spec: RunSpec) -> None:
     """The run trains the registry's student by name: it must still have the spec's shape."""
     c = spec.config
-    if "student_shape" in c and c["student_shape"] != student_shape(c["student"]):
+    if stale_student(c):
         raise UsageError(f"{spec.name}: {c['student']} is now {student_shape(c['student'])}, "
-                         f"the grid was built for {c['student_shape']}; rerun the study")
+                         f"not the shape this spec was built for; rerun the study")
 
 
 def _train_stacked(todo: list[RunSpec], store: Path) -> None:

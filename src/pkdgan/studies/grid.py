@@ -21,7 +21,7 @@ from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
 from pkdgan.studies import cells
 from pkdgan.studies.executors import EXECUTORS, Result, run_dir, run_local, run_ray
-from pkdgan.studies.specs import GridRequest, RunSpec, build_specs, grid_key
+from pkdgan.studies.specs import GridRequest, RunSpec, build_specs, grid_key, stale_student
 
 GRID_FILE = "grid.json"
 LOG_FILE = "invocations.jsonl"
@@ -32,7 +32,8 @@ def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Pa
     """Create or extend ``grid.json``; a folder holding a different grid is refused.
 
     Extending (more classes or seeds with the same study, dataset and preset) keeps the old
-    specs, so a report always covers everything the folder has ever been asked for.
+    specs, so a report always covers everything the folder has ever been asked for, except
+    distillation specs whose registry student has changed shape since (``stale_student``).
     """
     grid_dir.mkdir(parents=True, exist_ok=True)
     path = grid_dir / GRID_FILE
@@ -45,7 +46,7 @@ def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Pa
                 f"{grid_dir} holds a different grid ({saved.get('study')} on {saved.get('dataset')}, "
                 f"preset {saved.get('preset', {}).get('name')}); choose another --out"
             )
-        old = [RunSpec.from_dict(d) for d in saved["specs"]]
+        old = [s for s in map(RunSpec.from_dict, saved["specs"]) if not stale_student(s.config)]
     names = {s.name for s in old}
     merged = old + [s for s in specs if s.name not in names]
     runs.write_json(path, {

@@ -164,6 +164,17 @@ def student_shape(name: str) -> dict[str, int]:
     return {"width": cfg.width, "nz": cfg.nz}
 
 
+def stale_student(config: dict[str, Any]) -> bool:
+    """A distillation spec built for a shape its registry student no longer has (specs from
+    before the shape was recorded had the legacy one): training it would train another model."""
+    if "student" not in config:
+        return False
+    legacy = LEGACY_STUDENT_SHAPES.get(config["student"])
+    built = config.get("student_shape") or (
+        {"width": legacy[0], "nz": legacy[1]} if legacy else None)
+    return built is not None and built != student_shape(config["student"])
+
+
 MAIN_ARMS = ("alone", "single-2", "p-kdgan")
 
 
