@@ -9,8 +9,8 @@ at the dataset's image shape, as ``pkdgan flops`` measures them:
 - ``student-cifar10``: width 11, nz 100 (width only): 25.6:1 >= 24.45:1 (width 12 gives 22.1).
 - ``student-mnist``: width 3, nz 32: 315.6:1 >= 311.11:1 (width 3 with nz 100 gives 255).
 - ``student-fmnist``: width 1, nz 64: 1420:1 >= 700:1. At width 2 the ratio leaves room for nz 2
-  only (702.7:1), and that student scored 11.8 points under this one as the student alone on
-  Fashion-MNIST classes 0-2 (docs/results/fmnist-student-search/).
+  only (702.7:1), and that student scored 22.2 points under this one as the student alone on
+  Fashion-MNIST classes 0-2 (docs/results/student-search/).
 
 Image size and channels are the dataset's; when a student is distilled from a teacher, its
 shape and latent constraint follow that teacher (``for_teacher``), only width and nz are its own.

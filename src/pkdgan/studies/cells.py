@@ -48,15 +48,20 @@ def export_cell(run_dir: Path, results: Path, spec: RunSpec, dataset: str) -> Pa
     for name in CELL_FILES:
         if name != runs.METRICS and (run_dir / name).is_file():
             runs.atomic_write_bytes(out / name, (run_dir / name).read_bytes())
-    z = runs.read_npz(run_dir / runs.SCORES)
-    lean = {k: (z[k].astype(np.int8) if k in ("labels", "classes") else z[k].astype(np.float32))
-            for k in SCORE_ARRAYS if k in z}
-    runs.write_npz(out / runs.SCORES, **lean)
+    write_lean_scores(run_dir / runs.SCORES, out / runs.SCORES)
     runs.write_json(out / CELL_META, {"dataset": dataset, **spec.to_dict()})
     # metrics last: a cell is committed-complete only once metrics.json is there
     runs.atomic_write_bytes(out / runs.METRICS, (run_dir / runs.METRICS).read_bytes())
     write_index(results)
     return out
+
+
+def write_lean_scores(src: Path, dst: Path) -> None:
+    """A run's ``scores.npz`` as committed: float32 scores, int8 labels and classes."""
+    z = runs.read_npz(src)
+    lean = {k: (z[k].astype(np.int8) if k in ("labels", "classes") else z[k].astype(np.float32))
+            for k in SCORE_ARRAYS if k in z}
+    runs.write_npz(dst, **lean)
 
 
 def read_cells(results: Path) -> list[dict[str, Any]]:

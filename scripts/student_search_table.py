@@ -1,0 +1,84 @@
+"""Table of distilled-student runs by shape (width, nz), with their raw scores committed.
+
+The student search (docs/results/student-search/README.md) trains students of other shapes
+from the main table's teachers with ``pkdgan distill --width W --nz N`` (see
+``scripts/student_search.sh``). This script reads finished distillation run folders, checks
+that each AUROC recomputes from its scores, copies the small files (config, metrics, history,
+calibration, lean scores; no checkpoints) of folders outside ``docs/`` into ``--commit``, and
+prints one Markdown row per run plus the mean per (dataset, arm, shape) over the classes given.
+
+    python scripts/student_search_table.py /work/grids/fm_students/* \\
+        docs/results/student-search/registered-* docs/results/main/distill/mnist/c[237] \\
+        --commit docs/results/student-search/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from pkdgan.core import runs
+from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.studies import cells
+
+ARM = {("alone", None): "alone", ("single", 2): "single-2", ("progressive", None): "p-kdgan"}
+
+
+def arm_of(distill: dict) -> str:
+    mode = distill["mode"]
+    return ARM.get((mode, distill["structure"] if mode == "single" else None), mode)
+
+
+def run_folders(paths: list[Path]) -> list[Path]:
+    """Finished distillation run folders at or one/two levels under the given paths."""
+    found = []
+    for p in paths:
+        for d in [p, *sorted(p.glob("*")), *sorted(p.glob("*/*"))]:
+            if d.is_dir() and runs.is_finished(d) and (d / runs.CONFIG).is_file():
+                if runs.read_json(d / runs.CONFIG).get("kind") == "distill":
+                    found.append(d)
+    return list(dict.fromkeys(found))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="run folders, or folders holding them")
+    ap.add_argument("--commit", type=Path, help="copy folders outside docs/ here (small files)")
+    args = ap.parse_args()
+    rows = []
+    for d in run_folders(args.runs):
+        c, m = runs.read_json(d / runs.CONFIG), runs.read_json(d / runs.METRICS)
+        z = runs.read_npz(d / runs.SCORES)
+        recomputed = evaluate_scores(z["scores"], z["labels"].astype("int64"))["auroc"]
+        if abs(recomputed - m["auroc"]) > 1e-6:
+            raise SystemExit(f"{d}: metrics.json auroc {m['auroc']} but the scores give {recomputed}")
+        data, model = c["data"], c["model"]
+        row = {"dataset": data["dataset"], "class": data["normal_class"], "arm": arm_of(c["distill"]),
+               "width": model["width"], "nz": model["nz"], "ratio": m["flops_ratio"],
+               "teacher": m["teacher_auroc_before"], "auroc": m["auroc"], "dir": d}
+        rows.append(row)
+        if args.commit and "docs" not in d.resolve().parts:
+            out = args.commit / data["dataset"] / f"c{data['normal_class']}" / (
+                f"{row['arm']}-w{model['width']}-nz{model['nz']}-s{c['distill']['seed']}")
+            out.mkdir(parents=True, exist_ok=True)
+            for name in cells.CELL_FILES:
+                shutil.copyfile(d / name, out / name)
+            cells.write_lean_scores(d / runs.SCORES, out / runs.SCORES)
+    rows.sort(key=lambda r: (r["dataset"], r["class"], r["arm"], r["width"], r["nz"]))
+    print("| dataset | class | arm | width | nz | FLOPs ratio | teacher | student AUROC |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['class']} | {r['arm']} | {r['width']} | {r['nz']} | "
+              f"{r['ratio']:.1f} : 1 | {100 * r['teacher']:.2f} | {100 * r['auroc']:.2f} |")
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["arm"], r["width"], r["nz"])].append(r["auroc"])
+    print("\n| dataset | arm | width | nz | classes | mean AUROC |\n|---|---|---|---|---|---|")
+    for (ds, arm, w, nz), v in sorted(groups.items()):
+        print(f"| {ds} | {arm} | {w} | {nz} | {len(v)} | {100 * sum(v) / len(v):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
