@@ -1,8 +1,8 @@
 """How should OpenVINO schedule a tiny student on 2 cores? images/s of one IR, best first.
 
 The probe behind ``deploy.OvRunner``'s scheduling (docs/performance.md, "Quiet-machine numbers,
-second run"). Three ways to score, each over several settings, alternating rounds in this one
-process (medians), random inputs in [-1, 1]:
+second run"). Two ways to score, each over several settings, alternating rounds in this one
+process (medians), random inputs in [-1, 1], 2 threads (the cores of this machine):
 
 - ``sync``: synchronous calls of 256 images, split into chunks over requests on OpenVINO
   streams (the old runner: 2 streams x 128), or one request of 256 under a hint;

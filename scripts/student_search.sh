@@ -10,7 +10,7 @@ set -euo pipefail
 ds=$1; classes=$2; shapes=$3; store=$4; out=$5
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 for c in $classes; do
-  teacher=$(ls -d "$store"/edegan/"$ds"/c"$c"/bs64-s0-*)
+  teacher=$(ls -d "$store"/edegan/"$ds"/c"$c"/bs64-s0-* | head -1)  # the cpu preset's teacher
   for shape in $shapes; do
     w=${shape%x*}; nz=${shape#*x}
     name=$( [ "$ds" = fmnist ] && echo "c$c" || echo "$ds-c$c" )-w$w-nz$nz

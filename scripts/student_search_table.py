@@ -23,6 +23,7 @@ from pkdgan.core import runs
 from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.studies import cells
 
+DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()  # committed already
 ARM = {("alone", None): "alone", ("single", 2): "single-2", ("progressive", None): "p-kdgan"}
 
 
@@ -59,12 +60,13 @@ def main() -> None:
                "width": model["width"], "nz": model["nz"], "ratio": m["flops_ratio"],
                "teacher": m["teacher_auroc_before"], "auroc": m["auroc"], "dir": d}
         rows.append(row)
-        if args.commit and "docs" not in d.resolve().parts:
+        if args.commit and not d.resolve().is_relative_to(DOCS):
             out = args.commit / data["dataset"] / f"c{data['normal_class']}" / (
                 f"{row['arm']}-w{model['width']}-nz{model['nz']}-s{c['distill']['seed']}")
             out.mkdir(parents=True, exist_ok=True)
             for name in cells.CELL_FILES:
-                shutil.copyfile(d / name, out / name)
+                if (d / name).is_file():
+                    shutil.copyfile(d / name, out / name)
             cells.write_lean_scores(d / runs.SCORES, out / runs.SCORES)
     rows.sort(key=lambda r: (r["dataset"], r["class"], r["arm"], r["width"], r["nz"]))
     print("| dataset | class | arm | width | nz | FLOPs ratio | teacher | student AUROC |")
@@ -72,12 +74,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['dataset']} | {r['class']} | {r['arm']} | {r['width']} | {r['nz']} | "
               f"{r['ratio']:.1f} : 1 | {100 * r['teacher']:.2f} | {100 * r['auroc']:.2f} |")
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["arm"], r["width"], r["nz"])].append(r["auroc"])
+        groups[(r["dataset"], r["arm"], r["width"], r["nz"])].append((r["class"], r["auroc"]))
     print("\n| dataset | arm | width | nz | classes | mean AUROC |\n|---|---|---|---|---|---|")
     for (ds, arm, w, nz), v in sorted(groups.items()):
-        print(f"| {ds} | {arm} | {w} | {nz} | {len(v)} | {100 * sum(v) / len(v):.2f} |")
+        ks = ", ".join(str(k) for k, _ in sorted(v))
+        print(f"| {ds} | {arm} | {w} | {nz} | {ks} | {100 * sum(a for _, a in v) / len(v):.2f} |")
 
 
 if __name__ == "__main__":

@@ -86,13 +86,15 @@ def test_runtimes_equal_torch_on_real_images(trained: tuple[Path, Path], cache: 
             runners.append(deploy.OvRunner(cache / info["files"][backend], precision, chunk=8))
         for runner in runners:
             # odd batch sizes: the streams split them; OpenVINO pads its static chunks
-            got = np.concatenate([runner(x[:1].numpy()), runner(x[1:7].numpy()), runner(x[7:].numpy())])
-            rel = np.abs(got - expected).max() / np.abs(expected).max()
-            print(f"{backend} {precision}: max relative difference from PyTorch fp32 {rel:.3g}")
-            if precision == "fp32":
-                assert rel <= PARITY_RTOL
-            else:  # reported by pkdgan bench with its AUROC drop, not asserted equal
-                assert np.isfinite(got).all()
+            splits = [[1, 7]] + ([[8, 17]] if len(runners) == 2 and runner is runners[1] else [])
+            for a, b in splits:  # with chunk 8, [8, 17] is exactly chunk, then chunk + 1
+                got = np.concatenate([runner(x[:a].numpy()), runner(x[a:b].numpy()), runner(x[b:].numpy())])
+                rel = np.abs(got - expected).max() / np.abs(expected).max()
+                print(f"{backend} {precision}: max relative difference from PyTorch fp32 {rel:.3g}")
+                if precision == "fp32":
+                    assert rel <= PARITY_RTOL
+                else:  # reported by pkdgan bench with its AUROC drop, not asserted equal
+                    assert np.isfinite(got).all()
 
 
 @needs_runtime
@@ -224,7 +226,7 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
         if name.endswith("/fp32"):
             assert cfg["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL, name
     assert result["fastest_recorded"]["student"] in deploy.BACKENDS
-    assert result["folder_student_best_stream"] > 0 and result["settings"]["stream"] == 4096
+    assert result["folder_student_best_stream"] > 0 and result["settings"]["stream"] == 2048
 
 
 @pytest.mark.parametrize("score", ["latent", "reconstruction", "combined"])

@@ -13,7 +13,7 @@ from pkdgan.core import runs
 from pkdgan.core.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
 from pkdgan.core.errors import UsageError
 from pkdgan.studies import cells, executors
-from pkdgan.studies.grid import run_grid
+from pkdgan.studies.grid import read_grid, run_grid, write_grid
 from pkdgan.studies.report import write_report
 from pkdgan.studies.specs import (
     PRESETS,
@@ -62,12 +62,24 @@ def test_the_students_shape_is_part_of_a_cells_identity(tmp_path):
     old["student_shape"] = {"width": 2, "nz": 2}
     assert distill_hash(old) == "caa385e66a8e" != alone.config_hash  # the old committed cell
     stale = RunSpec("distill", "distill/x", old, distill_hash(old), "alone", 0, 0, stage=1)
-    with pytest.raises(UsageError, match="student-fmnist is now"):
+    with pytest.raises(UsageError, match="built for an older student-fmnist; the registry.s is now width 1"):
         executors._train(stale, tmp_path)
     before = {k: v for k, v in old.items() if k != "student_shape"}  # a grid.json of before
     assert stale_student(before) and stale_student(old) and not stale_student(alone.config)
     mnist_before = next(s for s in build_specs(GridRequest(dataset="mnist", **cpu)) if s.arm == "alone")
     assert not stale_student({k: v for k, v in mnist_before.config.items() if k != "student_shape"})
+    # a grid.json written before: the old spec is dropped on the next run and never reported
+    req = GridRequest(dataset="fmnist", **cpu)
+    grid = tmp_path / "grid"
+    write_grid(grid, req, build_specs(req), tmp_path / "store", "")
+    saved = json.loads((grid / "grid.json").read_text())
+    old_spec = RunSpec("distill", "distill/fmnist/c0/alone-s0-caa385e66a8e", before,
+                       distill_hash(before), "alone", 0, 0, stage=1, needs=alone.needs)
+    saved["specs"].append(old_spec.to_dict())
+    (grid / "grid.json").write_text(json.dumps(saved))
+    assert old_spec.name not in {s.name for s in read_grid(grid)[1]}
+    merged = write_grid(grid, req, build_specs(req), tmp_path / "store", "")
+    assert old_spec.name not in {s.name for s in merged} and alone.name in {s.name for s in merged}
 
 
 def test_new_fields_enter_the_hash_when_set():

@@ -2,7 +2,7 @@
 
 For each model: throughput at batch 256 (synchronous calls of 256 images; alternating rounds,
 median), streaming throughput (calls of ``STREAM`` images, which the runtimes cut into chunks
-kept in flight: what scoring a folder or a large array gets), latency per image at
+kept in flight, as for a large array given to ``decision_function``), latency per image at
 batch 1 (p50, p99 of single calls on a reused request), the test AUROC of each backend and
 precision on the run's real test set (and its drop from PyTorch fp32), the parity of its scores
 with PyTorch fp32, and the FLOP-limit throughput (the model's FLOPs per image against this CPU's
@@ -33,7 +33,7 @@ from pkdgan.inference.deploy import AUROC_TOLERANCE, OrtRunner, OvRunner
 from pkdgan.inference.lean import OV_DIR, read_info
 
 BATCH = 256
-STREAM = 16 * BATCH
+STREAM = 8 * BATCH  # 8 chunks: two per request in flight on two streams
 
 
 def flop_rate(seconds: float = 1.0, n: int = 1024, dtype: torch.dtype = torch.float32) -> float:

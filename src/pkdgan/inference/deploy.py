@@ -5,11 +5,11 @@ starts in a fraction of a second (``pkdgan.lean``). A runner takes float32 image
 ``(N, C, S, S)`` in [-1, 1] and returns float32 scores ``(N,)``, exactly what the exported
 graph computes (``export.ScoreGraph``).
 
-Choices (measured, docs/performance.md): both runtimes score the tiny students fastest with
-one single-threaded engine per core working on separate slices of the batch (streams), rather
-than one engine whose operators are split over the cores: a width-3 convolution is too small
-to share. ONNX Runtime: one single-threaded session per core, driven from a thread pool, on the
-plain graph. OpenVINO, on the BatchNorm-folded polyphase graph (its transposed convolutions
+Choices (measured, docs/performance.md): ONNX Runtime scores the tiny students fastest with
+one single-threaded session per core working on separate slices of the batch (streams, driven
+from a thread pool, on the plain graph), rather than one session whose operators are split over
+the cores: its width-3 convolutions are too small to share. OpenVINO, on the BatchNorm-folded
+polyphase graph (its transposed convolutions
 are slow) with static shapes: a batch of up to 256 images goes through one request whose
 operators use every core (``LATENCY`` hint; 156k vs 139k images/s for the bf16 MNIST student
 split over two single-core streams); longer inputs are cut into 256-image chunks kept in
@@ -193,6 +193,7 @@ class OvRunner:
         return np.concatenate([x, np.full((self.chunk - m, *x.shape[1:]), -1.0, np.float32)])
 
     def _whole(self, x: np.ndarray) -> np.ndarray:
+        """Up to ``chunk`` images in one request on every core: no stream waits for another."""
         if self._block is None:
             conf = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
             self._block = self._compiled(self.chunk, conf).create_infer_request()

@@ -78,8 +78,10 @@ def _check_student(spec: RunSpec) -> None:
     """The run trains the registry's student by name: it must still have the spec's shape."""
     c = spec.config
     if stale_student(c):
-        raise UsageError(f"{spec.name}: {c['student']} is now {student_shape(c['student'])}, "
-                         f"not the shape this spec was built for; rerun the study")
+        now = student_shape(c["student"])
+        raise UsageError(f"{spec.name}: built for an older {c['student']}; the registry's is now "
+                         f"width {now['width']} / nz {now['nz']}: run pkdgan reproduce again with "
+                         f"the same --out, which drops this cell and adds the new one")
 
 
 def _train_stacked(todo: list[RunSpec], store: Path) -> None:

@@ -59,12 +59,14 @@ def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Pa
 
 
 def read_grid(grid_dir: Path) -> tuple[dict[str, Any], list[RunSpec], Path]:
-    """(grid.json contents, specs, store folder)."""
+    """(grid.json contents, specs, store folder); specs of a student whose registry shape has
+    changed since are left out, so a report never shows the old student as the new one."""
     path = Path(grid_dir) / GRID_FILE
     if not path.is_file():
         raise UsageError(f"{grid_dir} is not a grid folder (no {GRID_FILE}); run pkdgan reproduce")
     g = runs.read_json(path)
-    return g, [RunSpec.from_dict(d) for d in g["specs"]], (Path(grid_dir) / g["store"]).resolve()
+    specs = [s for s in map(RunSpec.from_dict, g["specs"]) if not stale_student(s.config)]
+    return g, specs, (Path(grid_dir) / g["store"]).resolve()
 
 
 def machine() -> dict[str, Any]:
