@@ -6,7 +6,7 @@ process (medians), random inputs in [-1, 1], 2 threads (the cores of this machin
 
 - ``sync``: synchronous calls of 256 images, split into chunks over requests on OpenVINO
   streams (the old runner: 2 streams x 128), or one request of 256 under a hint;
-- ``pipelined``: a long input in chunks with several requests in flight (what a folder gets).
+- ``pipelined``: a long input in chunks with several requests in flight (a large array in one call).
 
     OMP_NUM_THREADS=2 python benchmarks/ov_scheduling.py RUN/deploy/<cache>/openvino/model.xml \\
         --precisions bf16,f32
