@@ -8,12 +8,12 @@ graph computes (``export.ScoreGraph``).
 Choices (measured, docs/performance.md): ONNX Runtime scores the tiny students fastest with
 one single-threaded session per core working on separate slices of the batch (streams, driven
 from a thread pool, on the plain graph), rather than one session whose operators are split over
-the cores: its width-3 convolutions are too small to share. OpenVINO, on the BatchNorm-folded
-polyphase graph (its transposed convolutions
-are slow) with static shapes: a batch of up to 256 images goes through one request whose
-operators use every core (``LATENCY`` hint; 156k vs 139k images/s for the bf16 MNIST student
-split over two single-core streams); longer inputs are cut into 256-image chunks kept in
-flight on its streams, two requests per stream (166k); the last chunk is padded.
+the cores: its width-3 convolutions are too small to share. OpenVINO runs the BatchNorm-folded
+polyphase graph (its transposed convolutions are slow) with static shapes: a batch of up to 256
+images goes through one request whose operators use every core (``LATENCY`` hint; 156k vs 139k
+images/s for the bf16 MNIST student split over two single-core streams); longer inputs are cut
+into 256-image chunks kept in flight on its streams, two requests per stream (166k); the last
+chunk is padded.
 """
 
 from __future__ import annotations
