@@ -220,6 +220,14 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
         assert isinstance(result[key], float) and result[key] > 0, key
     student = result["models"]["student"]["configs"]
     assert student["torch/fp32"]["auroc_drop"] == 0 and student["torch/fp32"]["auroc_holds"]
+    # bf16 ran the dense form, made once in the deploy cache and equal to PyTorch in fp32
+    amx = Path(result["models"]["student"]["deploy_cache"]) / lean.OV_DIR / "model_bf16.xml"
+    if deploy.installed("openvino"):
+        assert amx.is_file() and amx.with_suffix(".bin").is_file()
+        assert not list(amx.parent.glob(".*tmp*"))
+        dense, folded = deploy.OvRunner(amx), deploy.OvRunner(amx.with_name("model.xml"))
+        x = np.random.default_rng(0).uniform(-1, 1, (5, *dense.shape)).astype(np.float32)
+        np.testing.assert_allclose(dense(x), folded(x), rtol=PARITY_RTOL)
     for name, cfg in student.items():
         assert 0 <= cfg["auroc"] <= 1 and cfg["latency_us_bs1"]["p99"] >= cfg["latency_us_bs1"]["p50"], name
         assert cfg["images_per_s_stream"] > 0, name
@@ -235,6 +243,7 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
     import torch
 
     from pkdgan.core.config import ModelConfig
+    from pkdgan.inference.dense import LINEAR, DenseLayer
     from pkdgan.inference.export import ScoreGraph
     from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
     from pkdgan.inference.scoring import InferenceGenerator
@@ -255,6 +264,20 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
             ref = ScoreGraph(net, score, stats)(x)
             got = PolyphaseScoreGraph(net, score, stats)(x)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        # the same function with small layers as matrices: none, some, and every linear layer
+        n_linear = None
+        for limit, dense_at_least in ((0, 0), (2000, 1), (1 << 40, None)):
+            graph = PolyphaseScoreGraph(net, score, stats).densified((channels, size, size), limit)
+            n_dense = sum(isinstance(m, DenseLayer) for m in graph.modules())
+            if limit == 0:
+                assert n_dense == 0
+                n_linear = sum(isinstance(m, LINEAR) for m in graph.modules())
+            elif dense_at_least is None:
+                assert n_dense == n_linear and not any(isinstance(m, LINEAR) for m in graph.modules())
+            else:
+                assert dense_at_least <= n_dense < n_linear
+            with torch.no_grad():
+                torch.testing.assert_close(graph(x), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_predict_without_runtimes_uses_torch(trained: tuple[Path, Path], tmp_path: Path,

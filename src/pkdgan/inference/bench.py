@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ class TorchRunner:
 def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
             ) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """Every backend x precision available for a run: {'backend/precision': runner}."""
-    from pkdgan.inference.deploy_export import build, quantize_openvino
+    from pkdgan.inference.deploy_export import AMX_DENSE_LIMIT, build, export_openvino, quantize_openvino
     from pkdgan.inference.loading import load
 
     det = load(run_dir, backend="torch")
@@ -110,14 +111,31 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
     if "onnxruntime" in files:
         out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
     if "openvino" in files:
-        for p in ("fp32", "bf16"):
-            out[f"openvino/{p}"] = OvRunner(folder / files["openvino"], p, threads)
-        q = folder / OV_DIR / "model_int8.xml"
+        out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
+        amx = folder / OV_DIR / "model_bf16.xml"
+        once(amx, lambda p: export_openvino(det.generator_, det.model_config_, p, kind, stats,
+                                            dense_limit=AMX_DENSE_LIMIT))
+        out["openvino/bf16"] = OvRunner(amx, "bf16", threads)
         if int8 and importlib.util.find_spec("nncf") is not None:
-            if not q.is_file():
-                quantize_openvino(folder / files["openvino"], holdout, q)
+            q = folder / OV_DIR / "model_int8.xml"
+            once(q, lambda p: quantize_openvino(folder / files["openvino"], holdout, p))
             out["openvino/int8"] = OvRunner(q, "int8", threads)
     return out, folder, {"score": kind, "det": det}
+
+
+def once(xml: Path, make: Callable[[Path], object]) -> None:
+    """Make an IR (``.xml`` + ``.bin``) in the deploy cache unless it is there, atomically: an
+    interrupted ``bench`` never leaves a half-written model that a later one would load."""
+    if xml.is_file():
+        return
+    tmp = xml.with_name(f".{xml.stem}.tmp{os.getpid()}.xml")
+    try:
+        make(tmp)
+        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
+        os.replace(tmp, xml)
+    finally:
+        for f in (tmp, tmp.with_suffix(".bin")):
+            f.unlink(missing_ok=True)
 
 
 def bench_model(run_dir: Path, threads: int, rounds: int, window: float, lat_seconds: float,

@@ -6,9 +6,11 @@ the hash of the run's checkpoint, config and calibration (``lean.cache_key``): r
 recalibrating a run changes the key, so a stale export is never used.
 
 - ``model.onnx``: the plain scoring graph (``export.export_onnx``), for ONNX Runtime;
-- ``openvino/model.xml``: the BatchNorm-folded, sub-pixel graph as OpenVINO IR (fp32 weights;
-  bf16 is a runtime hint); ``openvino/model_int8.xml``: NNCF post-training int8, calibrated on
-  the run's held-out *normal* training images (made by ``pkdgan bench``, never test images);
+- ``openvino/model.xml``: the BatchNorm-folded, sub-pixel graph as OpenVINO IR (fp32 weights);
+  ``openvino/model_bf16.xml``: the same function with its small layers as matrix products
+  (``AMX_DENSE_LIMIT``), the form bf16 runs fastest in; ``openvino/model_int8.xml``: NNCF
+  post-training int8, calibrated on the run's held-out *normal* training images (both made by
+  ``pkdgan bench``, never from test images);
 - ``deploy.json``: threshold, calibration, preprocessing and each backend's parity with PyTorch.
 """
 
@@ -50,12 +52,19 @@ from pkdgan.inference.export import (
 from pkdgan.inference.lean import DEPLOY_JSON, OV_DIR, Fallback, cache_dirs, cache_key, read_info
 from pkdgan.inference.scoring import InferenceGenerator
 
+# layers with at most this many matrix entries run as matrix products in the bf16 IR: the whole
+# MNIST student (largest matrix 1024 x 768) scored 1.36x and the teacher (its 1x1-code layers)
+# 1.16x faster in bf16 than at 0 (docs/performance.md, "Dense layers"); fp32 gained nothing
+AMX_DENSE_LIMIT = 1 << 20
+
 
 def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                       score: str = "latent", stats: Stats | None = None, polyphase: bool = True) -> Path:
+                       score: str = "latent", stats: Stats | None = None, polyphase: bool = True,
+                       dense_limit: int = 0) -> Path:
     """The scoring graph with BatchNorm folded and sub-pixel decoder layers (``scoring``), in
-    polyphase form (``pkdgan.polyphase``) where the layers allow: the same scores, in the form
-    OpenVINO runs fastest (its transposed convolutions are slow)."""
+    polyphase form (``pkdgan.polyphase``) where the layers allow, its layers with at most
+    ``dense_limit`` matrix entries as matrix products (``pkdgan.inference.dense``): the same
+    scores, in the form OpenVINO runs fastest (its transposed convolutions are slow)."""
     from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
 
     _require_onnx()
@@ -63,7 +72,8 @@ def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
     if polyphase and supported(net):
-        graph: nn.Module = PolyphaseScoreGraph(net, score, stats).eval()
+        image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
+        graph: nn.Module = PolyphaseScoreGraph(net, score, stats).densified(image, dense_limit).eval()
     else:
         graph = ScoreGraph(net, score, stats).eval()
     example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
@@ -79,7 +89,7 @@ def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
 
 
 def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                    score: str = "latent", stats: Stats | None = None) -> Path:
+                    score: str = "latent", stats: Stats | None = None, dense_limit: int = 0) -> Path:
     """OpenVINO IR (``path`` = ``.xml``, weights in ``.bin`` beside it), fp32 weights."""
     require("openvino")
     import openvino as ov
@@ -87,7 +97,8 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_folded_onnx(generator, model_cfg, Path(tmp) / "folded.onnx", score, stats)
+        onnx_path = export_folded_onnx(generator, model_cfg, Path(tmp) / "folded.onnx", score, stats,
+                                       dense_limit=dense_limit)
         ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
     return path
 
