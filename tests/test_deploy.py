@@ -243,7 +243,7 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
     import torch
 
     from pkdgan.core.config import ModelConfig
-    from pkdgan.inference.dense import LINEAR, DenseLayer
+    from pkdgan.inference.dense import GATHER_COST, LINEAR, DenseLayer, MatrixLayer, MatrixScoreGraph
     from pkdgan.inference.export import ScoreGraph
     from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
     from pkdgan.inference.scoring import InferenceGenerator
@@ -277,6 +277,41 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
             else:
                 assert dense_at_least <= n_dense < n_linear
             with torch.no_grad():
+                torch.testing.assert_close(graph(x), ref, rtol=1e-5, atol=1e-6)
+        # the whole graph as (row-banded) matrices, at each precision's gather cost
+        for cost in GATHER_COST.values():
+            graph = MatrixScoreGraph(net, (channels, size, size), score, stats, cost)
+            layers = [*graph.e1, *graph.d, *graph.e2]
+            assert all(isinstance(m, MatrixLayer) for m in layers)
+            if size == 32:  # 16x16 and 32x32 layers come in row bands, padding read as zeros
+                assert any(m.bands > 1 for m in layers) and graph.pad_input
+            with torch.no_grad():
+                torch.testing.assert_close(graph(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_scoring_graph_forms() -> None:
+    """Small students take the matrix form, a teacher-sized generator the polyphase one (its
+    matrices would be gigabytes), each equal to ScoreGraph."""
+    import torch
+
+    from pkdgan.core.config import ModelConfig
+    from pkdgan.inference.dense import MatrixScoreGraph
+    from pkdgan.inference.deploy_export import scoring_graph
+    from pkdgan.inference.export import ScoreGraph
+    from pkdgan.inference.polyphase import PolyphaseScoreGraph
+    from pkdgan.inference.scoring import InferenceGenerator
+    from pkdgan.models.nets import build_generator
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    for width, form in ((3, MatrixScoreGraph), (64, PolyphaseScoreGraph)):
+        cfg = ModelConfig(image_size=32, channels=1, nz=16, width=width)
+        g = build_generator(cfg).eval()
+        with torch.no_grad():
+            ref = ScoreGraph(InferenceGenerator(g), "latent")(x)
+            for precision in ("fp32", "bf16"):
+                graph = scoring_graph(g, cfg, "latent", None, precision)
+                assert isinstance(graph, form)
                 torch.testing.assert_close(graph(x), ref, rtol=1e-5, atol=1e-6)
 
 

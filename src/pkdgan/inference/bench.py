@@ -98,7 +98,7 @@ class TorchRunner:
 def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
             ) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """Every backend x precision available for a run: {'backend/precision': runner}."""
-    from pkdgan.inference.deploy_export import AMX_DENSE_LIMIT, build, export_openvino, quantize_openvino
+    from pkdgan.inference.deploy_export import build, export_openvino, quantize_openvino
     from pkdgan.inference.loading import load
 
     det = load(run_dir, backend="torch")
@@ -113,8 +113,7 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
     if "openvino" in files:
         out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
         amx = folder / OV_DIR / "model_bf16.xml"
-        once(amx, lambda p: export_openvino(det.generator_, det.model_config_, p, kind, stats,
-                                            dense_limit=AMX_DENSE_LIMIT))
+        once(amx, lambda p: export_openvino(det.generator_, det.model_config_, p, kind, stats, "bf16"))
         out["openvino/bf16"] = OvRunner(amx, "bf16", threads)
         if int8 and importlib.util.find_spec("nncf") is not None:
             q = folder / OV_DIR / "model_int8.xml"

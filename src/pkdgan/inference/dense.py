@@ -1,34 +1,55 @@
-"""Small layers of a scoring graph as dense matrix products (for AMX and few-channel students).
+"""Scoring graphs of small students as matrix products (for AMX and few-channel layers).
 
-Every layer of the scoring graph is linear between its activations, and the input size is
+Every layer of the scoring graph is linear between its activations and its input size is
 fixed, so a convolution (or sub-pixel transposed convolution) is exactly one matrix: column
 ``j`` is the layer's response to the ``j``-th unit input minus its response to zeros (the
-bias). For a width-3 student such a matrix does 4-64x more multiply-adds than the
-convolution, but it is one large GEMM instead of a convolution over 1-12 channels, which
-OpenVINO's kernels run with per-operator overhead and mostly empty vector lanes. On this
-Xeon's AMX units (bf16) the whole MNIST student as matrices scores ~1.4x faster than the
-polyphase graph; in fp32 only the smallest layers gain (docs/performance.md, "Dense layers").
+bias). For a width-3 student such a matrix does 4-64x more multiply-adds than the convolution,
+but it is one large GEMM instead of a convolution over 1-12 channels, which OpenVINO's kernels
+run with per-operator overhead and mostly empty vector lanes. Two forms:
 
-``limit`` bounds each matrix (entries): larger layers stay convolutions, so a teacher keeps
-its convolutions and only its 1x1-code layers become matrices. Scores are equal up to float
-rounding (``tests/test_deploy.py``).
+- ``densify``: a layer whose matrix has at most ``limit`` entries becomes one ``F.linear``;
+  the others stay convolutions (a teacher keeps its convolutions, its 1x1-code layers become
+  matrices).
+- ``MatrixScoreGraph``: the whole graph as matrices on flattened ``(N, features)``
+  activations. A layer that only mixes nearby rows is cut into **row bands**: the outputs of
+  ``R`` rows need a window of ``T`` input rows, and every band of a convolution has the same
+  matrix, so the layer is one gather (the windows, duplicated rows included) and one GEMM of
+  ``N * bands`` rows by a ``K x M`` matrix: ~3x fewer multiply-adds than the whole matrix for
+  the MNIST student's 32x32 layers, still one GEMM. A padding row reads a feature that is
+  always zero (an extra zero output of the layer before, or a zero appended to the image).
+  Each band's output order is its own, so every layer keeps a permutation of the canonical
+  ``(C, H, W)`` order and the next layer reads through it.
+
+Scores equal ``export.ScoreGraph``'s up to float rounding (``tests/test_deploy.py``); the
+measured speeds are in docs/performance.md ("Matrix forms").
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pkdgan.inference.scoring import _Linear2d, _SubPixel
+from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
+from pkdgan.inference.scoring import InferenceGenerator, _Linear2d, _SubPixel
 
 # layers that are linear maps of their input (BatchNorm is already folded into them)
 LINEAR = (nn.Conv2d, nn.ConvTranspose2d, _SubPixel, _Linear2d)
-# pointwise layers that keep the shape
+# pointwise layers that keep the shape; each maps 0 to 0 (what padding features rely on)
 POINTWISE = (nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
+# a graph is put in matrix form only if no layer's matrix is larger (float64 while building)
+MATRIX_LIMIT = 1 << 22
+# cost of gathering one input feature into a band, in multiply-adds, per precision: chosen
+# among 8, 32, 128 and "never band" on the MNIST student (images/s at batch 256, quiet: fp32
+# 83k / 88k / 69k / 38k, bf16 181k / 196k / 221k / 189k); the profile agrees (a gather of 786k
+# bf16 elements took as long as a 38M-MAC AMX GEMM; in fp32 ~20 MACs per element)
+GATHER_COST = {"fp32": 32, "bf16": 128}
+# row bands are used only when they cost at most this share of the whole matrix
+BAND_SHARE = 0.7
 
 
 class DenseLayer(nn.Module):
@@ -66,7 +87,7 @@ def densify(seq: nn.Module, in_shape: tuple[int, ...], limit: int) -> tuple[nn.S
     shape. Any other layer is kept as it is."""
     out: list[nn.Module] = []
     shape = in_shape
-    for layer in _leaves(seq):
+    for layer in leaves(seq):
         if isinstance(layer, POINTWISE):
             out.append(layer)
             continue
@@ -79,7 +100,270 @@ def densify(seq: nn.Module, in_shape: tuple[int, ...], limit: int) -> tuple[nn.S
     return nn.Sequential(*out), shape
 
 
-def _leaves(m: nn.Module) -> list[nn.Module]:
+def leaves(m: nn.Module) -> list[nn.Module]:
     if isinstance(m, nn.Sequential):
-        return [leaf for child in m for leaf in _leaves(child)]
+        return [leaf for child in m for leaf in leaves(child)]
     return [m]
+
+
+# --- the whole graph as matrices, with row bands -------------------------------------------
+
+
+@dataclass
+class _Linear:
+    """One linear layer as a float64 matrix on the canonical (C, H, W) flattening, and the
+    pointwise layer after it (if any)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    act: nn.Module | None = None
+
+
+@dataclass
+class _Bands:
+    rows: int  # output rows per band
+    count: int
+    start: int  # first input row of band 0's window (may be negative: padding)
+    step: int  # input rows between windows
+    window: int  # input rows per window
+
+
+def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[_Linear], tuple[int, ...]] | None:
+    """The layers of ``seq`` as matrices, or None if one is not linear/pointwise or too large."""
+    out: list[_Linear] = []
+    shape = in_shape
+    for layer in leaves(seq):
+        if isinstance(layer, POINTWISE):
+            if not out or out[-1].act is not None:
+                return None
+            out[-1].act = copy.deepcopy(layer)
+            continue
+        if not isinstance(layer, LINEAR):
+            return None
+        new_shape = out_shape(layer, shape)
+        if len(new_shape) != 3 or math.prod(shape) * math.prod(new_shape) > MATRIX_LIMIT:
+            return None
+        d = as_matrix(layer, shape)
+        out.append(_Linear(d.weight.double(), d.bias.double(), shape, new_shape))  # type: ignore[arg-type]
+        shape = new_shape
+    return out, shape
+
+
+def _bands(lin: _Linear, rows: int) -> _Bands | None:
+    """Row bands of ``rows`` output rows, if their windows are equally spaced."""
+    (_, h, _), (co, ho, wo) = lin.in_shape, lin.out_shape
+    if ho % rows or (h * rows) % ho or rows == ho:
+        return None
+    count, step = ho // rows, h * rows // ho
+    w = lin.weight.view(co, ho, wo, *lin.in_shape).abs()
+    lo, hi = [], []
+    for b in range(count):
+        used = torch.nonzero(w[:, b * rows:(b + 1) * rows].sum((0, 1, 2, 3, 5))).flatten()
+        if len(used) == 0:
+            return None
+        lo.append(int(used.min()) - b * step)
+        hi.append(int(used.max()) - b * step)
+    start = min(lo)
+    return _Bands(rows, count, start, step, max(hi) - start + 1)
+
+
+def _band_cost(lin: _Linear, b: _Bands, gather_cost: float) -> float:
+    c, _, w = lin.in_shape
+    co, _, wo = lin.out_shape
+    k, m = c * b.window * w, co * b.rows * wo
+    return b.count * (k * m + gather_cost * k)
+
+
+def plan(lin: _Linear, gather_cost: float) -> _Bands | None:
+    """The cheapest row bands for a layer, or None when the whole matrix is as cheap."""
+    ho = lin.out_shape[1]
+    options = [b for r in range(1, ho) if (b := _bands(lin, r)) is not None]
+    if not options:
+        return None
+    best = min(options, key=lambda b: _band_cost(lin, b, gather_cost))
+    cheap = _band_cost(lin, best, gather_cost) <= BAND_SHARE * lin.weight.numel()
+    return best if cheap and _uniform(lin, best) else None
+
+
+class MatrixLayer(nn.Module):
+    """``act(x[:, index] reshaped to (N * bands, K) @ weight.T + bias)``, flattened per image.
+
+    Without ``index`` it is one dense layer over the input's features (in their order)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, index: torch.Tensor | None,
+                 bands: int, act: nn.Module | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.float().contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias.float().contiguous(), requires_grad=False)
+        self.index: torch.Tensor | None
+        self.register_buffer("index", index)
+        self.bands = bands
+        self.act = act.float() if act is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if self.index is not None:
+            x = x.index_select(1, self.index).reshape(n * self.bands, -1)
+        y = F.linear(x, self.weight, self.bias)
+        if self.act is not None:
+            y = self.act(y)
+        return y.reshape(n, -1)
+
+
+def _reads_padding(lin: _Linear, b: _Bands | None) -> bool:
+    return b is not None and (b.start < 0 or b.start + (b.count - 1) * b.step + b.window > lin.in_shape[1])
+
+
+def _positions(order: torch.Tensor, features: int) -> torch.Tensor:
+    """Where canonical features 0..features-1 sit in an activation laid out as ``order``
+    (``order[p]`` = canonical index at position ``p``, -1 for a feature that is always 0)."""
+    position = torch.full((features,), -1, dtype=torch.long)
+    valid = order >= 0
+    position[order[valid]] = torch.nonzero(valid).flatten()
+    if (position < 0).any():
+        raise AssertionError("a feature is missing from the activation")
+    return position
+
+
+class _Builder:
+    """Turns a chain of ``_Linear``s into ``MatrixLayer``s, tracking each activation's order.
+
+    Plans come first, so a layer whose bands read padding finds a zero feature ready: the
+    layer before it gets an extra output (a zero row; every activation maps 0 to 0), or the
+    image an appended zero."""
+
+    def __init__(self, chain: list[_Linear], gather_cost: float) -> None:
+        self.plans = [plan(lin, gather_cost) for lin in chain]
+        needs = [_reads_padding(lin, b) for lin, b in zip(chain, self.plans, strict=True)]
+        self.zero_after = needs[1:] + [False]
+        self.pad_input = needs[0]
+        self.order = torch.arange(math.prod(chain[0].in_shape))
+        if self.pad_input:
+            self.order = torch.cat([self.order, torch.tensor([-1])])
+        self.step = 0
+
+    def add(self, lin: _Linear) -> MatrixLayer:
+        bands, zero_out = self.plans[self.step], self.zero_after[self.step]
+        self.step += 1
+        position = _positions(self.order, math.prod(lin.in_shape))
+        if bands is None:
+            valid = self.order >= 0
+            weight = lin.weight.new_zeros(lin.weight.shape[0], len(self.order))
+            weight[:, valid] = lin.weight[:, self.order[valid]]
+            bias, index, count = lin.bias, None, 1
+            order = torch.arange(lin.weight.shape[0])
+        else:
+            weight, bias, index, order = self._banded(lin, bands, position)
+            count = bands.count
+        if zero_out:
+            weight = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])
+            bias = torch.cat([bias, bias.new_zeros(1)])
+            blocks = order.view(count, -1)
+            order = torch.cat([blocks, blocks.new_full((count, 1), -1)], 1).flatten()
+        self.order = order
+        return MatrixLayer(weight, bias, index, count, lin.act)
+
+    def _banded(self, lin: _Linear, b: _Bands, position: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        zeros = torch.nonzero(self.order < 0).flatten()
+        zero = int(zeros[0]) if len(zeros) else -1
+        canon, inside, outs, _ = _windows(lin, b)
+        index = [torch.where(m, position[c], torch.full_like(c, zero))
+                 for c, m in zip(canon, inside, strict=True)]
+        if zero < 0 and not all(m.all() for m in inside):
+            raise AssertionError("planned padding has no zero feature")
+        full = next(k for k, m in enumerate(inside) if m.all())
+        weight = lin.weight[outs[full]][:, canon[full]]
+        return weight, lin.bias[outs[full]], torch.cat(index), torch.cat(outs)
+
+
+def _windows(lin: _Linear, b: _Bands) -> tuple[list[torch.Tensor], ...]:
+    """Per band: canonical input features of its window, which lie inside the image, its
+    canonical outputs, and its matrix."""
+    (c, h, w), (co, ho, wo) = lin.in_shape, lin.out_shape
+    t = torch.arange(b.window)[None, :, None]
+    chans, cols = torch.arange(c)[:, None, None], torch.arange(w)[None, None, :]
+    canon, inside, outs, matrices = [], [], [], []
+    for k in range(b.count):
+        row = b.start + k * b.step + t
+        inside.append(((row >= 0) & (row < h)).expand(c, b.window, w).flatten())
+        canon.append((chans * h * w + row.clamp(0, h - 1) * w + cols).flatten())
+        outs.append((torch.arange(co)[:, None, None] * ho * wo
+                     + (k * b.rows + torch.arange(b.rows))[None, :, None] * wo
+                     + torch.arange(wo)[None, None, :]).flatten())
+        matrices.append(lin.weight[outs[-1]][:, canon[-1]])
+    return canon, inside, outs, matrices
+
+
+def _uniform(lin: _Linear, b: _Bands) -> bool:
+    """Whether every band has one matrix and bias (a convolution's bands differ only where a
+    window reaches past the image, read as zeros), so one GEMM serves them all."""
+    _, inside, outs, matrices = _windows(lin, b)
+    full = next((k for k, m in enumerate(inside) if m.all()), None)
+    if full is None:
+        return False
+    ref = matrices[full]
+    scale = float(ref.abs().max()) or 1.0
+    bias = lin.bias[outs[full]]
+    return all(float((mat - ref)[:, m].abs().max()) <= 1e-9 * scale and torch.equal(lin.bias[o], bias)
+               for mat, m, o in zip(matrices, inside, outs, strict=True))
+
+
+def matrix_form(net: InferenceGenerator, image_shape: tuple[int, int, int]
+                ) -> tuple[list[list[_Linear]], tuple[int, ...]] | None:
+    """E1, D and E2 of ``net`` as matrices, or None when a layer does not allow it."""
+    e1 = _linears(net.encoder1, image_shape)
+    if e1 is None:
+        return None
+    d = _linears(net.decoder, (e1[1][0], 1, 1))
+    if d is None or tuple(d[1]) != tuple(image_shape):
+        return None
+    e2 = _linears(net.encoder2, d[1])
+    if e2 is None:
+        return None
+    return [e1[0], d[0], e2[0]], e1[1]
+
+
+class MatrixScoreGraph(nn.Module):
+    """``export.ScoreGraph(net)`` with every layer a (banded) matrix product."""
+
+    def __init__(self, net: InferenceGenerator, image_shape: tuple[int, int, int],
+                 score: str = "latent", stats: Stats | None = None,
+                 gather_cost: float = GATHER_COST["fp32"]) -> None:
+        super().__init__()
+        check_kind(score, KINDS)
+        form = matrix_form(net, image_shape)
+        if form is None:
+            raise ValueError("this generator's layers do not allow the matrix form")
+        (e1, d, e2), code = form
+        self.bounded = net.bounded
+        self.score = score
+        self.stats: Stats = stats or {}
+        build = _Builder(e1 + d + e2, gather_cost)
+        self.pad_input = build.pad_input
+        self.e1 = nn.ModuleList(build.add(lin) for lin in e1)
+        self.register_buffer("z_index", _positions(build.order, math.prod(code)))
+        self.d = nn.ModuleList(build.add(lin) for lin in d)
+        self.register_buffer("x_index", _positions(build.order, math.prod(image_shape)))
+        self.e2 = nn.ModuleList(build.add(lin) for lin in e2)
+        self.register_buffer("zh_index", _positions(build.order, math.prod(code)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.flatten(1)
+        h = F.pad(x, (0, 1)) if self.pad_input else x
+        for layer in self.e1:
+            h = layer(h)
+        z = h.index_select(1, self.z_index)
+        for layer in self.d:
+            h = layer(h)
+        x_hat = h
+        for layer in self.e2:
+            h = layer(h)
+        z_hat = h.index_select(1, self.zh_index)
+        if self.bounded:
+            z, z_hat = torch.tanh(z), torch.tanh(z_hat)
+        lat = (z - z_hat).pow(2).mean(1)
+        rec = lat if self.score == "latent" else (x - x_hat.index_select(1, self.x_index)).pow(2).mean(1)
+        return kind_scores(lat, rec, self.score, self.stats)

@@ -6,9 +6,9 @@ the hash of the run's checkpoint, config and calibration (``lean.cache_key``): r
 recalibrating a run changes the key, so a stale export is never used.
 
 - ``model.onnx``: the plain scoring graph (``export.export_onnx``), for ONNX Runtime;
-- ``openvino/model.xml``: the BatchNorm-folded, sub-pixel graph as OpenVINO IR (fp32 weights);
-  ``openvino/model_bf16.xml``: the same function with its small layers as matrix products
-  (``AMX_DENSE_LIMIT``), the form bf16 runs fastest in; ``openvino/model_int8.xml``: NNCF
+- ``openvino/model.xml``: the scoring graph as OpenVINO IR in the form fp32 runs fastest in
+  (``scoring_graph``: BatchNorm folded; matrix or polyphase form); ``openvino/model_bf16.xml``:
+  the same function in the form bf16 runs fastest in; ``openvino/model_int8.xml``: NNCF
   post-training int8, calibrated on the run's held-out *normal* training images (both made by
   ``pkdgan bench``, never from test images);
 - ``deploy.json``: threshold, calibration, preprocessing and each backend's parity with PyTorch.
@@ -52,30 +52,42 @@ from pkdgan.inference.export import (
 from pkdgan.inference.lean import DEPLOY_JSON, OV_DIR, Fallback, cache_dirs, cache_key, read_info
 from pkdgan.inference.scoring import InferenceGenerator
 
-# layers with at most this many matrix entries run as matrix products in the bf16 IR: the whole
-# MNIST student (largest matrix 1024 x 768) scored 1.36x and the teacher (its 1x1-code layers)
-# 1.16x faster in bf16 than at 0 (docs/performance.md, "Dense layers"); fp32 gained nothing
+# the bf16 form of a graph the matrix form does not fit (a teacher): layers with at most this
+# many matrix entries become matrix products (its 1x1-code layers: 1.16x faster than none)
 AMX_DENSE_LIMIT = 1 << 20
 
 
-def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                       score: str = "latent", stats: Stats | None = None, polyphase: bool = True,
-                       dense_limit: int = 0) -> Path:
-    """The scoring graph with BatchNorm folded and sub-pixel decoder layers (``scoring``), in
-    polyphase form (``pkdgan.polyphase``) where the layers allow, its layers with at most
-    ``dense_limit`` matrix entries as matrix products (``pkdgan.inference.dense``): the same
-    scores, in the form OpenVINO runs fastest (its transposed convolutions are slow)."""
+def scoring_graph(generator: nn.Module, model_cfg: ModelConfig, score: str = "latent",
+                  stats: Stats | None = None, precision: str = "fp32") -> nn.Module:
+    """The scoring graph in the form OpenVINO runs fastest at ``precision`` (fp32 or bf16), all
+    equal to ``export.ScoreGraph`` up to float rounding, BatchNorm folded in every one:
+
+    - a small student: every layer a (row-banded) matrix product (``dense.MatrixScoreGraph``;
+      MNIST student, quiet, images/s at batch 256: fp32 88k vs 75k polyphase, bf16 221k vs 115k);
+    - otherwise the polyphase graph (``pkdgan.polyphase``; its transposed convolutions are slow
+      in OpenVINO), in bf16 with its small layers as matrices;
+    - otherwise ``ScoreGraph`` of the folded, sub-pixel generator.
+    """
+    from pkdgan.inference.dense import GATHER_COST, MatrixScoreGraph
     from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
 
+    net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
+    image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
+    with contextlib.suppress(ValueError):  # not every layer a small linear one
+        return MatrixScoreGraph(net, image, score, stats, GATHER_COST[precision]).eval()
+    if supported(net):
+        graph = PolyphaseScoreGraph(net, score, stats)
+        return (graph.densified(image, AMX_DENSE_LIMIT) if precision == "bf16" else graph).eval()
+    return ScoreGraph(net, score, stats).eval()
+
+
+def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
+                       score: str = "latent", stats: Stats | None = None, precision: str = "fp32") -> Path:
+    """``scoring_graph`` as ONNX with a dynamic batch axis (OpenVINO's input)."""
     _require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
-    if polyphase and supported(net):
-        image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
-        graph: nn.Module = PolyphaseScoreGraph(net, score, stats).densified(image, dense_limit).eval()
-    else:
-        graph = ScoreGraph(net, score, stats).eval()
+    graph = scoring_graph(generator, model_cfg, score, stats, precision)
     example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     try:
         with _quiet_exporter():
@@ -89,8 +101,9 @@ def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
 
 
 def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
-                    score: str = "latent", stats: Stats | None = None, dense_limit: int = 0) -> Path:
-    """OpenVINO IR (``path`` = ``.xml``, weights in ``.bin`` beside it), fp32 weights."""
+                    score: str = "latent", stats: Stats | None = None, precision: str = "fp32") -> Path:
+    """OpenVINO IR (``path`` = ``.xml``, weights in ``.bin`` beside it) of the graph's form for
+    ``precision`` (``scoring_graph``), fp32 weights; the precision itself is a runtime hint."""
     require("openvino")
     import openvino as ov
 
@@ -98,7 +111,7 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_folded_onnx(generator, model_cfg, Path(tmp) / "folded.onnx", score, stats,
-                                       dense_limit=dense_limit)
+                                       precision)
         ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
     return path
 
