@@ -9,11 +9,12 @@ Choices (measured, docs/performance.md): ONNX Runtime scores the tiny students f
 one single-threaded session per core working on separate slices of the batch (streams, driven
 from a thread pool, on the plain graph), rather than one session whose operators are split over
 the cores: its width-3 convolutions are too small to share. OpenVINO runs the BatchNorm-folded
-polyphase graph (its transposed convolutions are slow) with static shapes: a batch of up to 256
-images goes through one request whose operators use every core (``LATENCY`` hint; 156k vs 139k
-images/s for the bf16 MNIST student split over two single-core streams); longer inputs are cut
-into 256-image chunks kept in flight on its streams, two requests per stream (166k); the last
-chunk is padded.
+graph in the form ``deploy_export.scoring_graph`` picks (small students as row-banded matrix
+products, others polyphase: its transposed convolutions are slow) with static shapes: a batch
+of up to 256 images goes through one request whose operators use every core (``LATENCY`` hint;
+156k vs 139k images/s for the bf16 MNIST student, polyphase, split over two single-core
+streams); longer inputs are cut into 256-image chunks kept in flight on its streams, two
+requests per stream (166k); the last chunk is padded.
 """
 
 from __future__ import annotations
