@@ -93,7 +93,8 @@ def main() -> None:
     for key, value in medians.items():
         print(f"{key:28s} {value:>10,} images/s")
     if args.json:
-        args.json.write_text(json.dumps({"run": str(args.run), "batch": BATCH, "images_per_s": medians}, indent=1))
+        out = {"run": str(args.run), "batch": BATCH, "images_per_s": medians}
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
