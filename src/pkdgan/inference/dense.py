@@ -343,27 +343,40 @@ class MatrixScoreGraph(nn.Module):
         self.stats: Stats = stats or {}
         build = _Builder(e1 + d + e2, gather_cost)
         self.pad_input = build.pad_input
+        self.z_index: torch.Tensor | None
+        self.x_index: torch.Tensor | None
+        self.zh_index: torch.Tensor | None
         self.e1 = nn.ModuleList(build.add(lin) for lin in e1)
-        self.register_buffer("z_index", _positions(build.order, math.prod(code)))
+        self.register_buffer("z_index", _reorder(build.order, math.prod(code)))
         self.d = nn.ModuleList(build.add(lin) for lin in d)
-        self.register_buffer("x_index", _positions(build.order, math.prod(image_shape)))
+        self.register_buffer("x_index", _reorder(build.order, math.prod(image_shape)))
         self.e2 = nn.ModuleList(build.add(lin) for lin in e2)
-        self.register_buffer("zh_index", _positions(build.order, math.prod(code)))
+        self.register_buffer("zh_index", _reorder(build.order, math.prod(code)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.flatten(1)
         h = F.pad(x, (0, 1)) if self.pad_input else x
         for layer in self.e1:
             h = layer(h)
-        z = h.index_select(1, self.z_index)
+        z = _select(h, self.z_index)
         for layer in self.d:
             h = layer(h)
         x_hat = h
         for layer in self.e2:
             h = layer(h)
-        z_hat = h.index_select(1, self.zh_index)
+        z_hat = _select(h, self.zh_index)
         if self.bounded:
             z, z_hat = torch.tanh(z), torch.tanh(z_hat)
         lat = (z - z_hat).pow(2).mean(1)
-        rec = lat if self.score == "latent" else (x - x_hat.index_select(1, self.x_index)).pow(2).mean(1)
+        rec = lat if self.score == "latent" else (x - _select(x_hat, self.x_index)).pow(2).mean(1)
         return kind_scores(lat, rec, self.score, self.stats)
+
+
+def _reorder(order: torch.Tensor, features: int) -> torch.Tensor | None:
+    """The gather that puts an activation laid out as ``order`` in canonical order (None: it is)."""
+    position = _positions(order, features)
+    return None if len(order) == features and torch.equal(position, torch.arange(features)) else position
+
+
+def _select(h: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    return h if index is None else h.index_select(1, index)
