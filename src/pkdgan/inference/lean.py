@@ -43,7 +43,7 @@ PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool
 # below this many images a one-shot predict is dominated by start-up: ONNX Runtime starts faster
 ONE_SHOT_MAX = 100_000
 # bumped whenever what the cache holds changes (graph form, files): older caches are not used
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: small students as row-banded matrices (dense.py), model_bf16.xml
 
 
 class Fallback(Exception):
