@@ -53,6 +53,12 @@ def check_kind(kind: str, allowed: tuple[str, ...] = SCORE_CHOICES) -> str:
     return kind
 
 
+def require_stats(kind: str, stats: Stats | None) -> None:
+    """A scoring graph of ``combined`` needs the run's held-out constants: say so at once."""
+    if kind == COMBINED and not stats:
+        raise UsageError("the combined score needs the run's held-out standardisation constants")
+
+
 def default_score(dataset: str) -> str:
     """The score a run uses when none is asked for.
 

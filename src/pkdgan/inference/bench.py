@@ -21,7 +21,9 @@ import contextlib
 import copy
 import importlib.util
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,7 +100,7 @@ class TorchRunner:
 def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
             ) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """Every backend x precision available for a run: {'backend/precision': runner}."""
-    from pkdgan.inference.deploy_export import build, export_openvino, quantize_openvino
+    from pkdgan.inference.deploy_export import build, quantize_openvino
     from pkdgan.inference.loading import load
 
     det = load(run_dir, backend="torch")
@@ -112,9 +114,7 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
         out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
     if "openvino" in files:
         out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
-        amx = folder / OV_DIR / "model_bf16.xml"
-        once(amx, lambda p: export_openvino(det.generator_, det.model_config_, p, kind, stats, "bf16"))
-        out["openvino/bf16"] = OvRunner(amx, "bf16", threads)
+        out["openvino/bf16"] = OvRunner(_bf16_form(det, folder, files["openvino"]), "bf16", threads)
         if int8 and importlib.util.find_spec("nncf") is not None:
             q = folder / OV_DIR / "model_int8.xml"
             once(q, lambda p: quantize_openvino(folder / files["openvino"], holdout, p))
@@ -122,19 +122,43 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True
     return out, folder, {"score": kind, "det": det}
 
 
+def _bf16_form(det: Any, folder: Path, fp32_file: str) -> Path:
+    """``openvino/model_bf16.xml`` (the graph's bf16 form, ``deploy_export.scoring_graph``), made
+    once and parity-checked in fp32 like ``model.xml``; the fp32 IR if that fails."""
+    from pkdgan.core.errors import PkdganError
+    from pkdgan.inference.deploy_export import export_openvino, parity, torch_scores
+    from pkdgan.inference.export import parity_images
+
+    kind, stats = det.score_, det.score_choice_["standardization"]
+    images = parity_images(det.model_config_, 16)
+    expected = torch_scores(det.generator_, images, kind, stats)
+
+    def make(path: Path) -> None:
+        export_openvino(det.generator_, det.model_config_, path, kind, stats, "bf16")
+        parity(OvRunner(path, "fp32", 1), expected, images.numpy())
+
+    amx = folder / OV_DIR / "model_bf16.xml"
+    try:
+        once(amx, make)
+    except PkdganError:
+        return folder / fp32_file
+    return amx
+
+
 def once(xml: Path, make: Callable[[Path], object]) -> None:
     """Make an IR (``.xml`` + ``.bin``) in the deploy cache unless it is there, atomically: an
     interrupted ``bench`` never leaves a half-written model that a later one would load."""
     if xml.is_file():
         return
-    tmp = xml.with_name(f".{xml.stem}.tmp{os.getpid()}.xml")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{xml.stem}.", dir=xml.parent))
     try:
-        make(tmp)
-        os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp, xml)
+        made = tmp / xml.name
+        make(made)
+        if not xml.is_file():  # another bench may have made it meanwhile: keep its pair
+            os.replace(made.with_suffix(".bin"), xml.with_suffix(".bin"))
+            os.replace(made, xml)
     finally:
-        for f in (tmp, tmp.with_suffix(".bin")):
-            f.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bench_model(run_dir: Path, threads: int, rounds: int, window: float, lat_seconds: float,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
+from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
 from pkdgan.inference.scoring import InferenceGenerator, _Linear2d, _SubPixel
 
 # layers that are linear maps of their input (BatchNorm is already folded into them)
@@ -69,16 +69,20 @@ def as_matrix(layer: nn.Module, in_shape: tuple[int, ...]) -> DenseLayer:
     """``layer`` (linear) on inputs of ``in_shape`` as one matrix, computed in float64."""
     lay = copy.deepcopy(layer).double()
     n = math.prod(in_shape)
+    columns = []
     with torch.no_grad():
         bias = lay(torch.zeros(1, *in_shape, dtype=torch.float64))
-        basis = torch.eye(n, dtype=torch.float64).view(n, *in_shape)
-        weight = (lay(basis) - bias).flatten(1).t()
-    return DenseLayer(weight, bias.flatten(), tuple(bias.shape[1:]))
+        for start in range(0, n, 1024):  # unit inputs in blocks: an n x n identity can be GBs
+            basis = torch.zeros(min(1024, n - start), n, dtype=torch.float64)
+            basis[torch.arange(len(basis)), torch.arange(start, start + len(basis))] = 1
+            columns.append((lay(basis.view(-1, *in_shape)) - bias).flatten(1))
+    return DenseLayer(torch.cat(columns).t(), bias.flatten(), tuple(bias.shape[1:]))
 
 
 def out_shape(layer: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
     with torch.no_grad():
-        return tuple(layer(torch.zeros(1, *in_shape, dtype=next(layer.parameters()).dtype)).shape[1:])
+        dtype = next(layer.parameters(), torch.zeros(())).dtype
+        return tuple(layer(torch.zeros(1, *in_shape, dtype=dtype)).shape[1:])
 
 
 def densify(seq: nn.Module, in_shape: tuple[int, ...], limit: int) -> tuple[nn.Sequential, tuple[int, ...]]:
@@ -154,7 +158,7 @@ def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[_Linear], 
 def _bands(lin: _Linear, rows: int) -> _Bands | None:
     """Row bands of ``rows`` output rows, if their windows are equally spaced."""
     (_, h, _), (co, ho, wo) = lin.in_shape, lin.out_shape
-    if ho % rows or (h * rows) % ho or rows == ho:
+    if ho % rows or (h * rows) % ho:
         return None
     count, step = ho // rows, h * rows // ho
     w = lin.weight.view(co, ho, wo, *lin.in_shape).abs()
@@ -177,14 +181,16 @@ def _band_cost(lin: _Linear, b: _Bands, gather_cost: float) -> float:
 
 
 def plan(lin: _Linear, gather_cost: float) -> _Bands | None:
-    """The cheapest row bands for a layer, or None when the whole matrix is as cheap."""
-    ho = lin.out_shape[1]
-    options = [b for r in range(1, ho) if (b := _bands(lin, r)) is not None]
-    if not options:
-        return None
-    best = min(options, key=lambda b: _band_cost(lin, b, gather_cost))
-    cheap = _band_cost(lin, best, gather_cost) <= BAND_SHARE * lin.weight.numel()
-    return best if cheap and _uniform(lin, best) else None
+    """The cheapest row bands of one shared matrix for a layer, or None when none costs at
+    most ``BAND_SHARE`` of the whole matrix."""
+    options = [b for r in range(1, lin.out_shape[1]) if (b := _bands(lin, r)) is not None]
+    options.sort(key=lambda b: _band_cost(lin, b, gather_cost))
+    for b in options:
+        if _band_cost(lin, b, gather_cost) > BAND_SHARE * lin.weight.numel():
+            return None
+        if _uniform(lin, b):
+            return b
+    return None
 
 
 class MatrixLayer(nn.Module):
@@ -334,6 +340,7 @@ class MatrixScoreGraph(nn.Module):
                  gather_cost: float = GATHER_COST["fp32"]) -> None:
         super().__init__()
         check_kind(score, KINDS)
+        require_stats(score, stats)
         form = matrix_form(net, image_shape)
         if form is None:
             raise ValueError("this generator's layers do not allow the matrix form")
@@ -358,6 +365,8 @@ class MatrixScoreGraph(nn.Module):
         h = F.pad(x, (0, 1)) if self.pad_input else x
         for layer in self.e1:
             h = layer(h)
+        if self.bounded:  # the decoder reads the bounded code, as in InferenceGenerator (tanh(0) = 0)
+            h = torch.tanh(h)
         z = _select(h, self.z_index)
         for layer in self.d:
             h = layer(h)
@@ -366,7 +375,7 @@ class MatrixScoreGraph(nn.Module):
             h = layer(h)
         z_hat = _select(h, self.zh_index)
         if self.bounded:
-            z, z_hat = torch.tanh(z), torch.tanh(z_hat)
+            z_hat = torch.tanh(z_hat)
         lat = (z - z_hat).pow(2).mean(1)
         rec = lat if self.score == "latent" else (x - _select(x_hat, self.x_index)).pow(2).mean(1)
         return kind_scores(lat, rec, self.score, self.stats)

@@ -62,8 +62,11 @@ def scoring_graph(generator: nn.Module, model_cfg: ModelConfig, score: str = "la
     """The scoring graph in the form OpenVINO runs fastest at ``precision`` (fp32 or bf16), all
     equal to ``export.ScoreGraph`` up to float rounding, BatchNorm folded in every one:
 
-    - a small student: every layer a (row-banded) matrix product (``dense.MatrixScoreGraph``;
-      MNIST student, quiet, images/s at batch 256: fp32 88k vs 75k polyphase, bf16 221k vs 115k);
+    - a generator whose every layer is a matrix of at most ``dense.MATRIX_LIMIT`` entries:
+      every layer a (row-banded) matrix product (``dense.MatrixScoreGraph``; measured faster for
+      the registry's MNIST and Fashion-MNIST students, widths 3 and 1: images/s at batch 256, fp32
+      95k vs 77k polyphase and 213k vs 84k, bf16 241k vs 119k and 425k vs 143k; other small
+      generators take it unmeasured: ``benchmarks/matrix_forms.py RUN`` compares the forms);
     - otherwise the polyphase graph (``pkdgan.polyphase``; its transposed convolutions are slow
       in OpenVINO), in bf16 with its small layers as matrices;
     - otherwise ``ScoreGraph`` of the folded, sub-pixel generator.
@@ -71,6 +74,8 @@ def scoring_graph(generator: nn.Module, model_cfg: ModelConfig, score: str = "la
     from pkdgan.inference.dense import GATHER_COST, MatrixScoreGraph
     from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
 
+    if precision not in GATHER_COST:
+        raise UsageError(f"graph forms exist for {', '.join(GATHER_COST)}, not {precision!r}")
     net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
     image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     with contextlib.suppress(ValueError):  # not every layer a small linear one

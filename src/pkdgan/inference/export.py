@@ -21,7 +21,7 @@ from torch import nn
 
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
-from pkdgan.evaluation.score_kinds import COMBINED, KINDS, Stats, check_kind, kind_scores
+from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
 from pkdgan.models.losses import latent_score, reconstruction_score
 
 INPUT_NAME = "images"
@@ -47,8 +47,7 @@ class ScoreGraph(nn.Module):
     def __init__(self, generator: nn.Module, score: str = "latent", stats: Stats | None = None) -> None:
         super().__init__()
         check_kind(score, KINDS)
-        if score == COMBINED and not stats:
-            raise UsageError("the combined score needs the run's held-out standardisation constants")
+        require_stats(score, stats)
         self.generator = generator
         self.score = score
         self.stats: Stats = stats or {}

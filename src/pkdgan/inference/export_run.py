@@ -45,7 +45,7 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
     output = Path(output) if output is not None else run_dir / f"model{SUFFIXES[fmt]}"
     cfg = detector.model_config_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
-    if fmt == "openvino":  # BatchNorm-folded sub-pixel graph as IR (deploy_export)
+    if fmt == "openvino":  # the form deploy_export.scoring_graph picks for fp32, as IR
         export_openvino(detector.generator_, cfg, output, kind, stats)
     else:
         export_onnx(detector.generator_, cfg, output, kind, stats)

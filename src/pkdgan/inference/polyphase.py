@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
+from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
 from pkdgan.inference.dense import densify
 from pkdgan.inference.scoring import InferenceGenerator, _SubPixel
 from pkdgan.models.losses import latent_score
@@ -67,6 +67,7 @@ class PolyphaseScoreGraph(nn.Module):
     def __init__(self, net: InferenceGenerator, score: str = "latent", stats: Stats | None = None) -> None:
         super().__init__()
         check_kind(score, KINDS)
+        require_stats(score, stats)
         if not supported(net):
             raise ValueError("this generator's layers do not allow the polyphase rewrite")
         self.bounded = net.bounded
@@ -81,8 +82,9 @@ class PolyphaseScoreGraph(nn.Module):
         self.stats: Stats = stats or {}
 
     def densified(self, image_shape: tuple[int, int, int], limit: int) -> PolyphaseScoreGraph:
-        """Every layer whose matrix has at most ``limit`` entries as one matrix product
-        (``pkdgan.inference.dense``); the same function, in the form AMX runs fastest."""
+        """This graph, changed in place: every layer whose matrix has at most ``limit`` entries
+        as one matrix product (``pkdgan.inference.dense``); the same function, in the form AMX
+        runs fastest."""
         c, s, _ = image_shape
         self.e1, code = densify(self.e1, (c * 4, s // 2, s // 2), limit)
         self.decoder_head, h = densify(self.decoder_head, (code[0], 1, 1), limit)
