@@ -44,9 +44,10 @@ POINTWISE = (nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
 # a graph is put in matrix form only if no layer's matrix is larger (float64 while building)
 MATRIX_LIMIT = 1 << 22
 # cost of gathering one input feature into a band, in multiply-adds, per precision: chosen
-# among 8, 32, 128 and "never band" on the MNIST student (images/s at batch 256, quiet: fp32
-# 83k / 88k / 69k / 38k, bf16 181k / 196k / 221k / 189k); the profile agrees (a gather of 786k
-# bf16 elements took as long as a 38M-MAC AMX GEMM; in fp32 ~20 MACs per element)
+# among 8, 32, 128 and "never band" by benchmarks/matrix_forms.py (MNIST student, images/s at
+# batch 256, quiet: fp32 94k / 95k / 76k / 40k, bf16 205k / 210k / 241k / 199k; the
+# Fashion-MNIST student agrees); a profile agreed too (a gather of 786k bf16 elements took as
+# long as a 38M-MAC AMX GEMM; in fp32 ~20 MACs per element)
 GATHER_COST = {"fp32": 32, "bf16": 128}
 # row bands are used only when they cost at most this share of the whole matrix
 BAND_SHARE = 0.7
@@ -67,6 +68,13 @@ class DenseLayer(nn.Module):
 
 def as_matrix(layer: nn.Module, in_shape: tuple[int, ...]) -> DenseLayer:
     """``layer`` (linear) on inputs of ``in_shape`` as one matrix, computed in float64."""
+    weight, bias = _matrix(layer, in_shape)
+    return DenseLayer(weight, bias.flatten(), tuple(bias.shape[1:]))
+
+
+def _matrix(layer: nn.Module, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 matrix ``(out, in)`` of a linear layer on inputs of ``in_shape``, and its bias
+    as one output ``(1, *out_shape)``: column j is the response to unit input j minus the bias."""
     lay = copy.deepcopy(layer).double()
     n = math.prod(in_shape)
     columns = []
@@ -76,7 +84,7 @@ def as_matrix(layer: nn.Module, in_shape: tuple[int, ...]) -> DenseLayer:
             basis = torch.zeros(min(1024, n - start), n, dtype=torch.float64)
             basis[torch.arange(len(basis)), torch.arange(start, start + len(basis))] = 1
             columns.append((lay(basis.view(-1, *in_shape)) - bias).flatten(1))
-    return DenseLayer(torch.cat(columns).t(), bias.flatten(), tuple(bias.shape[1:]))
+    return torch.cat(columns).t(), bias
 
 
 def out_shape(layer: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -149,8 +157,8 @@ def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[_Linear], 
         new_shape = out_shape(layer, shape)
         if len(new_shape) != 3 or math.prod(shape) * math.prod(new_shape) > MATRIX_LIMIT:
             return None
-        d = as_matrix(layer, shape)
-        out.append(_Linear(d.weight.double(), d.bias.double(), shape, new_shape))  # type: ignore[arg-type]
+        weight, bias = _matrix(layer, shape)  # kept in float64 until MatrixLayer rounds it once
+        out.append(_Linear(weight, bias.flatten(), shape, new_shape))  # type: ignore[arg-type]
         shape = new_shape
     return out, shape
 
