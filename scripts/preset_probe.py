@@ -6,7 +6,13 @@ seconds. Test labels here only *describe* the schedule search on a few classes; 
 nothing inside a run, and the preset chosen from them is then fixed for every class.
 
     python scripts/preset_probe.py --dataset fmnist --normal-class 0 --batch-size 64 \
-        --epochs 15 --drop-last --precision bf16 --seed 0 --log probes.jsonl
+        --epochs 15 --drop-last --precision bf16 --seed 0 --log probes.jsonl \
+        --run-dir /work/probes/fmnist0-b64-bf16
+
+With ``--run-dir`` the probe checkpoints every epoch and a rerun of the same command resumes
+from the last finished one (a killed probe loses at most one epoch); epochs already in the log
+are not logged twice, and ``train_seconds`` is the run's own cumulative epoch time
+(``history.csv``), so a resumed curve reads like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="checkpoint here after every epoch and resume from it")
     a = p.parse_args()
     from pkdgan.core.config import LossWeights
     from pkdgan.data.datasets import DATASET_CHANNELS
@@ -61,9 +69,19 @@ def main() -> None:
     train_seconds = 0.0
     last = [t0]
 
+    logged = logged_epochs(a.log, cfg.hash(), a.normal_class, a.seed)
+    if logged >= set(range(1, a.epochs + 1)):
+        print(f"already logged: {a.dataset} class {a.normal_class} ({cfg.hash()})", flush=True)
+        return
+
     def on_epoch(epoch: int, model: EDEGANModel) -> None:
         nonlocal train_seconds
         train_seconds += time.perf_counter() - last[0]
+        if a.run_dir is not None:
+            train_seconds = history_seconds(a.run_dir, epoch)
+        if epoch in logged:
+            last[0] = time.perf_counter()
+            return
         lat, rec = score_both(model.generator, split.test)
         held_lat, held_rec = score_both(model.generator, split.holdout)
         stats = standardization({"latent": held_lat.numpy(), "reconstruction": held_rec.numpy()})
@@ -83,7 +101,41 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         last[0] = time.perf_counter()
 
-    fit(cfg, split, progress=False, on_epoch=on_epoch)
+    if a.run_dir is not None and (a.run_dir / "train_state.safetensors").exists():
+        catch_up(a.run_dir, cfg, split, logged, on_epoch)
+    fit(cfg, split, run_dir=a.run_dir, resume=a.run_dir is not None, progress=False,
+        on_epoch=on_epoch)
+
+
+def logged_epochs(log: Path, config_hash: str, normal_class: int, seed: int) -> set[int]:
+    """Epochs of this configuration already in the log (a resumed probe skips them)."""
+    if not log.exists():
+        return set()
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {r["epoch"] for r in rows if r.get("config_hash") == config_hash
+            and r["normal_class"] == normal_class and r["seed"] == seed}
+
+
+def history_seconds(run_dir: Path, epoch: int) -> float:
+    """Cumulative training seconds of the first ``epoch`` epochs, from the run's history."""
+    from pkdgan.core.runs import HISTORY, read_history
+
+    rows = read_history(run_dir / HISTORY)
+    return round(sum(float(r["seconds"]) for r in rows if int(r["epoch"]) <= epoch), 1)
+
+
+def catch_up(run_dir: Path, cfg: RunConfig, split, logged: set[int], on_epoch) -> None:
+    """Log the checkpointed epoch when the probe died between its checkpoint and its log line."""
+    import torch
+
+    from pkdgan.training.checkpoints import load_gan
+    from pkdgan.training.train import GanState
+
+    state = GanState.create(cfg.model, cfg.train, torch.device("cpu"))
+    epoch, _ = load_gan(run_dir, state, torch.Generator())
+    if epoch > 0 and epoch not in logged:
+        state.model.eval()
+        on_epoch(epoch, state.model)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pkdgan.data.synthetic import CORRUPTIONS, synthetic_anomalies
 from pkdgan.evaluation.score_kinds import (
     AUTO,
     KINDS,
+    below_chance_note,
     combine,
     default_score,
     pick,
@@ -93,12 +94,23 @@ def test_synthetic_anomalies_are_seeded_bounded_and_leave_input_alone() -> None:
     assert not torch.equal(synthetic_anomalies(x, seed=4)[0], a)
 
 
-def test_score_warning_one_line_when_below_chance_or_far_below() -> None:
-    assert score_warning("latent", {"auroc_latent": 0.9, "auroc_reconstruction": 0.95}) is None
-    low = score_warning("latent", {"auroc_latent": 0.2, "auroc_reconstruction": 0.99})
-    assert low is not None and "0.200 < 0.5" in low and "--score reconstruction" in low
-    far = score_warning("latent", {"auroc_latent": 0.7, "auroc_combined": 0.95})
-    assert far is not None and "far below" in far and "\n" not in far
+def test_score_warning_reads_only_the_synthetic_check_and_says_one_line() -> None:
+    assert score_warning("latent", {"latent": 0.9, "reconstruction": 0.95, "combined": 0.94}) is None
+    assert score_warning("latent", None) is None and score_warning("latent", {}) is None
+    low = score_warning("latent", {"latent": 0.392, "reconstruction": 0.5419, "combined": 0.5369})
+    assert low is not None and "0.392 < 0.5" in low and "reconstruction: 0.542" in low
+    assert "--score auto" in low and "synthetic" in low and "\n" not in low
+    far = score_warning("latent", {"latent": 0.7, "reconstruction": 0.72, "combined": 0.85})
+    assert far is not None and "far worse than the combined" in far and "\n" not in far
+    # auto chose by this very check: only "every kind fails" is left to say
+    assert score_warning("reconstruction", {"latent": 0.45, "reconstruction": 0.6, "combined": 0.75},
+                         AUTO) is None
+    every = score_warning("latent", {"latent": 0.47, "reconstruction": 0.40, "combined": 0.44}, AUTO)
+    assert every is not None and every.startswith("every score kind") and "--score" not in every
+    # a test AUROC is a statement of the evaluation, never a suggestion of another score
+    note = below_chance_note("latent", {"auroc_latent": 0.2, "auroc_reconstruction": 0.99})
+    assert note is not None and "0.200 < 0.5" in note and "--score" not in note
+    assert below_chance_note("latent", {"auroc_latent": 0.7, "auroc_reconstruction": 0.99}) is None
 
 
 def test_defaults_keep_the_papers_score_and_old_hashes() -> None:
@@ -168,6 +180,33 @@ def test_choice_never_reads_test_labels(blob_run: tuple[Path, Path]) -> None:
     recorded = runs.read_json(run / runs.CALIBRATION)
     assert recorded["score"] == choice["score"]
     assert recorded["synthetic_auroc"] == pytest.approx(choice["synthetic_auroc"])
+
+
+def test_an_inverted_latent_score_warns_from_the_label_free_check(
+        blob_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``--score latent`` on the blob/stripe folder: the one-line warning comes from synthetic
+    anomalies of held-out training images, so it is the same with shuffled test labels and is
+    there for a folder that has no test images at all."""
+    data, run = blob_run
+    cfg, generator = load_run_generator(run)
+    split = one_class_split(from_dict(DataConfig, cfg["data"]), 32, 1, cfg["train"]["seed"])
+    _, choice = scores_and_choice(generator, split, "latent")
+    assert choice["score"] == "latent" and set(choice["synthetic_auroc"]) == set(KINDS)
+    line = score_warning("latent", choice["synthetic_auroc"])
+    assert line is not None and choice["synthetic_auroc"]["latent"] < 0.5
+    split.test_labels = split.test_labels[np.random.default_rng(1).permutation(len(split.test_labels))]
+    assert scores_and_choice(generator, split, "latent")[1] == choice
+    train_only = tmp_path / "train_only"
+    train_only.mkdir()
+    (train_only / "train").symlink_to(data / "train")
+    out = tmp_path / "latent_run"
+    with pytest.warns(UserWarning, match="synthetic AUROC .* < 0.5") as caught:
+        assert main(["train", "--dataset", "folder", "--data-root", str(train_only), "--epochs", "3",
+                     "--batch-size", "8", "--width", "16", "--seed", "0", "--score", "latent",
+                     "--no-progress", "--out", str(out)]) == 0
+    assert not any("test AUROC" in str(w.message) for w in caught)
+    calibration = runs.read_json(out / runs.CALIBRATION)
+    assert calibration["score"] == "latent" and calibration["synthetic_auroc"]["latent"] < 0.5
 
 
 def test_combined_onnx_export_matches_pytorch(blob_run: tuple[Path, Path], tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from pkdgan.evaluation.score_kinds import (
     check_kind,
     kind_scores,
     resolve,
+    score_warning,
 )
 from pkdgan.inference.export import export_onnx
 from pkdgan.inference.predict import as_images
@@ -115,6 +116,10 @@ class OneClassDetector(BaseEstimator, ABC):
         lat, rec = score_both(self.generator_, holdout)
         self.holdout_scores_ = {"latent": lat.numpy(), "reconstruction": rec.numpy()}
         self.score_choice_ = resolve(self.score, self.generator_, holdout, self.holdout_scores_)
+        warning = score_warning(self.score_choice_["score"], self.score_choice_.get("synthetic_auroc"),
+                                self.score)
+        if warning:
+            warnings.warn(warning, stacklevel=3)
         self.calibrate()
 
     def _check_params(self) -> None:

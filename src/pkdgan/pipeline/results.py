@@ -17,6 +17,7 @@ from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
 from pkdgan.evaluation.score_kinds import (
     KINDS,
+    below_chance_note,
     kind_aurocs,
     score_warning,
 )
@@ -35,13 +36,16 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
     primary = s[kind]
     holdout = s.get(f"holdout_{kind}", np.empty(0, np.float32))
     calibration = calibrate(holdout) | choice
+    warning = score_warning(kind, choice.get("synthetic_auroc"), score)  # label-free: folders too
+    if warning:
+        warnings.warn(f"{run_dir}: {warning}", stacklevel=2)
     if has_both_labels(split.test_labels):
         metrics = evaluate_scores(primary, split.test_labels)
         aurocs = kind_aurocs(s, split.test_labels)
         metrics |= aurocs
-        warning = score_warning(kind, aurocs)
-        if warning:
-            warnings.warn(f"{run_dir}: {warning}", stacklevel=2)
+        note = below_chance_note(kind, aurocs)
+        if note:
+            warnings.warn(f"{run_dir}: {note}", stacklevel=2)
     else:  # a folder dataset without test images: trained and calibrated, not evaluated
         metrics = {"auroc": None, "aupr": None, **{f"auroc_{k}": None for k in KINDS},
                    "n_test": int(len(split.test_labels)), "evaluated": False}
