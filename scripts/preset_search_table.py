@@ -1,0 +1,109 @@
+"""Tables of issue 10's schedule search from the probes' JSONL lines (``preset_probe.py``).
+
+For each dataset, each schedule (batch size, precision) and each class: latent AUROC after
+chosen epochs and the probe's own cumulative training minutes, then the mean over the classes
+every schedule of that dataset has, so each comparison is paired (same classes, same seed).
+Minutes are shown only for the first log's lines: those probes ran under one load (two
+one-thread workers on the two cores); the other logs' probes ran beside other jobs, so only
+their AUROCs are comparable. Test labels here only describe the search; nothing inside a run
+reads them.
+
+    python scripts/preset_search_table.py docs/results/main/preset_search/probes.jsonl \\
+        docs/results/partial-batch/probes.jsonl > docs/results/main/preset_search/tables.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+# the paper's networks and losses; other probes (constraints, latent sizes) are other searches
+BASE = {"width": 64, "nz": 100, "lr": 0.0002, "latent_constraint": "none", "w_con": 50.0,
+        "w_lat": 1.0, "drop_last": True}
+EPOCHS = (1, 2, 3, 5, 8, 10, 15)
+Key = tuple[str, int, str, int]  # dataset, batch size, precision, seed
+
+
+def load(paths: list[Path]) -> dict[Key, dict[int, dict[int, dict]]]:
+    """{(dataset, batch, precision, seed): {class: {epoch: line}}} of the base networks."""
+    out: dict[Key, dict[int, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for i, path in enumerate(paths):
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if i > 0:
+                r["train_seconds"] = None
+            if all(r.get(k, BASE[k]) == v for k, v in BASE.items()) and r.get("w_adv", 1.0) == 1.0:
+                key = (r["dataset"], r["batch_size"], r["precision"], r["seed"])
+                out[key][r["normal_class"]][r["epoch"]] = r
+    return out
+
+
+def fmt(x: float | None, scale: float = 100.0, digits: int = 1) -> str:
+    return "–" if x is None else f"{x * scale:.{digits}f}"
+
+
+def minutes(lines: list[dict]) -> str:
+    """" (mean training minutes)" when every line was timed under the search's load."""
+    t = [r["train_seconds"] for r in lines]
+    return "" if any(x is None for x in t) else f" ({mean(t) / 60:.1f})"
+
+
+def dataset_tables(dataset: str, runs: dict[Key, dict[int, dict[int, dict]]], kind: str) -> list[str]:
+    keys = sorted(k for k in runs if k[0] == dataset)
+    if not keys:
+        return []
+    lines = [f"### {dataset}, {kind} AUROC (%) after each epoch; training minutes in brackets", ""]
+    head = "| batch | precision | seed | class | " + " | ".join(f"ep {e}" for e in EPOCHS) + " |"
+    lines += [head, "|" + "---|" * (4 + len(EPOCHS))]
+    for key in keys:
+        for k, curve in sorted(runs[key].items()):
+            cells = []
+            for e in EPOCHS:
+                r = curve.get(e)
+                cells.append("" if r is None else f"{fmt(r[f'auroc_{kind}'])}{minutes([r])}")
+            lines.append(f"| {key[1]} | {key[2]} | {key[3]} | {k} | " + " | ".join(cells) + " |")
+    lines += ["", *paired_means(keys, runs, kind), ""]
+    return lines
+
+
+def paired_means(keys: list[Key], runs: dict[Key, dict[int, dict[int, dict]]], kind: str) -> list[str]:
+    """Mean over the classes (and seeds) that every schedule of the dataset has, per epoch."""
+    schedules = sorted({(k[1], k[2]) for k in keys})
+    cells = {s: {(c, k[3]) for k in keys if (k[1], k[2]) == s for c in runs[k]} for s in schedules}
+    common = set.intersection(*cells.values())
+    if not common or len(schedules) < 2:
+        return []
+    names = ", ".join(f"class {c} seed {s}" for c, s in sorted(common))
+    out = [f"Mean over the cells every schedule has ({names}):", "",
+           "| batch | precision | " + " | ".join(f"ep {e}" for e in EPOCHS) + " |",
+           "|" + "---|" * (2 + len(EPOCHS))]
+    for b, prec in schedules:
+        row = []
+        for e in EPOCHS:
+            got = [runs[(keys[0][0], b, prec, s)][c].get(e) for c, s in sorted(common)]
+            if any(g is None for g in got):
+                row.append("")
+                continue
+            a = mean(g[f"auroc_{kind}"] for g in got)
+            row.append(f"{fmt(a)}{minutes(got)}")
+        out.append(f"| {b} | {prec} | " + " | ".join(row) + " |")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("logs", type=Path, nargs="+")
+    p.add_argument("--kind", default="latent", choices=("latent", "reconstruction", "combined"))
+    a = p.parse_args()
+    runs = load(a.logs)
+    for dataset in ("mnist", "fmnist", "cifar10"):
+        print("\n".join(dataset_tables(dataset, runs, a.kind)))
+
+
+if __name__ == "__main__":
+    main()
