@@ -95,11 +95,47 @@ def paired_means(keys: list[Key], runs: dict[Key, dict[int, dict[int, dict]]], k
     return out
 
 
+SCREENED = ("nz", "latent_constraint", "w_con", "w_lat", "w_adv", "batch_size", "precision")
+DEFAULTS = {"w_adv": 1.0}
+
+
+def screen(paths: list[Path], dataset: str, epoch: int) -> list[str]:
+    """Every configuration's latent / reconstruction / combined AUROC at ``epoch`` per class and
+    seed, and the mean over classes where a configuration has them all (a short screen)."""
+    rows: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for path in paths:
+        for line in path.read_text().splitlines():
+            r = json.loads(line) if line.strip() else None
+            if r and r["dataset"] == dataset and r["epoch"] == epoch and r.get("drop_last"):
+                label = tuple((k, r.get(k, DEFAULTS.get(k))) for k in SCREENED) + (("seed", r["seed"]),)
+                rows[label][r["normal_class"]] = r
+    classes = sorted({k for v in rows.values() for k in v})
+    out = [f"### {dataset} screen: AUROC (%) latent / reconstruction / combined at epoch {epoch}", "",
+           "| configuration | seed | " + " | ".join(f"class {k}" for k in classes) + " | mean latent |",
+           "|" + "---|" * (3 + len(classes))]
+    for label, per in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        d = dict(label)
+        name = ", ".join(f"{k} {v}" for k, v in label[:-1]
+                         if v != {"nz": 100, "latent_constraint": "none", "w_con": 50.0, "w_lat": 1.0,
+                                  "w_adv": 1.0, "batch_size": 64, "precision": "fp32"}[k]) or "preset"
+        cells = [" / ".join(fmt(per[k][f"auroc_{x}"], digits=1)
+                            for x in ("latent", "reconstruction", "combined")) if k in per else ""
+                 for k in classes]
+        m = fmt(mean(per[k]["auroc_latent"] for k in classes)) if all(k in per for k in classes) else ""
+        out.append(f"| {name} | {d['seed']} | " + " | ".join(cells) + f" | {m} |")
+    return out + [""]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("logs", type=Path, nargs="+")
     p.add_argument("--kind", default="latent", choices=("latent", "reconstruction", "combined"))
+    p.add_argument("--screen", type=int, metavar="EPOCH", default=None,
+                   help="CIFAR-10 screen: every configuration at this epoch instead")
     a = p.parse_args()
+    if a.screen is not None:
+        print("\n".join(screen(a.logs, "cifar10", a.screen)))
+        return
     runs = load(a.logs)
     for dataset in ("mnist", "fmnist", "cifar10"):
         print("\n".join(dataset_tables(dataset, runs, a.kind)))
