@@ -15,10 +15,11 @@ reads them.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 
 # the paper's networks and losses; other probes (constraints, latent sizes) are other searches
 BASE = {"width": 64, "nz": 100, "lr": 0.0002, "latent_constraint": "none", "w_con": 50.0,
@@ -27,8 +28,13 @@ EPOCHS = (1, 2, 3, 5, 8, 10, 15)
 Key = tuple[str, int, str, int]  # dataset, batch size, precision, seed
 
 
-def load(paths: list[Path]) -> dict[Key, dict[int, dict[int, dict]]]:
-    """{(dataset, batch, precision, seed): {class: {epoch: line}}} of the base networks."""
+def load(paths: list[Path], cells: Path | None = None) -> dict[Key, dict[int, dict[int, dict]]]:
+    """{(dataset, batch, precision, seed): {class: {epoch: line}}} of the base networks.
+
+    ``cells`` (the main table's ``cells.csv``) adds each committed teacher cell as the epoch-15
+    point of batch 64 / fp32, the preset (no timing: those cells ran under other loads); a probe
+    of the same configuration, which reproduces the cell, takes precedence.
+    """
     out: dict[Key, dict[int, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
     for i, path in enumerate(paths):
         for line in path.read_text().splitlines():
@@ -40,6 +46,14 @@ def load(paths: list[Path]) -> dict[Key, dict[int, dict[int, dict]]]:
             if all(r.get(k, BASE[k]) == v for k, v in BASE.items()) and r.get("w_adv", 1.0) == 1.0:
                 key = (r["dataset"], r["batch_size"], r["precision"], r["seed"])
                 out[key][r["normal_class"]][r["epoch"]] = r
+    probed = {(k[0], c) for k, v in out.items() for c in v}
+    if cells is not None:  # only for the classes a probe looked at
+        with cells.open(newline="") as f:
+            for row in csv.DictReader(f):
+                d, c, seed = row["dataset"], int(row["normal_class"]), int(row["seed"])
+                if row["arm"] == "teacher" and (d, c) in probed:
+                    point = {"auroc_latent": float(row["auroc"]), "train_seconds": None}
+                    out[(d, 64, "fp32", seed)][c].setdefault(15, point)
     return out
 
 
@@ -95,6 +109,42 @@ def paired_means(keys: list[Key], runs: dict[Key, dict[int, dict[int, dict]]], k
     return out
 
 
+def seed_spread(cells: Path) -> list[float]:
+    """fp32 teacher AUROC (%) seed 0 − seed 1 for every committed class that has both."""
+    with cells.open(newline="") as f:
+        t = {(r["dataset"], r["normal_class"], r["seed"]): float(r["auroc"]) * 100
+             for r in csv.DictReader(f) if r["arm"] == "teacher"}
+    return [v - t[(d, c, "1")] for (d, c, s), v in sorted(t.items()) if s == "0" and (d, c, "1") in t]
+
+
+def precision_pairs(runs: dict[Key, dict[int, dict[int, dict]]], seeds: list[float],
+                    epoch: int = 15) -> list[str]:
+    """bf16 − fp32 at batch 64 on the same class and seed, beside the seed-to-seed spread of
+    fp32 itself (seed 0 − seed 1, same class): "within seed noise" made a number."""
+    def at(d: str, prec: str, seed: int, c: int) -> float | None:
+        r = runs.get((d, 64, prec, seed), {}).get(c, {}).get(epoch)
+        return None if r is None else r["auroc_latent"] * 100
+
+    pairs = []
+    for d, b, prec, seed in sorted(runs):
+        for c in sorted(runs[(d, b, prec, seed)]):
+            if b == 64 and prec == "bf16" and (f := at(d, "fp32", seed, c)) is not None:
+                if (h := at(d, "bf16", seed, c)) is not None:
+                    pairs.append((d, c, seed, h, f))
+    if not pairs:
+        return []
+    diffs = [h - f for *_, h, f in pairs]
+    out = [f"### bf16 vs fp32 (batch 64), latent AUROC (%) at epoch {epoch}", "",
+           "| dataset | class | seed | bf16 | fp32 | bf16 − fp32 |", "|---|---|---|---|---|---|"]
+    out += [f"| {d} | {c} | {seed} | {h:.2f} | {f:.2f} | {h - f:+.2f} |" for d, c, seed, h, f in pairs]
+    out += ["", f"bf16 − fp32 over {len(diffs)} pairs: mean {mean(diffs):+.2f}, "
+                f"sd {stdev(diffs):.2f}, mean |·| {mean(map(abs, diffs)):.2f} points."]
+    if len(seeds) > 1:
+        out.append(f"fp32 teacher cells, seed 0 − seed 1 over {len(seeds)} classes: mean {mean(seeds):+.2f}, "
+                   f"sd {stdev(seeds):.2f}, mean |·| {mean(map(abs, seeds)):.2f} points.")
+    return out + [""]
+
+
 SCREENED = ("nz", "latent_constraint", "w_con", "w_lat", "w_adv", "batch_size", "precision")
 DEFAULTS = {"w_adv": 1.0}
 
@@ -130,15 +180,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("logs", type=Path, nargs="+")
     p.add_argument("--kind", default="latent", choices=("latent", "reconstruction", "combined"))
+    p.add_argument("--cells", type=Path, default=None,
+                   help="the main table's cells.csv: its teachers as the preset's epoch-15 points "
+                        "(latent kind only)")
     p.add_argument("--screen", type=int, metavar="EPOCH", default=None,
                    help="CIFAR-10 screen: every configuration at this epoch instead")
     a = p.parse_args()
     if a.screen is not None:
         print("\n".join(screen(a.logs, "cifar10", a.screen)))
         return
-    runs = load(a.logs)
+    runs = load(a.logs, a.cells if a.kind == "latent" else None)
     for dataset in ("mnist", "fmnist", "cifar10"):
         print("\n".join(dataset_tables(dataset, runs, a.kind)))
+    if a.kind == "latent":
+        print("\n".join(precision_pairs(runs, seed_spread(a.cells) if a.cells else [])))
 
 
 if __name__ == "__main__":
