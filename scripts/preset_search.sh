@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 10's schedule search at full size (width 64, full classes, per-epoch AUROC curves):
 # batch size x precision x epochs for the teacher, on MNIST/Fashion-MNIST classes 0-2 and
-# CIFAR-10 classes 0-2 (first 1,000 test images), seed 0. Two queues, one thread each, so
-# the two cores run two probes side by side. Resumable: rerun the same command and every probe
-# continues from its last finished epoch (run folders under $STORE); finished probes are
+# CIFAR-10 classes 0-2 (first 1,000 test images), plus a 3-epoch CIFAR-10 screen (a second seed,
+# loss weights). One probe list, two workers at one thread each taking its next untaken probe,
+# so the two cores run two probes side by side. Resumable: rerun the same command and every
+# probe continues from its last finished epoch (run folders under $STORE); finished probes are
 # skipped. Lines go to docs/results/main/preset_search/probes.jsonl.
 #
 #   nohup bash scripts/preset_search.sh > /work/preset_search.log 2>&1 &
