@@ -25,10 +25,11 @@ from pkdgan.studies.specs import (
     stale_student,
 )
 
-# The small-image cpu preset: every new schedule field set to a non-legacy value.
+# The small-image cpu preset: every new schedule field but precision set to a non-legacy value
+# (float32 keeps these grids' numbers stable across CPUs).
 TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,
                                max_train=40, batch_size=16, student_batch_size=16,
-                               student_epochs=2, step2_epochs=1, drop_last=True)
+                               student_epochs=2, step2_epochs=1, drop_last=True, precision="fp32")
 
 
 def request(study: str, preset=TINY_CPU, classes=(0, 1), seeds=(0,)) -> GridRequest:
@@ -53,7 +54,7 @@ def test_the_students_shape_is_part_of_a_cells_identity(tmp_path):
     """Committed MNIST student cells keep their hashes; when a registry student changes shape
     (Fashion-MNIST: width 2 / nz 2 -> width 1 / nz 64) its cells get new hashes, so the old
     cells are never taken for the new student's."""
-    cpu = dict(study="main", preset=PRESETS["cpu"], classes=(0,), seeds=(0,))
+    cpu = dict(study="main", preset=PRESETS["cpu-b64"], classes=(0,), seeds=(0,))  # the committed table
     mnist = {s.arm: s.config_hash for s in build_specs(GridRequest(dataset="mnist", **cpu))}
     assert (mnist["alone"], mnist["p-kdgan"]) == ("9566671c1166", "596caaf6238f")  # cells.csv
     alone = next(s for s in build_specs(GridRequest(dataset="fmnist", **cpu)) if s.arm == "alone")
@@ -104,7 +105,8 @@ def test_main_study_arms_and_cpu_preset():
     specs = build_specs(request("main", preset=PRESETS["cpu"], classes=(3,)))
     assert [s.arm for s in specs] == ["teacher", "alone", "single-2", "p-kdgan"]
     teacher = RunConfig.from_dict(specs[0].config)
-    assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (64, True, 15)
+    assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (256, True, 15)
+    assert teacher.train.precision == "fp32"
     p = DistillConfig.from_dict(specs[3].config["distill"])
     assert (p.step1_epochs, p.step2_epochs, p.batch_size) == (10, 5, 64)
     assert all(s.needs == (specs[0].name,) for s in specs[1:])

@@ -65,6 +65,7 @@ from pkdgan.training.train import (
     generator_terms,
     make_adam,
     resolve_device,
+    warn_if_emulated,
 )
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -362,6 +363,8 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
     """
     check_student_shape(student_cfg, teacher.cfg)
     device = resolve_device(dcfg.device)
+    if dcfg.mode != "alone":  # alone trains through fit, which warns itself
+        warn_if_emulated(dcfg.precision, device)
     before = teacher_auroc_before(teacher, split, dcfg, device)
     if dcfg.mode == "alone":
         student, info = fit(alone_config(student_cfg, dcfg, data), split, run_dir, resume=resume,
