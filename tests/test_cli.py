@@ -134,7 +134,7 @@ def test_busy_cores_sees_a_busy_process() -> None:
 
 def test_bf16_on_a_cpu_without_bf16_units_says_so_once(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Emulated bf16 measured about 30x slower than float32 on an AVX2 CPU: the user hears it."""
+    """Emulated bf16 measured 22x slower than float32 on an AVX2 CPU: the user hears it."""
     from pkdgan.training import train as train_mod
 
     args = ["train", *TINY, "--max-train", "40", "--max-test", "40", "--batch-size", "8",

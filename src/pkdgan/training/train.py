@@ -62,8 +62,8 @@ def cpu_has_bf16() -> bool:
 
 
 def warn_if_emulated(precision: str, device: torch.device) -> None:
-    """bf16 on a CPU without bf16 units is emulated: one step measured about 30x slower than
-    float32 on a 2-core AVX2 EPYC, so a user asking for speed should hear it at once."""
+    """bf16 on a CPU without bf16 units is emulated: a width-64 step at batch 16 measured 22x
+    slower than float32 on a 2-core AVX2 EPYC, so a user asking for speed should hear it."""
     if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
         warnings.warn("bf16 training on a CPU without native bf16 (no AVX-512/AMX): it is "
                       "emulated and many times slower than float32; use --precision fp32",
