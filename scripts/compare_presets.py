@@ -57,7 +57,7 @@ def main() -> None:
         return f"{table[key]:.2f}" if key in table else ""
 
     for k in classes:
-        diffs = [new[(k, s)] - old[(k, s)] for s in seeds_new if (k, s) in old]
+        diffs = [new[(k, s)] - old[(k, s)] for s in seeds_new if (k, s) in old and (k, s) in new]
         d = " / ".join(f"{x:+.2f}" for x in diffs)
         print(f"| {k} | " + " | ".join([cell(new, (k, s)) for s in seeds_new]
                                        + [cell(old, (k, s)) for s in seeds_old]) + f" | {d} |")

@@ -148,3 +148,16 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_once(tmp_path: Path,
         warnings.simplefilter("always")
         assert main([*args, "--out", str(tmp_path / "b")]) == 0
     assert not any("emulated and" in str(w.message) for w in quiet)
+
+
+def test_a_batch_too_large_for_the_folder_says_how_few_steps(tmp_path: Path) -> None:
+    """The cpu preset's batch 256 on 38 images is one step an epoch: one line with the fix."""
+    args = ["train", *TINY, "--max-train", "40", "--max-test", "40"]
+    with pytest.warns(UserWarning, match=r"38 training images at batch 256 make 1 optimiser "
+                                         r"step\(s\) per epoch, 1 in all: .*--batch-size") as caught:
+        assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert sum("optimiser step" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        assert main([*args, "--batch-size", "4", "--epochs", "12", "--out", str(tmp_path / "b")]) == 0
+    assert not any("optimiser step" in str(w.message) for w in quiet)
