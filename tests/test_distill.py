@@ -261,6 +261,16 @@ def test_cli_alone_and_single(teacher_run: Path, tmp_path: Path,
     assert not any(k.startswith("teacher_") for k in keys)
 
 
+def test_distillation_on_too_few_steps_says_so(teacher_run: Path, tmp_path: Path) -> None:
+    """The preset's student batch 64 on a 23-image folder is one step an epoch: one warning."""
+    common = ["--teacher", str(teacher_run), "--device", "cpu", "--no-progress", "--mode",
+              "progressive", "--step1-epochs", "1", "--step2-epochs", "1"]
+    with pytest.warns(UserWarning, match=r"training images at batch 64 make 1 optimiser "
+                                         r"step\(s\) per epoch, 2 in all") as caught:
+        assert main(["distill", *common, "--out", str(tmp_path / "a")]) == 0
+    assert sum("optimiser step" in str(w.message) for w in caught) == 1
+
+
 def test_cli_errors(teacher_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["distill", "--teacher", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "neither a run folder" in capsys.readouterr().err

@@ -66,6 +66,7 @@ from pkdgan.training.train import (
     make_adam,
     resolve_device,
     warn_if_emulated,
+    warn_if_few_steps,
 )
 
 Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -365,6 +366,7 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
     device = resolve_device(dcfg.device)
     if dcfg.mode != "alone":  # alone trains through fit, which warns itself
         warn_if_emulated(dcfg.precision, device)
+        warn_if_few_steps(len(split.train), dcfg.train_config())
     before = teacher_auroc_before(teacher, split, dcfg, device)
     if dcfg.mode == "alone":
         student, info = fit(alone_config(student_cfg, dcfg, data), split, run_dir, resume=resume,
