@@ -1,11 +1,12 @@
-"""Table of distilled-student runs by shape (width, nz), with their raw scores committed.
+"""Table of distilled-student runs by shape (width, nz) and K weights, raw scores committed.
 
 The student search (docs/results/student-search/README.md) trains students of other shapes
 from the main table's teachers with ``pkdgan distill --width W --nz N`` (see
 ``scripts/student_search.sh``). This script reads finished distillation run folders, checks
 that each AUROC recomputes from its scores, copies the small files (config, metrics, history,
 calibration, lean scores; no checkpoints) of folders outside ``docs/`` into ``--commit``, and
-prints one Markdown row per run plus the mean per (dataset, arm, shape) over the classes given.
+prints one Markdown row per run plus the mean per (dataset, arm, shape, K weights w1/wx/w2)
+over the classes given. The K-weight search (``scripts/k_search.sh``) uses it as well.
 
     python scripts/student_search_table.py /work/grids/fm_students/* \\
         docs/results/student-search/registered-* docs/results/main/distill/mnist/c[237] \\
@@ -30,6 +31,13 @@ ARM = {("alone", None): "alone", ("single", 2): "single-2", ("progressive", None
 def arm_of(distill: dict) -> str:
     mode = distill["mode"]
     return ARM.get((mode, distill["structure"] if mode == "single" else None), mode)
+
+
+def k_weights(distill: dict) -> str:
+    """``w1/wx/w2`` of a run's distillation loss; ``-`` for the student alone (no K)."""
+    if distill["mode"] == "alone":
+        return "-"
+    return "/".join(f"{distill[k]:g}" for k in ("w1", "wx", "w2"))
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -58,29 +66,31 @@ def main() -> None:
         data, model = c["data"], c["model"]
         row = {"dataset": data["dataset"], "class": data["normal_class"], "arm": arm_of(c["distill"]),
                "width": model["width"], "nz": model["nz"], "ratio": m["flops_ratio"],
-               "teacher": m["teacher_auroc_before"], "auroc": m["auroc"], "dir": d}
+               "k": k_weights(c["distill"]), "teacher": m["teacher_auroc_before"],
+               "auroc": m["auroc"], "dir": d}
         rows.append(row)
         if args.commit and not d.resolve().is_relative_to(DOCS):
+            k = "" if row["k"] in ("-", "0/1/0") else "-k" + row["k"].replace("/", "-")
             out = args.commit / data["dataset"] / f"c{data['normal_class']}" / (
-                f"{row['arm']}-w{model['width']}-nz{model['nz']}-s{c['distill']['seed']}")
+                f"{row['arm']}-w{model['width']}-nz{model['nz']}{k}-s{c['distill']['seed']}")
             out.mkdir(parents=True, exist_ok=True)
             for name in cells.CELL_FILES:
                 if (d / name).is_file():
                     shutil.copyfile(d / name, out / name)
             cells.write_lean_scores(d / runs.SCORES, out / runs.SCORES)
-    rows.sort(key=lambda r: (r["dataset"], r["class"], r["arm"], r["width"], r["nz"]))
-    print("| dataset | class | arm | width | nz | FLOPs ratio | teacher | student AUROC |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows.sort(key=lambda r: (r["dataset"], r["class"], r["arm"], r["width"], r["nz"], r["k"]))
+    print("| dataset | class | arm | width | nz | K w1/wx/w2 | FLOPs ratio | teacher | student AUROC |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['class']} | {r['arm']} | {r['width']} | {r['nz']} | "
+        print(f"| {r['dataset']} | {r['class']} | {r['arm']} | {r['width']} | {r['nz']} | {r['k']} | "
               f"{r['ratio']:.1f} : 1 | {100 * r['teacher']:.2f} | {100 * r['auroc']:.2f} |")
     groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["arm"], r["width"], r["nz"])].append((r["class"], r["auroc"]))
-    print("\n| dataset | arm | width | nz | classes | mean AUROC |\n|---|---|---|---|---|---|")
-    for (ds, arm, w, nz), v in sorted(groups.items()):
+        groups[(r["dataset"], r["arm"], r["width"], r["nz"], r["k"])].append((r["class"], r["auroc"]))
+    print("\n| dataset | arm | width | nz | K w1/wx/w2 | classes | mean AUROC |\n|---|---|---|---|---|---|---|")
+    for (ds, arm, w, nz, kw), v in sorted(groups.items()):
         ks = ", ".join(str(k) for k, _ in sorted(v))
-        print(f"| {ds} | {arm} | {w} | {nz} | {ks} | {100 * sum(a for _, a in v) / len(v):.2f} |")
+        print(f"| {ds} | {arm} | {w} | {nz} | {kw} | {ks} | {100 * sum(a for _, a in v) / len(v):.2f} |")
 
 
 if __name__ == "__main__":
