@@ -87,7 +87,8 @@ def main() -> None:
     groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], r["arm"], r["width"], r["nz"], r["k"])].append((r["class"], r["auroc"]))
-    print("\n| dataset | arm | width | nz | K w1/wx/w2 | classes | mean AUROC |\n|---|---|---|---|---|---|---|")
+    print("\n| dataset | arm | width | nz | K w1/wx/w2 | classes | mean AUROC |")
+    print("|---|---|---|---|---|---|---|")
     for (ds, arm, w, nz, kw), v in sorted(groups.items()):
         ks = ", ".join(str(k) for k, _ in sorted(v))
         print(f"| {ds} | {arm} | {w} | {nz} | {kw} | {ks} | {100 * sum(a for _, a in v) / len(v):.2f} |")

@@ -12,6 +12,7 @@ import pytest
 from pkdgan.core import runs
 from pkdgan.core.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
 from pkdgan.core.errors import UsageError
+from pkdgan.core.presets import KX_WEIGHT
 from pkdgan.studies import cells, executors
 from pkdgan.studies.grid import read_grid, run_grid, write_grid
 from pkdgan.studies.report import write_report
@@ -110,6 +111,16 @@ def test_main_study_arms_and_cpu_preset():
     p = DistillConfig.from_dict(specs[3].config["distill"])
     assert (p.step1_epochs, p.step2_epochs, p.batch_size) == (10, 5, 64)
     assert all(s.needs == (specs[0].name,) for s in specs[1:])
+    weights = {s.arm: DistillConfig.from_dict(s.config["distill"]) for s in specs[1:]}
+    assert all((d.w1, d.wx, d.w2) == (0.0, KX_WEIGHT, 0.0) for a, d in weights.items() if a != "alone")
+    assert (weights["alone"].w1, weights["alone"].wx, weights["alone"].w2) == (0.0, 1.0, 0.0)
+    # K enters the hash of the arms that learn from a teacher, never the alone baseline's
+    legacy_k = dataclasses.replace(PRESETS["cpu"], k_wx=1.0)
+    before = {s.arm: s.config_hash for s in build_specs(request("main", legacy_k, classes=(3,)))}
+    now = {s.arm: s.config_hash for s in specs}
+    assert before["alone"] == now["alone"] and before["teacher"] == now["teacher"]
+    assert before["single-2"] != now["single-2"] and before["p-kdgan"] != now["p-kdgan"]
+    assert "k_wx" not in PRESETS["cpu-b64"].key_dict() and PRESETS["cpu"].key_dict()["k_wx"] == KX_WEIGHT
     paper = PRESETS["paper"]
     assert (paper.batch_size, paper.student_batch_size, paper.precision) == (1, 1, "fp32")
 
@@ -185,6 +196,19 @@ def test_api_defaults_are_the_cpu_preset():
     student = PKDGAN().distill_config()
     assert (student.step1_epochs + student.step2_epochs, student.batch_size) == (
         cpu.student_epochs, cpu.student_batch_size)
+    assert (student.w1, student.wx, student.w2) == (cpu.k_w1, cpu.k_wx, cpu.k_w2)
+
+
+@pytest.mark.parametrize("preset,wx", [("cpu", KX_WEIGHT), ("cpu-b64", 1.0), ("paper", 1.0)])
+def test_distill_cli_takes_k_from_its_preset(preset, wx):
+    from pkdgan.cli import build_parser
+    from pkdgan.commands.distill import distill_config
+
+    base = ["distill", "--teacher", "t", "--out", "o", "--preset", preset]
+    d = distill_config(build_parser().parse_args(base))
+    assert (d.w1, d.wx, d.w2) == (0.0, wx, 0.0)
+    d = distill_config(build_parser().parse_args([*base, "--wx", "3", "--w1", "0.5"]))
+    assert (d.w1, d.wx, d.w2) == (0.5, 3.0, 0.0)
 
 
 def test_one_worker_finishes_class_by_class(monkeypatch):

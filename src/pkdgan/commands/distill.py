@@ -10,7 +10,7 @@ from pathlib import Path
 from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
 from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import PRESETS
+from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="epochs of progressive step 1 (default: the preset's)")
     p.add_argument("--step2-epochs", type=int, default=None,
                    help="epochs of progressive step 2 (default: the preset's)")
-    d = DistillConfig()
     g = p.add_argument_group("distillation loss K = w1*K1 + wx*Kx + w2*K2")
-    g.add_argument("--w1", type=float, default=d.w1, help="K1: L2 between z's")
-    g.add_argument("--wx", type=float, default=d.wx, help="Kx: L1 between reconstructions")
-    g.add_argument("--w2", type=float, default=d.w2, help="K2: L2 between z_hat's")
+    weights = "; ".join(f"{n}: {PRESETS[n].k_w1:g}/{PRESETS[n].k_wx:g}/{PRESETS[n].k_w2:g}"
+                        for n in SCHEDULE_PRESETS)
+    g.add_argument("--w1", type=float, default=None,
+                   help=f"K1: L2 between z's (default: the preset's w1/wx/w2 - {weights})")
+    g.add_argument("--wx", type=float, default=None, help="Kx: L1 between reconstructions")
+    g.add_argument("--w2", type=float, default=None, help="K2: L2 between z_hat's")
     g = p.add_argument_group("GAN losses and optimisation (student, and teacher when trained)")
     g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
     g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1 image) weight")
@@ -84,7 +86,8 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         step1_structure=args.step1_structure, step2_structure=args.step2_structure,
         step1_epochs=args.step1_epochs if args.step1_epochs is not None else total - step2,
         step2_epochs=args.step2_epochs if args.step2_epochs is not None else step2,
-        w1=args.w1, wx=args.wx, w2=args.w2,
+        w1=from_preset(args, "w1", "k_w1"), wx=from_preset(args, "wx", "k_wx"),
+        w2=from_preset(args, "w2", "k_w2"),
         gan=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
         batch_size=from_preset(args, "batch_size", "student_batch_size"), lr=args.lr,
         teacher_lr=args.teacher_lr, beta1=args.beta1, seed=args.seed, device=args.device,

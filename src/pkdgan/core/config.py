@@ -247,7 +247,9 @@ class DistillConfig:
     without a teacher for ``epochs`` (the baseline). ``gan`` weights both models' GAN losses;
     ``teacher_lr`` (default: ``lr``) is the teacher's learning rate when it is fine-tuned.
     ``on_divergence`` is ``TrainConfig``'s policy (added later: ``to_dict`` leaves out ``stop``,
-    so every earlier distillation run keeps its config hash).
+    so every earlier distillation run keeps its config hash). The K weights' defaults here are
+    the legacy ones (Kx at 1); the CLI, the API and study grids take a preset's
+    (``Preset.distill_weights``: the ``cpu`` preset's Kx weight was measured on MNIST).
     """
 
     mode: Literal["single", "progressive", "alone"] = "progressive"

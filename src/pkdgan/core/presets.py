@@ -10,6 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# K's weights before presets named them (Kx only, at weight 1: the sklearn-digits dev study of
+# docs/results_distillation.md); every committed cell up to 2026-12-03 has them.
+LEGACY_DISTILL_WEIGHTS = {"w1": 0.0, "wx": 1.0, "w2": 0.0}
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -32,6 +36,11 @@ class Preset:
     step2_epochs: int | None = None
     drop_last: bool = False
     precision: str = "fp32"
+    # The distillation loss K = k_w1*K1 + k_wx*Kx + k_w2*K2 of the students that learn from a
+    # teacher (legacy: LEGACY_DISTILL_WEIGHTS).
+    k_w1: float = 0.0
+    k_wx: float = 1.0
+    k_w2: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,8 +69,17 @@ class Preset:
                 f"the 5% held-out slice), width {self.width}, nz {self.nz}, "
                 f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
                 f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
-                f"joint); {self.precision}{partial}")
+                f"joint), distillation loss K = {self.k_w1:g}*K1 + {self.k_wx:g}*Kx + "
+                f"{self.k_w2:g}*K2; {self.precision}{partial}")
 
+    def distill_weights(self) -> dict[str, float]:
+        """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""
+        return {"w1": self.k_w1, "wx": self.k_wx, "w2": self.k_w2}
+
+
+# Kx's weight in the cpu preset: the K-weight search on MNIST's batch-256 teachers
+# (docs/results/k-search/) found weight 1 too weak beside the student's own L1 term (weight 50).
+KX_WEIGHT = 50.0
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
@@ -79,11 +97,13 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=256, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
+        k_wx=KX_WEIGHT,
         description="the paper's models and epochs at the CPU schedule measured best per CPU-minute "
                     "(docs/results/main/preset_search/): teacher 15 epochs at batch 256 over all "
                     "normal training images (its latent score ranks anomalies as normal for the "
                     "first 3 epochs, then passes batch 64), width 64, nz 100, full test set; "
-                    "students 15 epochs at batch 64 (P-KDGAN 10 + 5); partial last batches "
+                    f"students 15 epochs at batch 64 (P-KDGAN 10 + 5), distillation loss Kx at "
+                    f"weight {KX_WEIGHT:g} (docs/results/k-search/); partial last batches "
                     "dropped; float32 (--precision bf16 is within seed noise and 1.7x faster "
                     "where the CPU has bf16 units, e.g. AMX; emulated elsewhere and far slower)",
     ),

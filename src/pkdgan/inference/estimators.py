@@ -123,8 +123,7 @@ class PKDGAN(OneClassDetector):
     first trained on the same images. ``student`` is a registry name (``student-mnist``...) or a
     ``ModelConfig``; its image shape follows the teacher. The rest are ``DistillConfig`` fields
     (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``,
-    whose defaults are ``DistillConfig``'s: Kx only, chosen by the weight study in
-    docs/results_distillation.md).
+    whose defaults are the ``cpu`` preset's: Kx only, its weight from docs/results/k-search/).
     After ``fit``, ``teacher_`` is the teacher that was used.
     """
 
@@ -133,8 +132,9 @@ class PKDGAN(OneClassDetector):
                  epochs: int = _CPU.student_schedule()[0], step1_structure: int = 2,
                  step2_structure: int = 3,
                  step1_epochs: int = _CPU.student_schedule()[0] - _CPU.student_schedule()[1],
-                 step2_epochs: int = _CPU.student_schedule()[1], w1: float = 0.0, wx: float = 1.0,
-                 w2: float = 0.0, batch_size: int = _CPU.student_batch_size,
+                 step2_epochs: int = _CPU.student_schedule()[1], w1: float = _CPU.k_w1,
+                 wx: float = _CPU.k_wx, w2: float = _CPU.k_w2,
+                 batch_size: int = _CPU.student_batch_size,
                  drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
                  lr: float = 2e-4, teacher_lr: float | None = None,
                  score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,

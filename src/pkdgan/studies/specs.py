@@ -24,7 +24,7 @@ from pkdgan.core.config import (
     drop_legacy,
 )
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import PRESETS, Preset
+from pkdgan.core.presets import LEGACY_DISTILL_WEIGHTS, PRESETS, Preset
 from pkdgan.core.registry import get_config
 
 __all__ = ["PRESETS", "Preset"]  # re-exported: studies are where most readers look for them
@@ -189,12 +189,15 @@ def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str,
     total, step2 = preset.student_schedule()
     common: dict[str, Any] = {"seed": seed, "device": device, "batch_size": preset.student_batch_size,
                               "drop_last": preset.drop_last, "precision": preset.precision}
+    taught = common | preset.distill_weights()
+    # alone has no K: it keeps the legacy weights, so its hash does not move with the preset's K
+    alone = common | LEGACY_DISTILL_WEIGHTS
     return [
-        ("alone", DistillConfig(mode="alone", epochs=total, **common)),
-        ("single-2", DistillConfig(mode="single", structure=2, epochs=total, **common)),
-        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **common)),
+        ("alone", DistillConfig(mode="alone", epochs=total, **alone)),
+        ("single-2", DistillConfig(mode="single", structure=2, epochs=total, **taught)),
+        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **taught)),
         ("p-kdgan", DistillConfig(mode="progressive", step1_structure=2, step2_structure=3,
-                                  step1_epochs=total - step2, step2_epochs=step2, **common)),
+                                  step1_epochs=total - step2, step2_epochs=step2, **taught)),
     ]
 
 
