@@ -37,10 +37,10 @@ class Preset:
     drop_last: bool = False
     precision: str = "fp32"
     # The distillation loss K = k_w1*K1 + k_wx*Kx + k_w2*K2 of the students that learn from a
-    # teacher (legacy: LEGACY_DISTILL_WEIGHTS).
-    k_w1: float = 0.0
-    k_wx: float = 1.0
-    k_w2: float = 0.0
+    # teacher; legacy-valued, ``key_dict`` leaves them out.
+    k_w1: float = LEGACY_DISTILL_WEIGHTS["w1"]
+    k_wx: float = LEGACY_DISTILL_WEIGHTS["wx"]
+    k_w2: float = LEGACY_DISTILL_WEIGHTS["w2"]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
