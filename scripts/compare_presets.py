@@ -8,6 +8,8 @@ presets here; nothing chooses a run from them.
 
     python scripts/compare_presets.py docs/results/main-b256 docs/results/main \\
         --dataset mnist --arm teacher --new-label "batch 256" --old-label "batch 64"
+    python scripts/compare_presets.py docs/results/k-search/table-kx1 docs/results/main-b256 \
+        --dataset mnist --arm p-kdgan --old-arm alone     # two arms, two stores
 """
 
 from __future__ import annotations
@@ -41,15 +43,18 @@ def main() -> None:
     p.add_argument("old", type=Path, help="results store of the old preset")
     p.add_argument("--dataset", required=True)
     p.add_argument("--arm", default="teacher")
+    p.add_argument("--old-arm", help="the old store's arm, when it is another (default: --arm)")
     p.add_argument("--new-label", default="new")
     p.add_argument("--old-label", default="old")
     a = p.parse_args()
-    new, old = read_arm(a.new, a.dataset, a.arm), read_arm(a.old, a.dataset, a.arm)
+    old_arm = a.old_arm or a.arm
+    new, old = read_arm(a.new, a.dataset, a.arm), read_arm(a.old, a.dataset, old_arm)
     seeds_new = sorted({s for _, s in new})
     seeds_old = sorted({s for _, s in old})
     classes = sorted({k for k, _ in new} | {k for k, _ in old})
     cols = [f"{a.new_label} s{s}" for s in seeds_new] + [f"{a.old_label} s{s}" for s in seeds_old]
-    print(f"### {a.dataset}, {a.arm}: AUROC (%) per class\n")
+    arms = a.arm if old_arm == a.arm else f"{a.arm} vs {old_arm}"
+    print(f"### {a.dataset}, {arms}: AUROC (%) per class\n")
     print("| class | " + " | ".join(cols) + " | new − old (same seed) |")
     print("|---|" + "---:|" * (len(cols) + 1))
 
