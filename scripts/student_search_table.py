@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from pkdgan.core import runs
+from pkdgan.core.presets import LEGACY_DISTILL_WEIGHTS
 from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.studies import cells
 
@@ -38,6 +39,10 @@ def k_weights(distill: dict) -> str:
     if distill["mode"] == "alone":
         return "-"
     return "/".join(f"{distill[k]:g}" for k in ("w1", "wx", "w2"))
+
+
+# the K every run had before presets named it: such folders keep their old names
+LEGACY_K = k_weights({"mode": "single", **LEGACY_DISTILL_WEIGHTS})
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
@@ -70,7 +75,7 @@ def main() -> None:
                "auroc": m["auroc"], "dir": d}
         rows.append(row)
         if args.commit and not d.resolve().is_relative_to(DOCS):
-            k = "" if row["k"] in ("-", "0/1/0") else "-k" + row["k"].replace("/", "-")
+            k = "" if row["k"] in ("-", LEGACY_K) else "-k" + row["k"].replace("/", "-")
             out = args.commit / data["dataset"] / f"c{data['normal_class']}" / (
                 f"{row['arm']}-w{model['width']}-nz{model['nz']}{k}-s{c['distill']['seed']}")
             out.mkdir(parents=True, exist_ok=True)
