@@ -1,0 +1,73 @@
+"""scripts/table_status.py: the status page of a results store is computed from its cells, and
+refuses a cells.csv whose AUROC disagrees with the committed scores."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pkdgan.core import runs
+from pkdgan.studies.cells import INDEX, INDEX_COLUMNS, recompute_auroc
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "table_status.py"
+# (arm, class) -> how far the anomalies' scores are shifted up: a larger shift, a higher AUROC
+SHIFT = {"teacher": 2.0, "alone": 0.5, "single-2": 1.0, "p-kdgan": 1.5}
+
+
+def make_store(root: Path, *, corrupt: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for arm, shift in SHIFT.items():
+        for k in range(3):
+            labels = np.r_[np.zeros(50), np.ones(50)].astype(np.int64)
+            scores = rng.normal(size=100) + shift * labels
+            rel = f"{'edegan' if arm == 'teacher' else 'distill'}/mnist/c{k}/{arm}-s0/scores.npz"
+            (root / rel).parent.mkdir(parents=True)
+            runs.write_npz(root / rel, scores=scores, labels=labels)
+            with open((root / rel).parent / "history.csv", "w") as f:
+                f.write("epoch,seconds\n1,60\n2,120\n")
+            auroc = recompute_auroc(root, rel) + (0.01 if corrupt and arm == "alone" else 0.0)
+            rows.append(dict(zip(INDEX_COLUMNS, ("mnist", arm, k, 0, auroc, rel), strict=True)))
+    with open(root / INDEX, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+
+
+def test_status_pairs_the_arms_and_sums_the_cost(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store")
+    r = run(str(store), "--datasets", "mnist,cifar10")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    teacher = next(x for x in lines if x.startswith("| teacher | 3 |"))
+    assert "≥ 97.8" in teacher
+    # the teacher's scores are shifted most, so every arm is lower on every class
+    alone_vs_teacher = next(x for x in lines if x.startswith("| alone − teacher | 3 |"))
+    assert "| 0 / 3 |" in alone_vs_teacher and "| -" in alone_vs_teacher
+    assert "≥ +1.77" in next(x for x in lines if x.startswith("| p-kdgan − alone |"))
+    assert "teacher 3.0 (3.0–3.0), 3 cells" in r.stdout  # 60 + 120 s per cell
+    assert "## cifar10" in r.stdout and "No cells yet." in r.stdout
+
+
+def test_status_with_a_baseline_pairs_the_same_cells(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store")
+    r = run(str(store), "--baseline", str(store), "--baseline-label", "same", "--datasets", "mnist")
+    assert r.returncode == 0, r.stderr
+    alone = next(x for x in r.stdout.splitlines() if x.startswith("| alone |"))
+    assert "+0.00 (+0.00 .. +0.00; 0/0)" in alone
+
+
+def test_status_refuses_an_index_that_disagrees_with_its_scores(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", corrupt=True)
+    r = run(str(store), "--datasets", "mnist")
+    assert r.returncode != 0
+    assert "cells.csv" in r.stderr and "Traceback" not in r.stderr
