@@ -2,9 +2,9 @@
 paired arm comparisons the issue asks about, each arm against a baseline store, and the cost.
 
 Every number is computed here from the store's ``cells.csv``, each AUROC re-checked against its
-committed ``scores.npz`` (``compare_presets.read_arm``), and each cell's training minutes summed
-from its ``history.csv``. Nothing is typed in by hand, so the status page can be regenerated as
-cells land:
+committed ``scores.npz`` (``compare_presets.read_arm``), and each cell's training minutes read
+from its ``metrics.json`` (``train_seconds``, as ``pkdgan report`` does). Nothing is typed in by
+hand, so the status page can be regenerated as cells land:
 
     python scripts/table_status.py docs/results/main-b256 --baseline docs/results/main \\
         --baseline-label "cpu-b64 (Kx 1)" > docs/results/main-b256/status.md
@@ -23,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_presets import read_arm  # noqa: E402
 
+from pkdgan.core import runs  # noqa: E402
+from pkdgan.studies.cells import INDEX  # noqa: E402
 from pkdgan.studies.specs import PAPER_STUDENT, PAPER_STUDENT_GAIN  # noqa: E402
 from pkdgan.studies.stats import paired  # noqa: E402
 
@@ -45,13 +47,13 @@ def mean(table: dict[tuple[int, int], float]) -> str:
 
 
 def minutes(store: Path, dataset: str, arm: str) -> list[float]:
-    """Training minutes of each cell of one arm, from the committed per-epoch ``history.csv``."""
-    cell = "*" if arm == "teacher" else f"{arm}-*"
-    pattern = f"{'edegan' if arm == 'teacher' else 'distill'}/{dataset}/c*/{cell}/history.csv"
+    """Training minutes of each indexed cell of one arm: its own ``train_seconds``, as in the report."""
     out = []
-    for path in sorted(store.glob(pattern)):
-        with open(path, newline="") as f:
-            out.append(sum(float(r["seconds"]) for r in csv.DictReader(f)) / 60)
+    with open(store / INDEX, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["dataset"] == dataset and row["arm"] == arm and row["auroc"]:
+                metrics = runs.read_json((store / row["scores"]).parent / runs.METRICS)
+                out.append(float(metrics.get("train_seconds", 0.0)) / 60)
     return out
 
 
@@ -92,7 +94,7 @@ def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_l
         )
     lines += [
         "",
-        "Training minutes per cell (mean; min–max) from each cell's `history.csv`: "
+        "Training minutes per cell (mean; min–max) from each cell's `train_seconds`: "
         + "; ".join(
             f"{arm} {statistics.fmean(m):.1f} ({min(m):.1f}–{max(m):.1f}), {len(m)} cells"
             for arm in ARMS

@@ -28,8 +28,7 @@ def make_store(root: Path, *, corrupt: bool = False) -> Path:
             rel = f"{'edegan' if arm == 'teacher' else 'distill'}/mnist/c{k}/{arm}-s0/scores.npz"
             (root / rel).parent.mkdir(parents=True)
             runs.write_npz(root / rel, scores=scores, labels=labels)
-            with open((root / rel).parent / "history.csv", "w") as f:
-                f.write("epoch,seconds\n1,60\n2,120\n")
+            runs.write_json((root / rel).parent / runs.METRICS, {"train_seconds": 180.0})
             auroc = recompute_auroc(root, rel) + (0.01 if corrupt and arm == "alone" else 0.0)
             rows.append(dict(zip(INDEX_COLUMNS, ("mnist", arm, k, 0, auroc, rel), strict=True)))
     with open(root / INDEX, "w", newline="") as f:
@@ -54,7 +53,7 @@ def test_status_pairs_the_arms_and_sums_the_cost(tmp_path: Path) -> None:
     alone_vs_teacher = next(x for x in lines if x.startswith("| alone − teacher | 3 |"))
     assert "| 0 / 3 |" in alone_vs_teacher and "| -" in alone_vs_teacher
     assert "≥ +1.77" in next(x for x in lines if x.startswith("| p-kdgan − alone |"))
-    assert "teacher 3.0 (3.0–3.0), 3 cells" in r.stdout  # 60 + 120 s per cell
+    assert "teacher 3.0 (3.0–3.0), 3 cells" in r.stdout  # 180 s per cell
     assert "## cifar10" in r.stdout and "No cells yet." in r.stdout
 
 
