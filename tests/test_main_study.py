@@ -174,6 +174,21 @@ def test_paper_means_per_arm():
     assert paper_arm_means("fmnist") == {"p-kdgan": 92.93, "alone": 91.2}
 
 
+def test_one_seed_is_never_said_to_match_the_paper():
+    """One seed has no spread, so the check says how close it is instead of 'matches'."""
+    from pkdgan.studies.stats import paper_checks
+
+    grid = {"dataset": "mnist", "study": "edegan"}
+    one = {"teacher": {(k, 0): 97.3 for k in range(10)}}
+    [(line, verdict)] = paper_checks(grid, one, list(range(10)))
+    assert verdict == "within 1 point of the paper (-0.50; one seed)"
+    assert "one seed, no spread" in line and "± 0.00" not in line
+    two = {"teacher": {(k, s): 97.3 + 0.2 * s for k in range(10) for s in (0, 1)}}
+    assert paper_checks(grid, two, list(range(10)))[0][1] == "matches the paper"
+    far = {"teacher": {(k, 0): 95.0 for k in range(10)}}
+    assert paper_checks(grid, far, list(range(10)))[0][1] == "below the paper by 2.80 points"
+
+
 def test_an_arm_of_a_few_steps_is_not_comparable():
     from pkdgan.studies.stats import overall, paired, undertrained
 

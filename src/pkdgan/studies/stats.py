@@ -140,10 +140,15 @@ def paper_checks(grid: dict[str, Any], table: Table, classes: list[int]) -> list
             continue
         half = max(PAPER_TOLERANCE, 1.96 * sd / math.sqrt(n) if n > 1 else PAPER_TOLERANCE)
         gap = mean - paper
-        verdict = "matches the paper" if abs(gap) <= half else (
-            f"{'below' if gap < 0 else 'above'} the paper by {abs(gap):.2f} points")
+        if abs(gap) > half:
+            verdict = f"{'below' if gap < 0 else 'above'} the paper by {abs(gap):.2f} points"
+        elif n > 1:
+            verdict = "matches the paper"
+        else:  # one seed has no spread: say how close, not that it matches
+            verdict = f"within {PAPER_TOLERANCE:g} point of the paper ({gap:+.2f}; one seed)"
+        spread = f"± {sd:.2f} (n = {n} seeds)" if n > 1 else "(one seed, no spread over seeds)"
         scope = "" if full else f" (our mean over classes {classes} only; the paper's is over all 10)"
-        lines.append((f"**{what} mean AUROC**: ours {mean:.2f} ± {sd:.2f} (n = {n} seeds), paper "
+        lines.append((f"**{what} mean AUROC**: ours {mean:.2f} {spread}, paper "
                       f"{paper:.2f} -> **{verdict}**{scope}", verdict))
     if study in ("distillation", "main") and ds in PAPER_STUDENT_GAIN:
         c = paired(table, "p-kdgan", "alone")
