@@ -1,0 +1,65 @@
+"""The committed results stores are evidence: every AUROC in a ``cells.csv`` must recompute from
+the scores committed beside it, with an implementation independent of the one that wrote it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+INDEXES = sorted(RESULTS.rglob("cells.csv"))
+ARMS = {"teacher", "alone", "single-2", "p-kdgan"}
+COLUMNS = ["dataset", "arm", "normal_class", "seed", "auroc", "scores"]
+
+
+def mann_whitney_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUROC as P(anomalous score > normal score), ties counting one half (average ranks)."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]  # ties share their mean rank
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_the_rank_auroc_is_right_on_a_hand_example():
+    # anomalies 0.9, 0.5; normals 0.5, 0.1: pairs (0.9>0.5, 0.9>0.1, 0.5=0.5 -> 1/2, 0.5>0.1)
+    scores = np.array([0.9, 0.5, 0.5, 0.1])
+    assert mann_whitney_auroc(scores, np.array([1, 1, 0, 0])) == pytest.approx(3.5 / 4)
+
+
+def test_there_is_a_main_table_to_check():
+    assert (RESULTS / "main" / "cells.csv") in INDEXES
+
+
+@pytest.mark.parametrize("index", INDEXES, ids=lambda p: str(p.parent.relative_to(RESULTS)))
+def test_every_committed_auroc_recomputes_from_its_scores(index: Path):
+    with index.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        rows = list(reader)
+    assert rows, f"{index} has no cells"
+    keys = [(r["dataset"], r["arm"], r["normal_class"], r["seed"]) for r in rows]
+    assert len(set(keys)) == len(keys), f"{index}: a cell is listed twice"
+    for r in rows:
+        where = f"{index.parent.name}: {r['dataset']} {r['arm']} class {r['normal_class']}"
+        assert r["arm"] in ARMS, where
+        path = index.parent / r["scores"]
+        with np.load(path, allow_pickle=False) as z:
+            scores, labels, classes = z["scores"], z["labels"], z["classes"]
+        k = int(r["normal_class"])
+        assert np.array_equal(labels, (classes != k).astype(labels.dtype)), f"{where}: 1 = anomalous"
+        assert mann_whitney_auroc(scores, labels) == pytest.approx(float(r["auroc"]), abs=1e-9), where
+        cell = json.loads((path.parent / "cell.json").read_text())
+        assert (cell["arm"], cell["normal_class"], cell["seed"]) == (r["arm"], k, int(r["seed"])), where
+        if r["dataset"] == "cifar10":  # only the first 1,000 CIFAR-10 test images are here
+            assert len(labels) == 1000, where
+            note = json.loads((path.parent / "metrics.json").read_text()).get("note", "")
+            assert "first 1000 test images" in note, where
