@@ -6,9 +6,9 @@ AUROC per class and seed, the old store's, and the paired difference on the (cla
 both have (mean, 95 % CI, wins; ``studies.stats.paired``). Test labels only describe the two
 presets here; nothing chooses a run from them.
 
-    python scripts/compare_presets.py docs/results/main-b256 docs/results/main \\
+    python scripts/compare_presets.py docs/results/main docs/results/main-cpu-b64 \\
         --dataset mnist --arm teacher --new-label "batch 256" --old-label "batch 64"
-    python scripts/compare_presets.py docs/results/k-search/table-kx1 docs/results/main-b256 \
+    python scripts/compare_presets.py docs/results/k-search/table-kx1 docs/results/main \
         --dataset mnist --arm p-kdgan --old-arm alone     # two arms, two stores
 """
 

@@ -9,7 +9,7 @@ prints one Markdown row per run plus the mean per (dataset, arm, shape, K weight
 over the classes given. The K-weight search (``scripts/k_search.sh``) uses it as well.
 
     python scripts/student_search_table.py /work/grids/fm_students/* \\
-        docs/results/student-search/registered-* docs/results/main/distill/mnist/c[237] \\
+        docs/results/student-search/registered-* docs/results/main-cpu-b64/distill/mnist/c[237] \\
         --commit docs/results/student-search/runs
 """
 

@@ -6,8 +6,8 @@ committed ``scores.npz`` (``compare_presets.read_arm``), and each cell's trainin
 from its ``metrics.json`` (``train_seconds``, as ``pkdgan report`` does). Nothing is typed in by
 hand, so the status page can be regenerated as cells land:
 
-    python scripts/table_status.py docs/results/main-b256 --baseline docs/results/main \\
-        --baseline-label "cpu-b64 (Kx 1)" > docs/results/main-b256/status.md
+    python scripts/table_status.py docs/results/main --baseline docs/results/main-cpu-b64 \\
+        --baseline-label "cpu-b64 (Kx 1)" > docs/results/main/status.md
 """
 
 from __future__ import annotations

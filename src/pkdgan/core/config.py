@@ -139,7 +139,7 @@ class TrainConfig:
     # Both legacy-valued by default (see LEGACY_DEFAULTS); the presets in ``presets.py`` set them.
     # drop_last: skip an epoch's final partial batch. A batch of a few images gives batch norm
     # noisy statistics for a whole G and D step each epoch: Fashion-MNIST's 4-image last batches
-    # cost its teacher 10-17 AUROC points (docs/results/main/README.md).
+    # cost its teacher 10-17 AUROC points (docs/results/main-cpu-b64/README.md).
     drop_last: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
 
