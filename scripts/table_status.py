@@ -42,8 +42,34 @@ PAIRS = (
 )
 
 
-def mean(table: dict[tuple[int, int], float]) -> str:
-    return f"{statistics.fmean(table.values()):.2f}" if table else "–"
+def seed_means(table: dict[tuple[int, int], float]) -> dict[int, tuple[float, int]]:
+    """seed -> (mean over the classes that seed has, how many classes)."""
+    out = {}
+    for seed in sorted({s for _, s in table}):
+        values = [v for (_, s), v in table.items() if s == seed]
+        out[seed] = (statistics.fmean(values), len(values))
+    return out
+
+
+def complete_mean(table: dict[tuple[int, int], float], classes: set[int]) -> str:
+    """Mean over the seeds that have every class, of each such seed's class mean.
+
+    A seed still filling up would otherwise pull the mean towards the classes it has (an easy
+    digit 1 weighs more than a hard digit 8), so it is listed per seed but not averaged in.
+    """
+    full = [m for s, (m, _) in seed_means(table).items()
+            if {k for k, t in table if t == s} >= classes]
+    return f"{statistics.fmean(full):.2f}" if full else "–"
+
+
+def seed_spread(table: dict[tuple[int, int], float]) -> list[tuple[int, int, float, float]]:
+    """(seed, pairs, mean, sd) of seed s − seed 0 over the classes both have: run-to-run noise."""
+    out = []
+    for seed in sorted({s for _, s in table} - {0}):
+        diffs = [v - table[(k, 0)] for (k, s), v in table.items() if s == seed and (k, 0) in table]
+        if len(diffs) >= 2:
+            out.append((seed, len(diffs), statistics.fmean(diffs), statistics.stdev(diffs)))
+    return out
 
 
 def minutes(store: Path, dataset: str, arm: str) -> list[float]:
@@ -63,19 +89,23 @@ def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_l
         return [f"## {dataset}\n", "No cells yet.\n"]
     base = {arm: read_arm(baseline, dataset, arm) for arm in ARMS} if baseline else {}
     lines = [f"## {dataset}\n"]
-    head = "| arm | cells | mean AUROC (%) | target |"
-    sep = "|---|---:|---:|---|"
+    classes = {k for table in arms.values() for k, _ in table}
+    head = "| arm | cells | mean AUROC (%), complete seeds | target | per seed: mean (classes) |"
+    sep = "|---|---:|---:|---|---|"
     if baseline:
         head += f" {baseline_label}: mean (cells) | this − {baseline_label}, paired (95 % CI; higher/lower) |"
         sep += "---:|---|"
     lines += [head, sep]
     targets = {"teacher": f"≥ {TEACHER_TARGET[dataset]}", "p-kdgan": f"paper {PAPER_STUDENT[dataset]}"}
     for arm in ARMS:
-        row = f"| {arm} | {len(arms[arm])} | {mean(arms[arm])} | {targets.get(arm, '')} |"
+        per_seed = ", ".join(f"s{t} {m:.2f} ({n})" for t, (m, n) in seed_means(arms[arm]).items())
+        row = (f"| {arm} | {len(arms[arm])} | {complete_mean(arms[arm], classes)} | "
+               f"{targets.get(arm, '')} | {per_seed or '–'} |")
         if baseline:
             c = paired({"a": arms[arm], "b": base[arm]}, "a", "b")
             diff = f"{c.mean:+.2f} ({c.lo:+.2f} .. {c.hi:+.2f}; {c.wins}/{c.losses})" if c.n >= 2 else "–"
-            row += f" {mean(base[arm])} ({len(base[arm])}) | {diff} |"
+            base_classes = {k for k, _ in base[arm]}
+            row += f" {complete_mean(base[arm], base_classes)} ({len(base[arm])}) | {diff} |"
         lines.append(row)
     lines += [
         "",
@@ -92,6 +122,16 @@ def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_l
             f"| {better} − {worse} | {c.n} | {c.mean:+.2f} | {c.lo:+.2f} .. {c.hi:+.2f} | "
             f"{c.wins} / {c.losses} | {c.p_sign:.3g} | {asked} |"
         )
+    spread = [(arm, *x) for arm in ARMS for x in seed_spread(arms[arm])]
+    if spread:
+        lines += [
+            "",
+            "Seed to seed (the same configuration retrained with another seed, paired by class):",
+            "",
+            "| arm | seed s − seed 0 | classes | mean (points) | sd (points) |",
+            "|---|---|---:|---:|---:|",
+            *[f"| {arm} | s{t} − s0 | {n} | {m:+.2f} | {sd:.2f} |" for arm, t, n, m, sd in spread],
+        ]
     lines += [
         "",
         "Training minutes per cell (mean; min–max) from each cell's `train_seconds`: "

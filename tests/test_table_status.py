@@ -18,19 +18,23 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "table_status.py"
 SHIFT = {"teacher": 2.0, "alone": 0.5, "single-2": 1.0, "p-kdgan": 1.5}
 
 
-def make_store(root: Path, *, corrupt: bool = False) -> Path:
+def make_store(root: Path, *, corrupt: bool = False,
+               seeds: dict[int, tuple[int, ...]] | None = None) -> Path:
+    """Three classes of seed 0 by default; ``seeds`` maps each seed to the classes it has."""
     rng = np.random.default_rng(0)
     rows = []
-    for arm, shift in SHIFT.items():
-        for k in range(3):
-            labels = np.r_[np.zeros(50), np.ones(50)].astype(np.int64)
-            scores = rng.normal(size=100) + shift * labels
-            rel = f"{'edegan' if arm == 'teacher' else 'distill'}/mnist/c{k}/{arm}-s0/scores.npz"
-            (root / rel).parent.mkdir(parents=True)
-            runs.write_npz(root / rel, scores=scores, labels=labels)
-            runs.write_json((root / rel).parent / runs.METRICS, {"train_seconds": 180.0})
-            auroc = recompute_auroc(root, rel) + (0.01 if corrupt and arm == "alone" else 0.0)
-            rows.append(dict(zip(INDEX_COLUMNS, ("mnist", arm, k, 0, auroc, rel), strict=True)))
+    for seed, classes in (seeds or {0: (0, 1, 2)}).items():
+        for arm, shift in SHIFT.items():
+            for k in classes:
+                labels = np.r_[np.zeros(50), np.ones(50)].astype(np.int64)
+                scores = rng.normal(size=100) + shift * labels
+                kind = "edegan" if arm == "teacher" else "distill"
+                rel = f"{kind}/mnist/c{k}/{arm}-s{seed}/scores.npz"
+                (root / rel).parent.mkdir(parents=True)
+                runs.write_npz(root / rel, scores=scores, labels=labels)
+                runs.write_json((root / rel).parent / runs.METRICS, {"train_seconds": 180.0})
+                auroc = recompute_auroc(root, rel) + (0.01 if corrupt and arm == "alone" else 0.0)
+                rows.append(dict(zip(INDEX_COLUMNS, ("mnist", arm, k, seed, auroc, rel), strict=True)))
     with open(root / INDEX, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
         w.writeheader()
@@ -70,3 +74,20 @@ def test_status_refuses_an_index_that_disagrees_with_its_scores(tmp_path: Path) 
     r = run(str(store), "--datasets", "mnist")
     assert r.returncode != 0
     assert "cells.csv" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_seed_still_filling_up_is_listed_but_not_averaged_in(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "store", seeds={0: (0, 1, 2), 1: (0, 2)})
+    r = run(str(store), "--datasets", "mnist")
+    assert r.returncode == 0, r.stderr
+    teacher = next(x for x in r.stdout.splitlines() if x.startswith("| teacher | 5 |"))
+    cells = [c.strip() for c in teacher.split("|")]
+    auroc = {(int(row["normal_class"]), int(row["seed"])): 100 * float(row["auroc"])
+             for row in csv.DictReader(open(store / INDEX)) if row["arm"] == "teacher"}
+    seed0 = np.mean([auroc[(k, 0)] for k in (0, 1, 2)])
+    seed1 = np.mean([auroc[(k, 1)] for k in (0, 2)])
+    assert cells[3] == f"{seed0:.2f}"  # seed 1 lacks class 1: not in the mean
+    assert cells[5] == f"s0 {seed0:.2f} (3), s1 {seed1:.2f} (2)"
+    spread = next(x for x in r.stdout.splitlines() if x.startswith("| teacher | s1 − s0 |"))
+    diffs = [auroc[(k, 1)] - auroc[(k, 0)] for k in (0, 2)]
+    assert f"| 2 | {np.mean(diffs):+.2f} | {np.std(diffs, ddof=1):.2f} |" in spread
