@@ -214,8 +214,11 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
 
     _, run = trained
     out = tmp_path / "bench.json"
-    assert main(["bench", str(run), "--teacher", str(run), "--quick", "--json", str(out)]) == 0
+    # every configuration, emulated or not, so the bf16 forms are exercised on any CPU
+    assert main(["bench", str(run), "--teacher", str(run), "--quick", "--json", str(out),
+                 "--include-emulated"]) == 0
     result = json.loads(out.read_text())
+    assert result["models"]["student"]["skipped"] == {}
     for key in issue_keys("folder"):
         assert isinstance(result[key], float) and result[key] > 0, key
     student = result["models"]["student"]["configs"]
@@ -236,6 +239,31 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
             assert cfg["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL, name
     assert result["fastest_recorded"]["student"] in deploy.BACKENDS
     assert result["folder_student_best_stream"] > 0 and result["settings"]["stream"] == 2048
+
+
+@needs_runtime
+def test_bench_skips_and_names_the_precisions_this_cpu_only_emulates(
+        trained: tuple[Path, Path], cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """On an AVX2 CPU PyTorch's bf16 is emulated (minutes for a teacher's test set) and
+    OpenVINO's bf16 hint runs f32: not measured by default, and the output says why."""
+    from pkdgan.inference import bench
+    from pkdgan.training import train as train_mod
+
+    _, run = trained
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(bench, "openvino_has_bf16", lambda: False)
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(run), "--quick", "--no-int8", "--json", str(out)]) == 0
+    student = json.loads(out.read_text())["models"]["student"]
+    skipped = {"torch/bf16"} | ({"openvino/bf16"} if deploy.installed("openvino") else set())
+    assert set(student["skipped"]) == skipped and not skipped & set(student["configs"])
+    assert "torch/fp32" in student["configs"]
+    printed = capsys.readouterr().out.splitlines()
+    assert any(x.split()[:2] == ["torch/bf16", "skipped:"] and "emulated" in x for x in printed)
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(bench, "openvino_has_bf16", lambda: True)
+    assert bench.emulated_configs(openvino=True) == {}
 
 
 @pytest.mark.parametrize("score", ["latent", "reconstruction", "combined"])

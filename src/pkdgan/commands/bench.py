@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-test", type=int, default=None, help="score only the first N test images for AUROC")
     p.add_argument("--no-int8", action="store_true", help="skip OpenVINO int8 (NNCF) quantization")
     p.add_argument("--quick", action="store_true", help="short timing windows (a smoke test, not numbers)")
+    p.add_argument("--include-emulated", action="store_true",
+                   help="also measure precisions this CPU only emulates (bf16 without AVX-512 "
+                        "BF16 / AMX: skipped by default, and named in the output with the reason)")
     p.set_defaults(func=main)
 
 
@@ -30,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
     from pkdgan.core import runs
     from pkdgan.inference import bench
 
-    out = bench.run(args.run_dir, args.teacher, args.threads, args.quick, args.max_test, not args.no_int8)
+    out = bench.run(args.run_dir, args.teacher, args.threads, args.quick, args.max_test, not args.no_int8,
+                    args.include_emulated)
     if args.json is not None:
         runs.atomic_write_bytes(args.json, (json.dumps(out, indent=2) + "\n").encode())
     print(bench.describe(out))
