@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "int8 calibrated on the run's held-out normal training images), with each one's test "
             "AUROC, parity with PyTorch fp32 and the FLOP-limit throughput. A precision whose AUROC "
             "drops more than 0.5 point is never 'best' nor a default. Records the fastest fp32 "
-            "runtime in the run's deploy cache, for predict --backend auto.")
+            "runtime in the run's deploy cache, for predict --backend auto. bf16 is measured only "
+            "where the CPU runs it natively (AVX-512 BF16 / AMX); elsewhere it is listed as skipped.")
     p = sub.add_parser("bench", help="scoring speed of a run (and its teacher) per backend and precision",
                        description=desc)
     p.add_argument("run_dir", type=Path, help="run folder (usually a student: pkdgan distill)")
