@@ -105,7 +105,8 @@ def main() -> None:
     one = sorted(pngs.glob("*.png"))[0]
     res: dict[str, object] = {k: bench.get(k) for k in (
         "mnist_student_best", "mnist_student_best_config", "mnist_teacher_best", "mnist_teacher_best_config",
-        "wall_ratio_mnist", "wall_ratio_mnist_config", "latency_us_mnist_student_bs1",
+        "wall_ratio_mnist", "wall_ratio_mnist_config", "wall_ratio_mnist_basis",
+        "wall_ratio_mnist_best_vs_best", "latency_us_mnist_student_bs1",
         "latency_us_mnist_student_bs1_p99", "latency_us_mnist_student_bs1_config", "flop_ratio_mnist",
         "mnist_student_flop_limit")}
     for role, run in (("student", args.student), ("teacher", args.teacher)):

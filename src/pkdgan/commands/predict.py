@@ -38,10 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="standardise scores with the held-out normal mean and std")
     p.add_argument("--batch-size", type=int, default=64, help="images read and scored at a time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "openvino"],
-                   help="scoring runtime. auto: an exported model cached in RUN_DIR/deploy (made once, "
-                        "keyed by the checkpoint's hash) scored by the fastest parity-checked runtime "
-                        "installed, without importing torch; torch when the request needs it "
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "onnxruntime", "openvino", "native"],
+                   help="scoring runtime (native: generated C kernels for small students, compiled "
+                        "once per CPU with the system C compiler). auto: an exported model cached in "
+                        "RUN_DIR/deploy (made once, keyed by the checkpoint's hash) scored by the "
+                        "fastest parity-checked runtime installed, without importing torch; torch "
+                        "when the request needs it "
                         "(--save-reconstructions, --fpr, --contamination, bilinear resizing, CUDA)")
     p.set_defaults(func=main, defer_omp_policy=True)
 

@@ -1,4 +1,5 @@
-"""How busy the CPU is right now, to pick OpenMP's wait policy before torch loads.
+"""How busy the CPU is right now, to pick OpenMP's wait policy before torch loads, and how many
+cores this process may use.
 
 PyTorch's OpenMP threads spin while they wait for each other. On cores that another job is
 using, a spinning thread holds the core its partner needs and every parallel region waits for a
@@ -53,3 +54,11 @@ def choose_omp_wait_policy(environ: dict[str, str] | None = None) -> str | None:
         return None
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     return "PASSIVE"
+
+
+def default_threads() -> int:
+    """Cores this process may use (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,4 +1,5 @@
-"""Atomic file writes, without torch: shared by run folders and by ``predict``'s lean path.
+"""Atomic file writes and the per-user cache folder, without torch: shared by run folders and by
+``predict``'s lean path.
 
 A reader never sees a half-written file: the bytes go to a temp file in the same folder, are
 fsynced, then renamed over the target. Kept apart from ``runs`` (which imports torch for
@@ -31,3 +32,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def cache_root() -> Path:
+    """pkdgan's per-user cache (``$XDG_CACHE_HOME/pkdgan``, else ``~/.cache/pkdgan``): exports of
+    read-only run folders and their compiled kernels go there."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pkdgan"

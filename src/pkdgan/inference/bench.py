@@ -141,6 +141,10 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True,
                            for p in ("fp32", "bf16") if f"torch/{p}" not in skipped}
     if "onnxruntime" in files:
         out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
+    if "native" in files and info["parity"].get("native", {}).get("ok"):
+        from pkdgan.inference.native import NativeRunner
+
+        out["native/fp32"] = NativeRunner(folder / files["native"], threads)
     if "openvino" in files:
         out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
         if "openvino/bf16" not in skipped:
@@ -273,8 +277,17 @@ def summarize(student: dict[str, Any], teacher: dict[str, Any] | None, flop_s: d
         sb = out[f"{ds}_student_best_config"]
         same = {k: round(v["images_per_s_bs256"] / teacher["configs"][k]["images_per_s_bs256"], 2)
                 for k, v in student["configs"].items() if k in teacher["configs"]}
-        out[f"wall_ratio_{ds}"] = same.get(sb)
+        tb = out[f"{ds}_teacher_best_config"]
+        best_vs_best = round(out[f"{ds}_student_best"] / out[f"{ds}_teacher_best"], 2)
+        # same backend where the teacher has the student's best one; a backend only students fit
+        # (native: feature maps of at most 64 channels) is compared with the teacher's fastest
+        if sb in same:
+            out[f"wall_ratio_{ds}"], basis = same[sb], f"same config ({sb})"
+        else:
+            out[f"wall_ratio_{ds}"], basis = best_vs_best, f"student {sb} vs teacher's fastest {tb}"
         out[f"wall_ratio_{ds}_config"] = sb
+        out[f"wall_ratio_{ds}_basis"] = basis
+        out[f"wall_ratio_{ds}_best_vs_best"] = best_vs_best
         out[f"wall_ratio_{ds}_per_config"] = same
         out[f"flop_ratio_{ds}"] = round(teacher["flops_per_image"] / student["flops_per_image"], 1)
     return out

@@ -1,4 +1,5 @@
-"""Deployment runtimes for exported scoring graphs: ONNX Runtime and OpenVINO, without torch.
+"""Deployment runtimes for exported scoring graphs: ONNX Runtime, OpenVINO and the generated C
+kernels (``inference.native``), without torch.
 
 Nothing here imports torch or scikit-learn, so ``pkdgan predict`` on a run with a cached export
 starts in a fraction of a second (``pkdgan.lean``). A runner takes float32 images
@@ -20,28 +21,31 @@ requests per stream (166k); the last chunk is padded.
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import UsageError
+from pkdgan.inference.streams import Streams
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-RUNTIMES = ("onnxruntime", "openvino")
+BACKENDS = ("torch", "onnxruntime", "openvino", "native")
+RUNTIMES = ("onnxruntime", "openvino", "native")
 PRECISIONS = ("fp32", "bf16", "int8")
 # a precision whose test AUROC drops more than this (0.5 point) is never offered as a default
 AUROC_TOLERANCE = 0.005
 INPUT_NAME = "images"
-EXTRAS = {"onnxruntime": "pip install 'pkdgan[onnx]'", "openvino": "pip install 'pkdgan[openvino]'"}
-# what `auto` tries when no benchmark of the run recorded a faster choice: OpenVINO's polyphase
-# fp32 graph and ONNX Runtime were within noise of each other for the MNIST student (contended),
-# and OpenVINO was ahead for the teacher's bf16/int8; `pkdgan bench` records the measured winner
-AUTO_ORDER = ("openvino", "onnxruntime", "torch")
+EXTRAS = {"onnxruntime": "pip install 'pkdgan[onnx]'", "openvino": "pip install 'pkdgan[openvino]'",
+          "native": "it needs a C compiler (cc, gcc or clang, or PKDGAN_CC)"}
+# what `auto` tries when no benchmark of the run recorded a faster choice: the generated C
+# kernels (``inference.native``, made only for small generators) scored the MNIST student 3-4x
+# faster than ONNX Runtime and start in milliseconds; OpenVINO's polyphase fp32 graph and ONNX
+# Runtime were within noise of each other (contended), and OpenVINO was ahead for the teacher's
+# bf16/int8; `pkdgan bench` records the measured winner
+AUTO_ORDER = ("native", "openvino", "onnxruntime", "torch")
 
 
 def installed(backend: str) -> bool:
@@ -50,6 +54,10 @@ def installed(backend: str) -> bool:
         return importlib.util.find_spec("torch") is not None
     if backend not in RUNTIMES:
         raise UsageError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if backend == "native":
+        from pkdgan.inference.native import available
+
+        return available()
     return importlib.util.find_spec(backend) is not None
 
 
@@ -57,7 +65,8 @@ def require(backend: str) -> None:
     """One clear UsageError when ``backend`` is not installed."""
     if not installed(backend):
         hint = EXTRAS.get(backend, "pip install torch")
-        raise UsageError(f"the {backend} backend is not installed: {hint}")
+        what = "available" if backend == "native" else "installed"
+        raise UsageError(f"the {backend} backend is not {what}: {hint}")
 
 
 def check_precision(precision: str, backend: str) -> str:
@@ -65,48 +74,9 @@ def check_precision(precision: str, backend: str) -> str:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if backend == "onnxruntime" and precision == "bf16":
         raise UsageError("ONNX Runtime's CPU provider has no bf16 convolutions; use openvino or torch")
+    if backend == "native" and precision != "fp32":
+        raise UsageError("the native kernels compute in fp32 only")
     return precision
-
-
-def default_threads() -> int:
-    """Cores this process may use (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _Streams:
-    """Splits a batch over ``n`` single-threaded engines (one per core) and joins the scores."""
-
-    def __init__(self, engines: list[Callable[[np.ndarray], np.ndarray]], chunk: int) -> None:
-        self.engines = engines
-        self.chunk = chunk
-        self.pool = ThreadPoolExecutor(len(engines)) if len(engines) > 1 else None
-        self._free = list(range(len(engines)))
-        self._lock = threading.Lock()
-
-    def _run_one(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            i = self._free.pop()
-        try:
-            return self.engines[i](x)
-        finally:
-            with self._lock:
-                self._free.append(i)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        if n == 0:
-            return np.empty(0, np.float32)
-        if self.pool is None or n <= self.chunk:
-            return self.engines[0](x) if self.pool is None else self._run_one(x)
-        # even slices, one or more per engine, each at most `chunk` images
-        parts = max(len(self.engines), -(-n // self.chunk))
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [self.pool.submit(self._run_one, x[a:b])
-                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        return np.concatenate([f.result() for f in futures])
 
 
 class OrtRunner:
@@ -132,7 +102,7 @@ class OrtRunner:
         self.input = sessions[0].get_inputs()[0].name
         self.precision = "int8" if "int8" in Path(path).stem else "fp32"
         self.threads = threads
-        self._streams = _Streams([self._engine(s) for s in sessions], chunk)
+        self._streams = Streams([self._engine(s) for s in sessions], chunk)
 
     def _engine(self, session: Any) -> Callable[[np.ndarray], np.ndarray]:
         name = self.input
@@ -240,11 +210,18 @@ class OvRunner:
 
 
 def make_runner(backend: str, path: str | Path, precision: str = "fp32", threads: int | None = None
-                ) -> OrtRunner | OvRunner:
-    """A runner of an exported file: ``onnxruntime`` (.onnx) or ``openvino`` (.xml or .onnx)."""
+                ) -> Any:
+    """A runner of an exported file: ``onnxruntime`` (.onnx), ``openvino`` (.xml or .onnx) or
+    ``native`` (the generated ``model.c``, compiled for this CPU on first use)."""
     if backend == "onnxruntime":
         check_precision(precision, backend)
         return OrtRunner(path, threads)
+    if backend == "native":
+        from pkdgan.inference.native import NativeRunner
+
+        check_precision(precision, backend)
+        require(backend)
+        return NativeRunner(path, threads)
     if backend == "openvino":
         return OvRunner(path, precision, threads)
     raise UsageError(f"no exported-model runner for backend {backend!r}; use {' or '.join(RUNTIMES)}")

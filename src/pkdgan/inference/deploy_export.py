@@ -11,6 +11,8 @@ recalibrating a run changes the key, so a stale export is never used.
   the same function in the form bf16 runs fastest in; ``openvino/model_int8.xml``: NNCF
   post-training int8, calibrated on the run's held-out *normal* training images (both made by
   ``pkdgan bench``, never from test images);
+- ``native/model.c``: the scoring path as generated C (``inference.native``; small generators
+  only), compiled on first use into ``native/model-<cpu>.so`` for the CPU it runs on;
 - ``deploy.json``: threshold, calibration, preprocessing and each backend's parity with PyTorch.
 """
 
@@ -49,7 +51,15 @@ from pkdgan.inference.export import (
     parity_images,
     preprocessing,
 )
-from pkdgan.inference.lean import DEPLOY_JSON, OV_DIR, Fallback, cache_dirs, cache_key, read_info
+from pkdgan.inference.lean import (
+    DEPLOY_JSON,
+    NATIVE_DIR,
+    OV_DIR,
+    Fallback,
+    cache_dirs,
+    cache_key,
+    read_info,
+)
 from pkdgan.inference.scoring import InferenceGenerator
 
 # the bf16 form of a graph the matrix form does not fit (a teacher): layers with at most this
@@ -121,6 +131,18 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     return path
 
 
+def export_native(generator: nn.Module, model_cfg: ModelConfig, path: Path, score: str = "latent",
+                  stats: Stats | None = None) -> Path:
+    """``native/model.c``: the scoring path as C (``native_source.source``). Raises ValueError for a
+    generator wider than the form (``native_source.MAX_CHANNELS``): the runtimes vectorise those well."""
+    from pkdgan.inference.native_plan import native_plan
+    from pkdgan.inference.native_source import write_source
+
+    net = copy.deepcopy(generator).float().cpu().eval()
+    image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
+    return write_source(native_plan(net, image, score, stats), Path(path))
+
+
 def quantize_openvino(model_xml: Path, calibration: np.ndarray, path: Path) -> Path:
     """NNCF post-training int8 of an IR, calibrated on ``calibration`` images (held-out normal
     training images: never test images)."""
@@ -175,7 +197,7 @@ def build(run_dir: Path, score: str | None = None, check_images: torch.Tensor | 
     here (an import would close a cycle).
     """
     run_dir = Path(run_dir)
-    runtimes = [b for b in ("onnxruntime", "openvino") if installed(b)]
+    runtimes = [b for b in ("onnxruntime", "openvino", "native") if installed(b)]
     if not runtimes:
         raise UsageError("exporting for deployment needs onnxruntime or openvino: "
                          "pip install 'pkdgan[onnx]' or 'pkdgan[openvino]'")
@@ -225,6 +247,10 @@ def _write(folder: Path, detector: Any, gen: nn.Module, cfg: ModelConfig, kind: 
         export_openvino(gen, cfg, folder / OV_DIR / "model.xml", kind, stats)
         files["openvino"] = f"{OV_DIR}/model.xml"
         checks["openvino"] = parity(OvRunner(folder / OV_DIR / "model.xml"), expected, images, strict=False)
+    if "native" in runtimes:
+        checks["native"] = _write_native(folder, gen, cfg, kind, stats, images, expected)
+        if checks["native"].get("file"):
+            files["native"] = checks["native"].pop("file")
     cal = detector.calibration_
     return {
         "pkdgan_version": __version__,
@@ -240,6 +266,22 @@ def _write(folder: Path, detector: Any, gen: nn.Module, cfg: ModelConfig, kind: 
         "parity_rtol": PARITY_RTOL,
         "fastest": None,
     }
+
+
+def _write_native(folder: Path, gen: nn.Module, cfg: ModelConfig, kind: str, stats: Stats,
+                  images: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
+    """The native kernel's source, compiled and parity-checked; a generator outside the form or
+    a failed compile is recorded (``ok`` false, with the reason), never fatal: the other
+    runtimes still serve the run."""
+    from pkdgan.inference.native import NativeRunner
+
+    path = folder / NATIVE_DIR / "model.c"
+    try:
+        export_native(gen, cfg, path, kind, stats)
+        check = parity(NativeRunner(path), expected, images, strict=False)
+    except (ValueError, PkdganError) as e:
+        return {"ok": False, "reason": str(e)}
+    return check | {"file": f"{NATIVE_DIR}/model.c"}
 
 
 def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = None,
@@ -283,9 +325,16 @@ def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = No
     expected = torch_scores(gen, images, kind, stats)
     for name in names:
         tmp = tempfile.TemporaryDirectory(prefix="pkdgan-deploy-")
-        path = Path(tmp.name) / ("model.xml" if name == "openvino" else "model.onnx")
+        path = Path(tmp.name) / {"openvino": "model.xml", "native": "model.c"}.get(name, "model.onnx")
         if name == "openvino":
             export_openvino(gen, cfg, path, kind, stats)
+        elif name == "native":
+            try:
+                export_native(gen, cfg, path, kind, stats)
+            except ValueError as e:
+                if backend != "auto":
+                    raise UsageError(f"the native backend does not fit this generator: {e}") from None
+                continue
         else:
             export_onnx(gen, cfg, path, kind, stats)
         runner = make_runner(name, path)

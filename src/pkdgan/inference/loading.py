@@ -62,7 +62,8 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
     ``contamination`` or another ``score`` is asked for; otherwise it is the run's own
     (``calibration.json``). Test labels are never read. ``backend`` (``use_backend``): ``auto``
     scores with the run's cached export when one exists (``pkdgan export``/``predict``/``bench``
-    made it) and with PyTorch otherwise; ``onnxruntime`` / ``openvino`` export once if needed.
+    made it) and with PyTorch otherwise; ``onnxruntime`` / ``openvino`` / ``native`` export once
+    if needed.
     """
     run_dir = Path(run_dir)
     cfg, generator = load_run_generator(run_dir)
@@ -94,7 +95,8 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
 
 def use_backend(detector: OneClassDetector, backend: str = "auto",
                 run_dir: str | Path | None = None) -> OneClassDetector:
-    """Score ``decision_function`` / ``predict`` with ``torch``, ``onnxruntime`` or ``openvino``.
+    """Score ``decision_function`` / ``predict`` with ``torch``, ``onnxruntime``, ``openvino`` or
+    ``native`` (the generated C kernels of a small generator, ``inference.native``).
 
     ``auto``: the fastest parity-checked runtime installed (``deploy_export.detector_runner``;
     for a run folder only a deploy cache that already exists, so loading never exports on its

@@ -1,0 +1,142 @@
+"""The generated C kernels (``inference.native``): equal to PyTorch's scoring graph for every
+registered student, every score kind and image shape, any batch size; absent without a compiler."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pkdgan.core.config import ModelConfig
+from pkdgan.core.errors import PkdganError, UsageError
+from pkdgan.core.registry import REGISTRY
+from pkdgan.inference import deploy, native, native_source
+from pkdgan.inference.deploy_export import export_native, torch_scores
+from pkdgan.inference.export import PARITY_RTOL
+from pkdgan.inference.native_plan import native_plan
+from pkdgan.models.nets import build_generator
+
+needs_cc = pytest.mark.skipif(not native.available(), reason="no C compiler")
+STATS = {"latent": {"mean": 0.01, "std": 0.02}, "reconstruction": {"mean": 0.3, "std": 0.1}}
+
+
+def generator(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
+    """Random weights and BatchNorm statistics (eval mode), so folding is exercised."""
+    torch.manual_seed(seed)
+    g = build_generator(cfg)
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return g.eval()
+
+
+def images(cfg: ModelConfig, n: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, cfg.channels, cfg.image_size, cfg.image_size,
+                      generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def check(cfg: ModelConfig, path: Path, score: str = "latent", stats: dict | None = None,
+          threads: int = 2) -> None:
+    g = generator(cfg)
+    export_native(g, cfg, path, score, stats)
+    runner = native.NativeRunner(path, threads=threads, chunk=16)
+    x = images(cfg, 41)
+    expected = torch_scores(g, x, score, stats)
+    # batches that are no multiple of the vector lanes, one image, none, and split over threads
+    parts = [runner(x[a:b].numpy()) for a, b in ((0, 0), (0, 1), (1, 8), (8, 17), (17, 41))]
+    got = np.concatenate(parts)
+    assert got.dtype == np.float32 and got.shape == (41,)
+    rel = np.abs(got - expected).max() / np.abs(expected).max()
+    assert rel <= PARITY_RTOL, rel
+    assert np.array_equal(runner(x.numpy()), got)  # a whole batch scores as its slices
+
+
+@needs_cc
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_model_equals_torch_or_is_outside_the_form(name: str, tmp_path: Path) -> None:
+    entry = REGISTRY[name]
+    cfg = entry.config
+    if not entry.is_student:  # width 64: the runtimes vectorise its layers over channels
+        with pytest.raises(ValueError, match="past the native form's limit"):
+            native_plan(generator(cfg), (cfg.channels, cfg.image_size, cfg.image_size))
+        return
+    check(cfg, tmp_path / "model.c")
+
+
+@needs_cc
+@pytest.mark.parametrize(("score", "bounded", "channels", "size"), [
+    ("latent", True, 1, 32), ("reconstruction", False, 3, 16), ("combined", True, 1, 64),
+    ("combined", False, 3, 32),
+])
+def test_score_kinds_codes_and_shapes_equal_torch(score: str, bounded: bool, channels: int, size: int,
+                                                 tmp_path: Path) -> None:
+    cfg = ModelConfig(image_size=size, channels=channels, nz=7, width=2,
+                      latent_constraint="tanh" if bounded else "none")
+    check(cfg, tmp_path / "model.c", score, STATS if score == "combined" else None, threads=3)
+
+
+def test_plan_shapes_and_arithmetic() -> None:
+    cfg = REGISTRY["student-mnist"].config
+    plan = native_plan(generator(cfg), (1, 32, 32))
+    # E1 and E2 four layers each, the decoder four; the padded input, the code, the reconstruction
+    assert len(plan.layers) == 12 and plan.buffers[0].pad == 1
+    assert plan.buffers[plan.z].channels == cfg.nz == plan.buffers[plan.z_hat].channels
+    assert (plan.buffers[plan.x_hat].channels, plan.buffers[plan.x_hat].height) == (1, 32)
+    assert plan.macs() == 165_888  # half the model's 0.33 MFLOP: no product of a zero is computed
+
+
+@pytest.mark.parametrize("registers", sorted(native_source.REGISTERS.values()))
+def test_tiles_fit_the_registers(registers: int) -> None:
+    for co in (1, 3, 6, 11, 12, 32, 100):
+        for cols in (1, 4, 8, 16, 32):
+            cb, pb = native_source._tile(co, cols, registers)
+            assert 1 <= cb <= co and 1 <= pb <= cols
+            assert cb * pb + pb + 1 <= registers, (co, cols, cb, pb)
+    assert native_source._tile(6, 8, 16) == (6, 2)  # 12 accumulators, two inputs, a weight
+
+
+def test_without_a_compiler_the_backend_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(native.COMPILER_ENV, str(tmp_path / "no-such-cc"))
+    assert not native.available() and not deploy.installed("native")
+    with pytest.raises(UsageError, match="native backend is not available: it needs a C compiler"):
+        deploy.require("native")
+    src = tmp_path / "model.c"
+    src.write_text("int x;\n")
+    with pytest.raises(UsageError, match="needs a C compiler"):
+        native.compile_source(src)
+
+
+@needs_cc
+def test_a_failed_compile_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "model.c"
+    src.write_text("this is not C\n")
+    with pytest.raises(PkdganError, match="compiling the native scoring kernel failed"):
+        native.compile_source(src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.c"]
+
+
+@needs_cc
+def test_object_is_compiled_once_per_cpu_and_read_only_runs_use_the_user_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = ModelConfig(image_size=16, nz=4, width=1)
+    src = export_native(generator(cfg), cfg, tmp_path / "ro" / "model.c")
+    so = native.compile_source(src)
+    assert so.parent == src.parent and native.cpu_tag() in so.name
+    mtime = so.stat().st_mtime_ns
+    assert native.compile_source(src) == so and so.stat().st_mtime_ns == mtime
+    so.unlink()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    real_access = os.access
+    read_only = src.parent
+    monkeypatch.setattr(native.os, "access",  # a read-only run folder; everything else as it is
+                        lambda path, mode, **kw: False if Path(path) == read_only and mode == os.W_OK
+                        else real_access(path, mode, **kw))
+    elsewhere = native.compile_source(src)
+    assert elsewhere.is_relative_to(tmp_path / "cache") and elsewhere.is_file() and not so.exists()
+    x = images(cfg, 3).numpy()
+    assert native.NativeRunner(src)(x).shape == (3,)
