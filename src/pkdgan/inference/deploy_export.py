@@ -199,7 +199,7 @@ def build(run_dir: Path, score: str | None = None, check_images: torch.Tensor | 
     run_dir = Path(run_dir)
     runtimes = [b for b in ("onnxruntime", "openvino", "native") if installed(b)]
     if not runtimes:
-        raise UsageError("exporting for deployment needs onnxruntime or openvino: "
+        raise UsageError("exporting for deployment needs onnxruntime, openvino or a C compiler: "
                          "pip install 'pkdgan[onnx]' or 'pkdgan[openvino]'")
     key = cache_key(run_dir, score)
     for d in cache_dirs(run_dir, key):
