@@ -54,6 +54,9 @@ def check(cfg: ModelConfig, path: Path, score: str = "latent", stats: dict | Non
     rel = np.abs(got - expected).max() / np.abs(expected).max()
     assert rel <= PARITY_RTOL, rel
     assert np.array_equal(runner(x.numpy()), got)  # a whole batch scores as its slices
+    assert runner.shape == tuple(x.shape[1:])
+    with pytest.raises(UsageError, match="the native kernel scores"):
+        runner(x[:, :, :-1].numpy())  # never read past a wrong-sized input
 
 
 @needs_cc

@@ -27,7 +27,7 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,8 @@ def compile_source(c_path: Path) -> Path:
     so = _object_path(Path(c_path))
     if so.is_file():
         return so
-    fd, tmp = tempfile.mkstemp(prefix=f".{so.name}.", dir=so.parent)
-    os.close(fd)
+    # a fresh name the compiler creates itself (with the umask's mode, as the run's other files)
+    tmp = str(so.with_name(f".{so.name}.{os.getpid()}-{threading.get_ident()}.tmp"))
     try:
         proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(c_path)], capture_output=True, text=True)
         if proc.returncode != 0:
@@ -117,6 +117,9 @@ class _Kernel:
         self.lib = lib
         self.lanes = int(lib.pk_lanes())
         self.floats = int(lib.pk_scratch_floats())
+        chw = (ctypes.c_int * 3)()
+        lib.pk_shape(chw)
+        self.shape = tuple(chw)
 
     def scratch(self) -> np.ndarray:
         raw = np.zeros(self.floats + 16, np.float32)  # aligned to 64 bytes below
@@ -149,5 +152,15 @@ class NativeRunner:
         scratch = self.kernel.scratch()
         return lambda x: self.kernel(x, scratch)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image, as ``OvRunner.shape``."""
+        return self.kernel.shape
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._streams(np.ascontiguousarray(x, dtype=np.float32))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != self.shape:
+            # the kernel trusts its input's size: a wrong one would read past the array
+            raise UsageError(f"the native kernel scores (N, {', '.join(map(str, self.shape))}) images, "
+                             f"got {x.shape}")
+        return self._streams(x)

@@ -10,12 +10,12 @@ literals and every shape a constant, so the compiler unrolls and schedules all o
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
 from pkdgan.core.errors import UsageError
+from pkdgan.core.files import atomic_write_bytes
 
 # activations the kernels apply after a layer's bias
 ACTIVATIONS = ("none", "leaky", "relu", "tanh")
@@ -232,7 +232,7 @@ def _tile_source(k: int, q: int, lay: Layer, ph: Phase, n_taps: int, ci_n: int, 
 
 
 def source(plan: Plan) -> str:
-    """The C translation unit: ``pk_scratch_floats()``, ``pk_lanes()`` and
+    """The C translation unit: ``pk_scratch_floats()``, ``pk_lanes()``, ``pk_shape()`` and
     ``pk_score(images, n, scores, scratch)`` (images ``(n, C, H, W)`` float32, C order)."""
     lanes_options = sorted(REGISTERS)
     bufs = plan.buffers
@@ -266,6 +266,8 @@ def source(plan: Plan) -> str:
         raise UsageError(f"unknown score kind {plan.score!r}")
     parts.append(f"""
 long pk_scratch_floats(void) {{ return {int(offsets[-1])}L * LANES + LANES; }}
+/* the input the kernel reads, (n, C, H, W): the caller checks it (a wrong shape reads past it) */
+void pk_shape(int *chw) {{ chw[0] = {img.channels}; chw[1] = {img.height}; chw[2] = {img.width}; }}
 int pk_lanes(void) {{ return LANES; }}
 long pk_macs(void) {{ return {plan.macs()}L; }}
 
@@ -308,8 +310,5 @@ void pk_score(const float *restrict images, long n, float *restrict scores, floa
 
 def write_source(plan: Plan, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(source(plan))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, source(plan).encode())
     return path
