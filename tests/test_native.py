@@ -13,7 +13,7 @@ import torch
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.registry import REGISTRY
-from pkdgan.inference import deploy, native, native_source
+from pkdgan.inference import deploy, native, native_form
 from pkdgan.inference.deploy_export import export_native, torch_scores
 from pkdgan.inference.export import PARITY_RTOL
 from pkdgan.inference.native_plan import native_plan
@@ -53,7 +53,10 @@ def check(cfg: ModelConfig, path: Path, score: str = "latent", stats: dict | Non
     assert got.dtype == np.float32 and got.shape == (41,)
     rel = np.abs(got - expected).max() / np.abs(expected).max()
     assert rel <= PARITY_RTOL, rel
-    assert np.array_equal(runner(x.numpy()), got)  # a whole batch scores as its slices
+    # a whole batch scores as its slices, to float32 rounding: a lone image and a short
+    # remainder take the single-image kernel, full blocks the batch kernel
+    whole = runner(x.numpy())
+    assert np.abs(whole - got).max() <= 1e-5 * np.abs(got).max()
     assert runner.shape == tuple(x.shape[1:])
     with pytest.raises(UsageError, match="the native kernel scores"):
         runner(x[:, :, :-1].numpy())  # never read past a wrong-sized input
@@ -93,14 +96,14 @@ def test_plan_shapes_and_arithmetic() -> None:
     assert plan.macs() == 165_888  # half the model's 0.33 MFLOP: no product of a zero is computed
 
 
-@pytest.mark.parametrize("registers", sorted(native_source.REGISTERS.values()))
+@pytest.mark.parametrize("registers", sorted(native_form.REGISTERS.values()))
 def test_tiles_fit_the_registers(registers: int) -> None:
     for co in (1, 3, 6, 11, 12, 32, 100):
         for cols in (1, 4, 8, 16, 32):
-            cb, pb = native_source._tile(co, cols, registers)
+            cb, pb = native_form.tile(co, cols, registers)
             assert 1 <= cb <= co and 1 <= pb <= cols
             assert cb * pb + pb + 1 <= registers, (co, cols, cb, pb)
-    assert native_source._tile(6, 8, 16) == (6, 2)  # 12 accumulators, two inputs, a weight
+    assert native_form.tile(6, 8, 16) == (6, 2)  # 12 accumulators, two inputs, a weight
 
 
 def test_without_a_compiler_the_backend_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

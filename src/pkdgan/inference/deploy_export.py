@@ -134,7 +134,7 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
 def export_native(generator: nn.Module, model_cfg: ModelConfig, path: Path, score: str = "latent",
                   stats: Stats | None = None) -> Path:
     """``native/model.c``: the scoring path as C (``native_source.source``). Raises ValueError for a
-    generator wider than the form (``native_source.MAX_CHANNELS``): the runtimes vectorise those well."""
+    generator wider than the form (``native_form.MAX_CHANNELS``): the runtimes vectorise those well."""
     from pkdgan.inference.native_plan import native_plan
     from pkdgan.inference.native_source import write_source
 

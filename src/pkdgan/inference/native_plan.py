@@ -1,4 +1,4 @@
-"""A generator's scoring path as a ``native_source.Plan`` (torch side): BatchNorm folded, every
+"""A generator's scoring path as a ``native_form.Plan`` (torch side): BatchNorm folded, every
 transposed convolution split into its output phases, so each layer is plain multiply-adds of
 padded inputs (what the generated C kernels compute)."""
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import KINDS, STD_FLOOR, Stats, check_kind, require_stats
-from pkdgan.inference.native_source import MAX_CHANNELS, Buffer, Layer, Phase, Plan
+from pkdgan.inference.native_form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
 from pkdgan.inference.scoring import _fold_bn
 
 
@@ -89,7 +89,7 @@ def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = 
                 stats: Stats | None = None) -> Plan:
     """The ``nets.Generator``'s E1 -> D -> E2 -> ``score`` as a plan (eval mode: BatchNorm's
     running statistics). Raises ValueError for a generator outside the form (a feature map of
-    more than ``native_source.MAX_CHANNELS`` channels), UsageError for modules it does not know."""
+    more than ``native_form.MAX_CHANNELS`` channels), UsageError for modules it does not know."""
     check_kind(score, KINDS)
     require_stats(score, stats)
     bounded = bool(getattr(generator, "bounded", False))
