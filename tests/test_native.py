@@ -4,6 +4,8 @@ registered student, every score kind and image shape, any batch size; absent wit
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.registry import REGISTRY
-from pkdgan.inference import deploy, native, native_form
+from pkdgan.inference import deploy, native, native_block, native_form, native_source
 from pkdgan.inference.deploy_export import export_native, torch_scores
 from pkdgan.inference.export import PARITY_RTOL
 from pkdgan.inference.native_plan import native_plan
@@ -146,3 +148,39 @@ def test_object_is_compiled_once_per_cpu_and_read_only_runs_use_the_user_cache(
     assert elsewhere.is_relative_to(tmp_path / "cache") and elsewhere.is_file() and not so.exists()
     x = images(cfg, 3).numpy()
     assert native.NativeRunner(src)(x).shape == (3,)
+
+
+@needs_cc
+def test_a_lone_image_takes_the_single_image_kernel_and_a_block_the_batch_kernel(tmp_path: Path) -> None:
+    """Each kernel works in its own part of the scratch arena, so the parts written show which ran."""
+    cfg = REGISTRY["student-mnist"].config
+    g = generator(cfg)
+    plan = native_plan(g, (cfg.channels, cfg.image_size, cfg.image_size))
+    kernel = native.NativeRunner(export_native(g, cfg, tmp_path / "model.c"), threads=1).kernel
+    block_floats = (int(native_block.arena(plan)[-1]) + 1) * kernel.lanes
+    x = images(cfg, kernel.lanes).numpy()
+    expected = torch_scores(g, torch.from_numpy(x), "latent", None)
+    for n, used in ((1, "single"), (native_source.SINGLE_UP_TO[kernel.lanes], "single"),
+                    (native_source.SINGLE_UP_TO[kernel.lanes] + 1, "block"), (kernel.lanes, "block")):
+        scratch = kernel.scratch()
+        got = kernel(x[:n], scratch)
+        assert np.abs(got - expected[:n]).max() <= PARITY_RTOL * np.abs(expected).max()
+        written = (scratch[:block_floats].any(), scratch[block_floats:].any())
+        assert written == ((False, True) if used == "single" else (True, False)), (n, written)
+
+
+@needs_cc
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
+def test_the_avx512_branch_compiles(tmp_path: Path) -> None:
+    """This CI's CPU runs the 8-lane branch only; the 16-lane one must at least build."""
+    cfg = ModelConfig(image_size=16, nz=4, width=1)
+    src = export_native(generator(cfg), cfg, tmp_path / "model.c")
+    cc = native.compiler()
+    probe = subprocess.run([cc, "-march=x86-64-v4", "-dM", "-E", "-x", "c", "/dev/null"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0 or "__AVX512F__" not in probe.stdout:
+        pytest.skip("the compiler cannot target AVX-512")
+    flags = [f for f in native.FLAGS if f != "-march=native"]
+    proc = subprocess.run([cc, *flags, "-march=x86-64-v4", "-o", str(tmp_path / "m.so"), str(src)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[:2000]

@@ -1,19 +1,20 @@
-"""The scoring graph as generated C: batch-in-vector-lanes kernels for small generators.
+"""The scoring graph as generated C: kernels for small generators, loaded with ctypes.
 
 Why: a width-1..12 student is bound by per-operator overhead and skinny layers in every
 runtime (ONNX Runtime, OpenVINO, PyTorch): their convolutions vectorise over channels, of
-which these layers have 1-12. Here the *images* fill the vector lanes instead: activations are
-stored ``[channel][row][column][lane]`` for a block of ``LANES`` images (8 with AVX2, 16 with
-AVX-512), so every multiply-add of every layer, however thin, is one full-width fused
-multiply-add of a weight (broadcast) and ``LANES`` pixels, and a layer's accumulators for a
-block of output channels stay in registers. The whole E1 -> D -> E2 -> score path of a block
-runs in one call, on a scratch arena that fits in the core's L2 cache.
+which these layers have 1-12. The generated kernels fill the vector lanes with something wider:
+for a batch, the *images* (``native_block``: a block of ``LANES`` images, 8 with AVX2, 16 with
+AVX-512, stored ``[channel][row][column][lane]``, so every multiply-add of every layer is one
+full-width fused multiply-add); for a lone image or a batch's short remainder, that image's
+output *positions* (``native_single``: im2col per layer phase), so batch-1 latency does not pay
+for a whole block. Either way a layer's accumulators stay in registers and the whole
+E1 -> D -> E2 -> score path runs in one call, on a scratch arena that fits in the core's L2 cache.
 
-The C source is written from a ``Plan`` (weights as float32 literals, every shape a constant),
-compiled once per CPU with the system C compiler (``cc -O3 -march=native``) and loaded with
-``ctypes`` (which releases the GIL, so one thread per core scores its slice of a batch). Nothing
-here imports torch: a deploy cache holding ``model.c`` can (re)build its shared object on a new
-CPU without it. ``native_plan`` builds the plan from a generator (BatchNorm
+The C source is written from a ``Plan`` (``native_source``: weights as float32 literals, every
+shape a constant), compiled once per CPU with the system C compiler (``cc -O3 -march=native``)
+and loaded with ``ctypes`` (which releases the GIL, so one thread per core scores its slice of a
+batch). Nothing here imports torch: a deploy cache holding ``model.c`` can (re)build its shared
+object on a new CPU without it. ``native_plan`` builds the plan from a generator (BatchNorm
 folded, transposed convolutions split into their output phases).
 
 Without a C compiler the backend is simply absent (``available()``).
