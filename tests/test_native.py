@@ -157,7 +157,7 @@ def test_a_lone_image_takes_the_single_image_kernel_and_a_block_the_batch_kernel
     g = generator(cfg)
     plan = native_plan(g, (cfg.channels, cfg.image_size, cfg.image_size))
     kernel = native.NativeRunner(export_native(g, cfg, tmp_path / "model.c"), threads=1).kernel
-    block_floats = (int(native_block.arena(plan)[-1]) + 1) * kernel.lanes
+    block_floats = native_block.floats(plan, kernel.lanes)
     x = images(cfg, kernel.lanes).numpy()
     expected = torch_scores(g, torch.from_numpy(x), "latent", None)
     for n, used in ((1, "single"), (native_source.SINGLE_UP_TO[kernel.lanes], "single"),

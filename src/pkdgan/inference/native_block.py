@@ -10,8 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from pkdgan.core.errors import UsageError
-from pkdgan.inference.native_form import Buffer, Layer, Phase, Plan, activation_c, f32, strides, tile
+from pkdgan.inference.native_form import (
+    Buffer,
+    Layer,
+    Phase,
+    Plan,
+    activation_c,
+    f32,
+    final_score,
+    strides,
+    tile,
+)
 
 
 def layer_source(k: int, lay: Layer, src: Buffer, dst: Buffer, registers: int) -> str:
@@ -71,17 +80,10 @@ def arena(plan: Plan) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)]).astype(int)
 
 
-def final_score(plan: Plan, lat: str, rec: str) -> str:
-    """The C expression of the plan's score from its latent and reconstruction distances."""
-    if plan.score == "latent":
-        return lat
-    if plan.score == "reconstruction":
-        return rec
-    if plan.score == "combined":
-        lat_s, rec_s = plan.stats["latent"], plan.stats["reconstruction"]
-        return (f"vmax(({lat} - {f32(lat_s['mean'])}) / {f32(lat_s['std'])}, "
-                f"({rec} - {f32(rec_s['mean'])}) / {f32(rec_s['std'])})")
-    raise UsageError(f"unknown score kind {plan.score!r}")
+def floats(plan: Plan, lanes: int) -> int:
+    """Floats of the block arena at ``lanes`` images: its buffers and one spare vector (the
+    single-image arena starts right after it in the scratch)."""
+    return (int(arena(plan)[-1]) + 1) * lanes
 
 
 def block_source(plan: Plan, registers: int) -> str:

@@ -144,6 +144,20 @@ def activation_c(act: str, slope: float, v: str) -> str:
     raise UsageError(f"unknown activation {act!r}; one of {', '.join(ACTIVATIONS)}")
 
 
+def final_score(plan: Plan, lat: str, rec: str) -> str:
+    """The C expression of the plan's score from its latent and reconstruction distances (vectors:
+    each kernel computes them in its own layout)."""
+    if plan.score == "latent":
+        return lat
+    if plan.score == "reconstruction":
+        return rec
+    if plan.score == "combined":
+        lat_s, rec_s = plan.stats["latent"], plan.stats["reconstruction"]
+        return (f"vmax(({lat} - {f32(lat_s['mean'])}) / {f32(lat_s['std'])}, "
+                f"({rec} - {f32(rec_s['mean'])}) / {f32(rec_s['std'])})")
+    raise UsageError(f"unknown score kind {plan.score!r}")
+
+
 def tile(co_n: int, cols: int, registers: int) -> tuple[int, int]:
     """(output channels, output columns) computed at once. Per input channel and tap a tile of
     ``cb x pb`` needs ``pb`` input loads and ``cb`` weight broadcasts for ``cb * pb``

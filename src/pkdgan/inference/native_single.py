@@ -143,7 +143,7 @@ def _gemm(k: int, q: int, lay: Layer, ph: Phase, src: Buffer, dst: Buffer, lanes
 
 
 def _matvec(k: int, q: int, lay: Layer, ph: Phase, src: Buffer, dst: Buffer, lanes: int,
-          registers: int) -> str:
+            registers: int) -> str:
     ci_n, n_taps, co_n = ph.weight.shape
     s_c, s_r = nf.strides(src)
     d_c, _ = nf.strides(dst)
@@ -179,9 +179,9 @@ def _matvec(k: int, q: int, lay: Layer, ph: Phase, src: Buffer, dst: Buffer, lan
     return "".join(out)
 
 
-def single_source(plan: Plan, lanes: int, registers: int, score: str) -> str:
+def single_source(plan: Plan, lanes: int, registers: int) -> str:
     """``single{k}`` for every layer and ``single_score(image, arena)``: one ``(C, H, W)`` image's
-    score (``score``: the C expression from ``lat`` and ``rec``, vectors here, lane 0 read)."""
+    score (``final_score`` on vectors holding the distances; lane 0 read)."""
     ar = arena(plan)
     bufs = plan.buffers
     parts = [layer_source(k, lay, plan, lanes, registers) for k, lay in enumerate(plan.layers)]
@@ -213,7 +213,7 @@ static float single_score(const float *restrict image, float *restrict a) {{
         r += d * d;
       }}
   vf lat = (vf){{}} + l * {nf.f32(1.0 / nz)}, rec = (vf){{}} + r * {nf.f32(1.0 / pixels)};
-  vf s = {score};
+  vf s = {nf.final_score(plan, "lat", "rec")};
   return s[0];
 }}
 """)

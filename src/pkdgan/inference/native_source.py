@@ -26,14 +26,12 @@ def source(plan: Plan) -> str:
     parts = [PRELUDE]
     parts += [weights_source(k, lay) + native_single.weights_source(k, lay)
               for k, lay in enumerate(plan.layers)]
-    block_vectors = int(native_block.arena(plan)[-1]) + 1
     single = native_single.arena(plan)
-    score = native_block.final_score(plan, "lat", "rec")
     for lanes in sorted(REGISTERS):
         parts.append(f"#if LANES == {lanes}\n#define SINGLE_UP_TO {SINGLE_UP_TO[lanes]}\n"
-                     f"#define BLOCK_FLOATS {block_vectors * lanes}L\n")
+                     f"#define BLOCK_FLOATS {native_block.floats(plan, lanes)}L\n")
         parts.append(native_block.block_source(plan, REGISTERS[lanes]))
-        parts.append(native_single.single_source(plan, lanes, REGISTERS[lanes], score))
+        parts.append(native_single.single_source(plan, lanes, REGISTERS[lanes]))
         parts.append("#endif\n")
     img = plan.buffers[0]
     pixels = img.channels * img.height * img.width
