@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--w-lat", type=float, default=1.0)
     p.add_argument("--drop-last", action="store_true")
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--norm", default="batch", help="batch, batch-per-image or instance")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, default=None,
@@ -58,7 +59,7 @@ def main() -> None:
     cfg = RunConfig(
         model=ModelConfig(channels=DATASET_CHANNELS[a.dataset], nz=a.nz, width=a.width,
                           latent_constraint=a.latent_constraint,
-                          constraint_weight=a.constraint_weight),
+                          constraint_weight=a.constraint_weight, norm=a.norm),
         loss=LossWeights(adversarial=a.w_adv, contextual=a.w_con, latent=a.w_lat),
         data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=a.normal_class),
         train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
@@ -91,12 +92,13 @@ def main() -> None:
                "latent_constraint": a.latent_constraint,
                "constraint_weight": a.constraint_weight, "w_adv": a.w_adv, "w_con": a.w_con,
                "w_lat": a.w_lat,
-               "drop_last": a.drop_last, "precision": a.precision, "epoch": epoch,
+               "drop_last": a.drop_last, "precision": a.precision, "norm": a.norm, "epoch": epoch,
                "train_seconds": round(train_seconds, 1), "config_hash": cfg.hash(),
                "auroc_latent": round(evaluate_scores(lat.numpy(), split.test_labels)["auroc"], 4),
                "auroc_reconstruction": round(
                    evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4),
                "auroc_combined": round(evaluate_scores(comb, split.test_labels)["auroc"], 4)}
+        row |= other_normalisations(model.generator, split) if a.norm == "batch" else {}
         with a.log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
@@ -106,6 +108,25 @@ def main() -> None:
         catch_up(a.run_dir, cfg, split, logged, on_epoch)
     fit(cfg, split, run_dir=a.run_dir, resume=a.run_dir is not None, progress=False,
         on_epoch=on_epoch)
+
+
+def other_normalisations(generator, split) -> dict[str, float]:
+    """A BatchNorm model's latent AUROC scored per image (its own statistics, affine kept) and,
+    for the record only, in training mode over test batches of 64 (a score that depends on the
+    other images of its batch, so never a mode of pkdgan)."""
+    import copy
+
+    import torch
+
+    from pkdgan.models.edegan import cat_scores, score_batches
+    from pkdgan.models.nets import with_per_image_norm
+
+    per_image, _ = score_both(with_per_image_norm(generator), split.test)
+    batch_mode = copy.deepcopy(generator).train()  # a copy: running statistics stay untouched
+    with torch.no_grad():
+        in_batches, _ = cat_scores(score_batches(batch_mode, split.test, 64))
+    auroc = lambda s: round(evaluate_scores(s.numpy(), split.test_labels)["auroc"], 4)  # noqa: E731
+    return {"auroc_latent_per_image": auroc(per_image), "auroc_latent_test_batch64": auroc(in_batches)}
 
 
 def logged_epochs(log: Path, config_hash: str, normal_class: int, seed: int) -> set[int]:

@@ -23,11 +23,17 @@ DATASETS = ("mnist", "fmnist", "cifar10", "folder", "digits")
 SCORE_KINDS = ("latent", "reconstruction", "combined", "auto")
 Score = Literal["latent", "reconstruction", "combined", "auto"]
 PRECISIONS = ("fp32", "bf16")
+# Normalisation layers (pkdgan.models.nets): "batch" scores with BatchNorm's running statistics;
+# "batch-per-image" trains BatchNorm and scores each image with its own statistics (GANomaly's
+# protocol: its models are never put in eval mode, so at batch 1 an image is its own batch);
+# "instance" is affine InstanceNorm in training and scoring.
+NORMS = ("batch", "batch-per-image", "instance")
+Norm = Literal["batch", "batch-per-image", "instance"]
 
 # Fields added after results were committed, with the value every earlier run implicitly had.
 # A config hash leaves such a field out while it holds that value, so the hashes (and folder
 # names) of committed runs stay valid; any other value makes it part of the run's identity.
-LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32"}
+LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32", "norm": "batch"}
 
 
 def drop_legacy(d: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +61,8 @@ class ModelConfig:
     width: int = 64
     latent_constraint: LatentConstraint = "none"
     constraint_weight: float = 1.0
+    # legacy-valued by default (LEGACY_DEFAULTS): every run before it had BatchNorm
+    norm: Norm = "batch"
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or not (
@@ -76,6 +84,13 @@ class ModelConfig:
             )
         if not self.constraint_weight >= 0:
             raise UsageError(f"constraint weight must be >= 0, got {self.constraint_weight}")
+        if self.norm not in NORMS:
+            raise UsageError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+
+    @property
+    def per_image(self) -> bool:
+        """Whether a score normalises each image by its own statistics (no running statistics)."""
+        return self.norm != "batch"
 
 
 @dataclass(frozen=True)
@@ -206,6 +221,7 @@ class RunConfig:
         d["train"].pop("device", None)
         d["data"].pop("data_root", None)
         d["train"] = drop_legacy(d["train"])
+        d["model"] = drop_legacy(d["model"])
         return config_hash(d)
 
 

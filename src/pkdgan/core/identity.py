@@ -76,4 +76,6 @@ def identity_hash(config: dict[str, Any]) -> str:
     d["train"].pop("device", None)
     d["distill"].pop("device", None)
     d["train"], d["distill"] = drop_legacy(d["train"]), drop_legacy(d["distill"])
+    if d.get("model") is not None:
+        d["model"] = drop_legacy(d["model"])
     return config_hash(d)

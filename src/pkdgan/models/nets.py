@@ -6,9 +6,11 @@ channels each time, then a 4x4 valid conv maps to ``nz`` x 1 x 1. The decoder mi
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pkdgan.core.config import ModelConfig
@@ -19,10 +21,54 @@ def _n_pyramid(image_size: int) -> int:
     return int(math.log2(image_size)) - 3
 
 
+class PerImageBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that trains as usual and, in eval mode, normalises each image by its own
+    per-channel statistics with BatchNorm's affine parameters.
+
+    That is what GANomaly-family code scores with: it never calls ``.eval()``, so at batch 1 a
+    test image is a batch of its own. Unlike training-mode BatchNorm on a test *batch*, an
+    image's score cannot depend on its neighbours. The running statistics are still tracked
+    (so a checkpoint loads into plain BatchNorm) but never used.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+
+
+PER_IMAGE_NORMS = (nn.InstanceNorm2d, PerImageBatchNorm2d)
+
+
+def is_per_image(module: nn.Module) -> bool:
+    """Whether ``module`` normalises each image by its own statistics when scoring."""
+    return isinstance(module, PER_IMAGE_NORMS)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The normalisation of ``ModelConfig.norm`` (affine in every kind)."""
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if norm == "batch-per-image":
+        return PerImageBatchNorm2d(channels)
+    return nn.BatchNorm2d(channels)
+
+
+def with_per_image_norm(generator: nn.Module) -> nn.Module:
+    """A copy of ``generator`` whose BatchNorms score each image by its own statistics: how a
+    run trained with plain BatchNorm (at batch 1, GANomaly's protocol) is scored per image."""
+    g = copy.deepcopy(generator)
+    for m in g.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = PerImageBatchNorm2d
+    return g
+
+
 class Encoder(nn.Module):
     """x (N, C, S, S) -> code (N, nz); ``features`` is the last 4x4 feature map."""
 
-    def __init__(self, image_size: int, channels: int, nz: int, width: int) -> None:
+    def __init__(self, image_size: int, channels: int, nz: int, width: int,
+                 norm: str = "batch") -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.Conv2d(channels, width, 4, 2, 1, bias=False),
@@ -32,7 +78,7 @@ class Encoder(nn.Module):
         for _ in range(_n_pyramid(image_size)):
             layers += [
                 nn.Conv2d(c, c * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c * 2),
+                norm_layer(norm, c * 2),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             c *= 2
@@ -47,19 +93,20 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """code (N, nz) -> image (N, C, S, S) in [-1, 1] (tanh)."""
 
-    def __init__(self, image_size: int, channels: int, nz: int, width: int) -> None:
+    def __init__(self, image_size: int, channels: int, nz: int, width: int,
+                 norm: str = "batch") -> None:
         super().__init__()
         n = _n_pyramid(image_size)
         c = width * 2**n
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(c),
+            norm_layer(norm, c),
             nn.ReLU(inplace=True),
         ]
         for _ in range(n):
             layers += [
                 nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c // 2),
+                norm_layer(norm, c // 2),
                 nn.ReLU(inplace=True),
             ]
             c //= 2
@@ -77,9 +124,9 @@ class Discriminator(nn.Module):
     (``binary_cross_entropy_with_logits``); ``torch.sigmoid(logit)`` is the probability.
     """
 
-    def __init__(self, image_size: int, channels: int, width: int) -> None:
+    def __init__(self, image_size: int, channels: int, width: int, norm: str = "batch") -> None:
         super().__init__()
-        enc = Encoder(image_size, channels, 1, width)
+        enc = Encoder(image_size, channels, 1, width, norm)
         self.features = enc.features
         self.classifier = enc.head
 
@@ -94,9 +141,9 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         args = (cfg.image_size, cfg.channels)
-        self.encoder1 = Encoder(*args, cfg.nz, cfg.width)
-        self.decoder = Decoder(*args, cfg.nz, cfg.width)
-        self.encoder2 = Encoder(*args, cfg.nz, cfg.width)
+        self.encoder1 = Encoder(*args, cfg.nz, cfg.width, cfg.norm)
+        self.decoder = Decoder(*args, cfg.nz, cfg.width, cfg.norm)
+        self.encoder2 = Encoder(*args, cfg.nz, cfg.width, cfg.norm)
         self.bounded = cfg.latent_constraint == "tanh"
 
     def encode(self, enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +163,7 @@ def weights_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -128,6 +175,8 @@ def build_generator(cfg: ModelConfig) -> Generator:
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:
-    d = Discriminator(cfg.image_size, cfg.channels, cfg.width)
+    # D is never scored with: "batch-per-image" trains it as plain BatchNorm
+    d = Discriminator(cfg.image_size, cfg.channels, cfg.width,
+                      "instance" if cfg.norm == "instance" else "batch")
     d.apply(weights_init)
     return d

@@ -120,6 +120,17 @@ def stacked_conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return out.contiguous()
 
 
+def stacked_instance_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                          eps: float) -> torch.Tensor:
+    """Affine InstanceNorm per model and image (the same arithmetic as BatchNorm of a batch of 1,
+    without running statistics)."""
+    k_models, c, n, h, w = x.shape
+    y = F.batch_norm(x.reshape(1, k_models * c * n, h * w), None, None,
+                     weight.unsqueeze(-1).expand(k_models, c, n).reshape(-1),
+                     bias.unsqueeze(-1).expand(k_models, c, n).reshape(-1), True, 0.0, eps)
+    return y.view(k_models, c, n, h, w)
+
+
 def stacked_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                        buffers: dict[str, torch.Tensor], module: nn.BatchNorm2d,
                        updates: Sequence[int]) -> torch.Tensor:
@@ -138,8 +149,7 @@ def stacked_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         y = F.batch_norm(flat, rm.view(-1), rv.view(-1), weight.reshape(-1), bias.reshape(-1),
                          True, module.momentum, module.eps)
     else:
-        y = F.batch_norm(flat, None, None, weight.unsqueeze(-1).expand(k_models, c, n).reshape(-1),
-                         bias.unsqueeze(-1).expand(k_models, c, n).reshape(-1), True, 0.0, module.eps)
+        y = stacked_instance_norm(x, weight, bias, module.eps).reshape(flat.shape)
         with torch.no_grad():
             var, mean = torch.var_mean(x.detach().reshape(k_models, c, n, h * w), dim=3, correction=1)
             for j in updates:

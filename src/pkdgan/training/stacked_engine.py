@@ -21,6 +21,7 @@ from pkdgan.models.nets import weights_init
 from pkdgan.models.stacked import (
     GradSink,
     stacked_batch_norm,
+    stacked_instance_norm,
     stacked_conv2d,
     stacked_conv_transpose2d,
 )
@@ -123,6 +124,8 @@ class StackedGan:
         if isinstance(module, nn.BatchNorm2d):
             return stacked_batch_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], group.buffers[name],
                                       module, updates)
+        if isinstance(module, nn.InstanceNorm2d):
+            return stacked_instance_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], module.eps)
         if isinstance(module, nn.LeakyReLU):
             return F.leaky_relu(x, module.negative_slope, inplace=module.inplace)
         if isinstance(module, nn.ReLU):
