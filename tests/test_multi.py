@@ -36,9 +36,10 @@ def split(n_train: int, seed: int, dtype: torch.dtype = torch.float32) -> OneCla
     return OneClassSplit(x[:n_train], x[n_train + 6:n_train + 9], test, labels, labels.copy())
 
 
-def config(seed: int, **train: object) -> RunConfig:
+def config(seed: int, norm: str = "batch", **train: object) -> RunConfig:
     return RunConfig(
-        model=ModelConfig(image_size=16, channels=1, nz=8, width=4, latent_constraint="l2"),
+        model=ModelConfig(image_size=16, channels=1, nz=8, width=4, latent_constraint="l2",
+                          norm=norm),  # type: ignore[arg-type]
         loss=LossWeights(),
         data=DataConfig(dataset="folder", normal_class=seed),
         train=TrainConfig(epochs=2, batch_size=1, seed=seed, device="cpu", **train),  # type: ignore[arg-type]
@@ -52,14 +53,15 @@ def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, rtol: float, atol:
         torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=atol, msg=k)
 
 
-def test_three_models_equal_fit_float64(float64: None) -> None:
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_three_models_equal_fit_float64(float64: None, norm: str) -> None:
     """Same seeds -> same weights, buffers, D re-inits and scores as three separate fits.
 
     Datasets of different sizes exercise models whose epochs end at different steps; the high
     re-init threshold makes D re-initialise, which must draw from each model's own RNG stream.
     """
     sizes = (5, 8, 6)
-    cfgs = [config(seed, d_reinit_threshold=0.69) for seed in range(3)]
+    cfgs = [config(seed, norm, d_reinit_threshold=0.69) for seed in range(3)]
     splits = [split(n, seed, torch.float64) for seed, n in enumerate(sizes)]
     results = fit_many(cfgs, splits, progress=False)
     reinits = 0

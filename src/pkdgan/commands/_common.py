@@ -9,6 +9,7 @@ from typing import Any
 from pkdgan.core.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
+    NORMS,
     PRECISIONS,
     SCORE_KINDS,
     DataConfig,
@@ -52,9 +53,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latent-constraint", default="none", choices=LATENT_CONSTRAINTS,
                    help="latent-space constraint: tanh bound on z, or L2 penalty toward 0")
     g.add_argument("--constraint-weight", type=float, default=1.0, help="weight of the l2 latent penalty")
+    add_norm_arg(g)
     g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
     g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1) weight")
     g.add_argument("--w-lat", type=float, default=1.0, help="latent (L2) weight")
+
+
+NORM_HELP = ("normalisation layers, the same in training and scoring: batch (BatchNorm, scored with "
+             "its running statistics), batch-per-image (BatchNorm, each image scored with its "
+             "own statistics: GANomaly's protocol at batch 1) or instance (affine InstanceNorm); "
+             "a score never depends on the other images of a batch")
+
+
+def add_norm_arg(g: argparse._ActionsContainer, default_help: str = "the preset's") -> None:
+    g.add_argument("--norm", default=None, choices=NORMS, help=f"{NORM_HELP} (default: {default_help})")
 
 
 def add_preset_arg(g: argparse._ArgumentGroup, student: bool = False) -> None:
@@ -127,6 +139,7 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
         model=ModelConfig(
             image_size=args.image_size, channels=channels, nz=args.nz, width=args.width,
             latent_constraint=args.latent_constraint, constraint_weight=args.constraint_weight,
+            norm=from_preset(args, "norm"),
         ),
         loss=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
         data=DataConfig(

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pkdgan.commands._common import add_preset_arg, add_schedule_flags, from_preset
+from pkdgan.commands._common import add_norm_arg, add_preset_arg, add_schedule_flags, from_preset
 from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
 from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry name (see `pkdgan flops`); default: the teacher's dataset's")
     p.add_argument("--width", type=int, default=None, help="override the student's width")
     p.add_argument("--nz", type=int, default=None, help="override the student's latent size")
+    add_norm_arg(p, "the teacher's, for the student")
     p.add_argument("--mode", default="progressive", choices=DISTILL_MODES,
                    help="progressive = P-KDGAN (two steps); single = one structure; alone = baseline")
     p.add_argument("--structure", type=int, default=2, choices=[1, 2, 3, 4],
@@ -117,7 +118,7 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
         if dataset not in DEFAULT_STUDENT:
             raise UsageError(f"no default student for dataset {dataset!r}; pass --student")
         name = DEFAULT_STUDENT[dataset]
-    if args.width is None and args.nz is None:
+    if args.width is None and args.nz is None and args.norm is None:
         return name
     from pkdgan.core.config import ModelConfig, from_dict
     from pkdgan.core.registry import for_teacher
@@ -125,7 +126,7 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
     cfg = get_config(name)
     teacher_cfg = from_dict(ModelConfig, runs.read_json(teacher_dir / runs.CONFIG)["model"])
     cfg = dataclasses.replace(cfg, width=args.width or cfg.width, nz=args.nz or cfg.nz)
-    return for_teacher(cfg, teacher_cfg)
+    return for_teacher(cfg, teacher_cfg, args.norm)
 
 
 def main(args: argparse.Namespace) -> int:

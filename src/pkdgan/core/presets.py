@@ -41,6 +41,8 @@ class Preset:
     k_w1: float = LEGACY_DISTILL_WEIGHTS["w1"]
     k_wx: float = LEGACY_DISTILL_WEIGHTS["wx"]
     k_w2: float = LEGACY_DISTILL_WEIGHTS["w2"]
+    # ModelConfig.norm of the preset's teachers and students (legacy-valued: BatchNorm).
+    norm: str = "batch"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,7 +72,7 @@ class Preset:
                 f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
                 f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
                 f"joint), distillation loss K = {self.k_w1:g}*K1 + {self.k_wx:g}*Kx + "
-                f"{self.k_w2:g}*K2; {self.precision}{partial}")
+                f"{self.k_w2:g}*K2; {self.norm} normalisation; {self.precision}{partial}")
 
     def distill_weights(self) -> dict[str, float]:
         """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""
@@ -84,8 +86,11 @@ KX_WEIGHT = 50.0
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
-        description="the paper's schedule: 15 epochs over all normal training images, width 64, "
-                    "nz 100, full test set (distillation students: 15 epochs, P-KDGAN 10 + 5)",
+        norm="batch-per-image",
+        description="the paper's schedule: 15 epochs at batch 1 over all normal training images, "
+                    "width 64, nz 100, full test set (distillation students: 15 epochs, P-KDGAN "
+                    "10 + 5); BatchNorm scored with each image's own statistics, as the GANomaly "
+                    "code the paper builds on scores at batch 1",
     ),
     "quick": Preset(
         "quick", epochs=1, width=16, nz=100, image_size=32, max_train=600, max_test=None,
@@ -132,6 +137,6 @@ def preset_schedule_help(student: bool = False) -> str:
         total, step2 = p.student_schedule()
         sched = (f"{total} epochs at batch {p.student_batch_size} (progressive "
                  f"{total - step2} + {step2})" if student else f"{p.epochs} epochs at batch {p.batch_size}")
-        extra = ", partial last batch dropped" if p.drop_last else ""
+        extra = (", partial last batch dropped" if p.drop_last else "") + f", norm {p.norm}"
         parts.append(f"{name}: {sched}, {p.precision}{extra}")
     return "; ".join(parts)

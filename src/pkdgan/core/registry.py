@@ -80,15 +80,17 @@ def get_config(name: str) -> ModelConfig:
     return get_entry(name).config
 
 
-def for_teacher(student: ModelConfig, teacher: ModelConfig) -> ModelConfig:
-    """The student's width and nz with the teacher's image shape and latent constraint.
+def for_teacher(student: ModelConfig, teacher: ModelConfig, norm: str | None = None) -> ModelConfig:
+    """The student's width and nz with the teacher's image shape, latent constraint and norm.
 
     The shape is the data's, and a student whose z lives in another range (tanh-bounded vs free)
-    than the teacher's could not match it under K1/K2.
+    than the teacher's could not match it under K1/K2; ``norm`` follows the teacher unless
+    ``norm`` names another (``distill --norm``).
     """
     return dataclasses.replace(
         student, image_size=teacher.image_size, channels=teacher.channels,
         latent_constraint=teacher.latent_constraint, constraint_weight=teacher.constraint_weight,
+        norm=norm or teacher.norm,
     )
 
 

@@ -35,7 +35,7 @@ class EDEGAN(OneClassDetector):
     schedule; ``epochs=15, batch_size=1, drop_last=False`` is the paper's).
 
     Parameters mirror ``pkdgan train``: model shape (``image_size``, ``channels`` inferred from
-    X when None, ``nz``, ``width``, ``latent_constraint``), loss weights (``w_adv``, ``w_con``,
+    X when None, ``nz``, ``width``, ``latent_constraint``, ``norm``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
     ``precision``, ``lr``), ``score``
     (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
@@ -45,7 +45,7 @@ class EDEGAN(OneClassDetector):
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
                  width: int = 64, latent_constraint: str = "none", constraint_weight: float = 1.0,
-                 w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
+                 norm: str = _CPU.norm, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
                  epochs: int = _CPU.epochs, batch_size: int = _CPU.batch_size,
                  drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
                  lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
@@ -58,6 +58,7 @@ class EDEGAN(OneClassDetector):
         self.width = width
         self.latent_constraint = latent_constraint
         self.constraint_weight = constraint_weight
+        self.norm = norm
         self.w_adv = w_adv
         self.w_con = w_con
         self.w_lat = w_lat
@@ -87,7 +88,7 @@ class EDEGAN(OneClassDetector):
         return RunConfig(
             model=ModelConfig(image_size=self.image_size, channels=channels, nz=self.nz,
                               width=self.width, latent_constraint=self.latent_constraint,  # type: ignore[arg-type]
-                              constraint_weight=self.constraint_weight),
+                              constraint_weight=self.constraint_weight, norm=self.norm),  # type: ignore[arg-type]
             loss=LossWeights(adversarial=self.w_adv, contextual=self.w_con, latent=self.w_lat),
             data=DataConfig(dataset="folder", resize=self.resize,  # type: ignore[arg-type]
                             holdout_fraction=self.holdout_fraction),

@@ -48,7 +48,7 @@ def _params_from_config(cls: type[OneClassDetector], cfg: dict[str, Any]) -> dic
         return params | {"student": cfg.get("student_name") or from_dict(ModelConfig, model)}
     loss = cfg.get("loss", {})
     params = {k: model[k] for k in ("image_size", "channels", "nz", "width", "latent_constraint",
-                                    "constraint_weight") if k in model}
+                                    "constraint_weight", "norm") if k in model}
     params |= {f"w_{k[:3]}": loss[k] for k in ("adversarial", "contextual", "latent") if k in loss}
     return params | common | ({"epochs": train["epochs"]} if "epochs" in train else {})
 

@@ -13,6 +13,7 @@ from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import KINDS, STD_FLOOR, Stats, check_kind, require_stats
 from pkdgan.inference.native_form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
 from pkdgan.inference.scoring import _fold_bn
+from pkdgan.models.nets import is_per_image
 
 
 @dataclasses.dataclass
@@ -38,6 +39,9 @@ def _units(seq: list[nn.Module]) -> list[tuple[nn.Module, nn.BatchNorm2d | None,
         if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             raise UsageError(f"the native form cannot start a layer with {type(m).__name__}")
         i += 1
+        if i < len(seq) and is_per_image(seq[i]):
+            raise ValueError("the native kernels have no per-image normalisation (norm "
+                             "instance or batch-per-image)")
         bn = seq[i] if i < len(seq) and isinstance(seq[i], nn.BatchNorm2d) else None
         i += bn is not None
         act = seq[i] if i < len(seq) and isinstance(seq[i], (nn.LeakyReLU, nn.ReLU, nn.Tanh)) else None

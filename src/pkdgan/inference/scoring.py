@@ -1,7 +1,8 @@
 """Fast batched anomaly scoring (teacher or student) with PyTorch or ONNX Runtime.
 
 ``edegan.score_both`` runs the training modules in eval mode. Scoring needs less: no autograd,
-BatchNorm's running statistics are constants (folded into the preceding convolution), and
+BatchNorm's running statistics are constants (folded into the preceding convolution; a
+per-image normalisation stays a layer, as affine InstanceNorm), and
 PyTorch's CPU transposed convolution is slow (its im2col path dominated the student's time,
 measured), so each stride-2 transposed convolution becomes the equivalent sub-pixel form — one
 3x3 convolution producing the four output phases, then ``pixel_shuffle`` — and a transposed
@@ -26,6 +27,7 @@ from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
 from pkdgan.models.edegan import cat_scores, score_batches
+from pkdgan.models.nets import frozen_instance_norm, is_per_image
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -106,9 +108,13 @@ def _fuse_sequential(seq: nn.Sequential, decoder: bool = False) -> nn.Sequential
     while i < len(layers):
         m = layers[i]
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            bn = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d) else None
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            per_image = nxt is not None and is_per_image(nxt)
+            bn = nxt if isinstance(nxt, nn.BatchNorm2d) and not per_image else None
             out.append(_fused_layer(m, bn, decoder and i == 0))
-            i += 2 if bn is not None else 1
+            if per_image:  # each image's own statistics: nothing to fold, the layer stays
+                out.append(frozen_instance_norm(nxt))
+            i += 2 if bn is not None or per_image else 1
         elif isinstance(m, nn.BatchNorm2d):
             raise UsageError("a BatchNorm without a preceding convolution cannot be folded")
         else:

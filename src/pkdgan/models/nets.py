@@ -45,6 +45,17 @@ def is_per_image(module: nn.Module) -> bool:
     return isinstance(module, PER_IMAGE_NORMS)
 
 
+def frozen_instance_norm(module: nn.Module) -> nn.InstanceNorm2d:
+    """An eval-only affine InstanceNorm equal to a per-image ``module`` when scoring (what
+    exporters see: ONNX's InstanceNormalization)."""
+    if not is_per_image(module):
+        raise TypeError(f"{type(module).__name__} does not normalise per image")
+    out = nn.InstanceNorm2d(module.num_features, eps=module.eps, affine=True)
+    out.weight = nn.Parameter(module.weight.detach().clone(), requires_grad=False)
+    out.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=False)
+    return out.eval()
+
+
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """The normalisation of ``ModelConfig.norm`` (affine in every kind)."""
     if norm == "instance":

@@ -108,7 +108,8 @@ def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: 
     p = req.preset
     return RunConfig(
         model=ModelConfig(image_size=p.image_size, channels=CHANNELS[req.dataset], nz=p.nz,
-                          width=p.width, latent_constraint=constraint),  # type: ignore[arg-type]
+                          width=p.width, latent_constraint=constraint,  # type: ignore[arg-type]
+                          norm=p.norm),  # type: ignore[arg-type]
         data=DataConfig(dataset=req.dataset, data_root=req.data_root, normal_class=normal_class,
                         max_train=p.max_train, max_test=p.max_test),
         train=TrainConfig(epochs=p.epochs, batch_size=batch_size or p.batch_size, seed=seed,

@@ -21,9 +21,9 @@ from pkdgan.models.nets import weights_init
 from pkdgan.models.stacked import (
     GradSink,
     stacked_batch_norm,
-    stacked_instance_norm,
     stacked_conv2d,
     stacked_conv_transpose2d,
+    stacked_instance_norm,
 )
 from pkdgan.training.loop import RngStream  # noqa: F401  (stacked members' RNG streams)
 from pkdgan.training.train import GanState
