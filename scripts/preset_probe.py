@@ -92,7 +92,8 @@ def main() -> None:
                "latent_constraint": a.latent_constraint,
                "constraint_weight": a.constraint_weight, "w_adv": a.w_adv, "w_con": a.w_con,
                "w_lat": a.w_lat,
-               "drop_last": a.drop_last, "precision": a.precision, "norm": a.norm, "epoch": epoch,
+               "drop_last": a.drop_last, "precision": a.precision, "norm": a.norm,
+               "epochs": a.epochs, "epoch": epoch,
                "train_seconds": round(train_seconds, 1), "config_hash": cfg.hash(),
                "auroc_latent": round(evaluate_scores(lat.numpy(), split.test_labels)["auroc"], 4),
                "auroc_reconstruction": round(

@@ -251,3 +251,17 @@ def test_auto_on_a_run_without_a_recorded_choice_is_one_clear_error(tmp_path: Pa
         load(path, score=AUTO)
     combined = load(path, score="combined")  # computed from the saved held-out scores
     assert combined.score_ == "combined" and combined.threshold_ is not None
+
+
+def test_colour_cast_shifts_rgb_channels_apart_and_bends_grey_tones() -> None:
+    from pkdgan.data.synthetic import colour
+
+    g = torch.Generator().manual_seed(0)
+    rgb = torch.zeros(64, 3, 8, 8)
+    shift = (colour(rgb, g) - rgb).mean(dim=(2, 3))  # (N, 3) per-channel shifts
+    assert (shift.abs() >= 0.2 - 1e-6).all() and (shift.abs() <= 0.5 + 1e-6).all()
+    assert (shift.std(dim=1) > 0.05).float().mean() > 0.5  # a cast, not a brightness change
+    grey = torch.linspace(-1, 1, 64).view(1, 1, 8, 8).repeat(16, 1, 1, 1)
+    out = colour(grey, g)
+    assert torch.equal(out[:, :, 0, 0], grey[:, :, 0, 0]) and torch.allclose(out[:, :, -1, -1], grey[:, :, -1, -1])
+    assert (out - grey).abs().flatten(1).amax(1).min() > 0.1  # the mid-tones move

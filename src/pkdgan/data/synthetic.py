@@ -2,7 +2,8 @@
 
 The idea is anomalib's "synthetic" validation split: corrupt normal images in ways real
 anomalies differ (pixel noise, lost detail, global intensity and contrast changes, scrambled
-structure, foreign patches, wrong orientation, small defects) and see which score notices.
+structure, foreign patches, wrong orientation, small defects, colour casts) and see which
+score notices.
 The corruptions are generic on purpose: they stand in for anomalies nobody has labelled, so
 none is tuned to a dataset. Seeded; the input images are never modified.
 """
@@ -103,9 +104,25 @@ def spot(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out
 
 
+def colour(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A colour cast: each channel's intensity shifted by its own +-0.2-0.5 (RGB); a tone curve
+    (gamma 0.4-0.6 or 1.7-2.5 on [0, 1]) for grey images, which have no colour to change.
+
+    Like brightness and contrast, a change that per-image normalisation can hide (issue 30)."""
+    n, c = x.shape[:2]
+    if c > 1:
+        shift = _sign(g, n * c) * _uniform(g, n * c, 0.2, 0.5)
+        return x + shift.view(n, c, 1, 1)
+    gamma = torch.where(torch.rand(n, generator=g) < 0.5, _uniform(g, n, 0.4, 0.6), _uniform(g, n, 1.7, 2.5))
+    unit = ((x + 1) / 2).clamp(0, 1)
+    return unit ** _per_image(gamma) * 2 - 1
+
+
+# appended at the end: the corruptions before it draw the same random numbers as before it was added
 CORRUPTIONS: dict[str, Corruption] = {
     "noise": noise, "blur": blur, "contrast": contrast, "brightness": brightness,
     "patch_shuffle": patch_shuffle, "cut_paste": cut_paste, "flip": flip, "spot": spot,
+    "colour": colour,
 }
 
 

@@ -165,7 +165,7 @@ def model_card(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> l
         ("dataset / normal class", f"{data.get('dataset', '?')} / {cls}"),
         ("model", f"{model.get('channels', '?')}x{model.get('image_size', '?')}² input, "
                   f"width {model.get('width', '?')}, nz {model.get('nz', '?')}, latent constraint "
-                  f"{model.get('latent_constraint', 'none')}"
+                  f"{model.get('latent_constraint', 'none')}, norm {model.get('norm', 'batch')}"
          + (f", registry {cfg['student_name']}" if cfg.get("student_name") else "")),
         ("parameters (scoring path)", f"{params:,}" if params else "–"),
         ("FLOPs per image", _si(flops, "FLOPs") if flops else "–"),

@@ -1,0 +1,136 @@
+"""Tables of issue 30's normalisation comparison, from the probes' JSON lines.
+
+    python scripts/norm_table.py docs/results/norm/probes.jsonl --epochs 10 \
+        --folders docs/results/norm/folders.jsonl > docs/results/norm/tables.md
+
+Arms are (norm, training batch, how the score normalises): a BatchNorm run gives three rows
+from the same checkpoints (running statistics, each image's own statistics, and, for the record
+only, training-mode statistics of test batches of 64, which make a score depend on its
+neighbours). The cell of a run is its *last* epoch's test AUROC (fixed in advance: no epoch is
+chosen by a test label); the range over the last half of the epochs describes how much the
+curve swings. Paired differences are over (class, seed) cells both arms finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from pkdgan.studies.stats import paired
+
+REFERENCE = "batch b256, running"  # the cpu preset's teacher as the main table scores it
+SCORINGS = {"auroc_latent_per_image": "per image", "auroc_latent_test_batch64": "test batch 64 (record only)"}
+
+
+def arms_of(row: dict) -> dict[str, float]:
+    norm, b = row.get("norm", "batch"), row["batch_size"]
+    own = "running" if norm == "batch" else "per image"
+    out = {f"{norm} b{b}, {own}": row["auroc_latent"]}
+    for key, how in SCORINGS.items():
+        if key in row:
+            out[f"{norm} b{b}, {how}"] = row[key]
+    return out
+
+
+def load(path: Path, epochs: int) -> tuple[dict, dict, dict]:
+    """final[dataset][arm][(class, seed)] = AUROC %, swing[...] = (lo, hi) %, cost[...] = s."""
+    curves: dict = defaultdict(lambda: defaultdict(dict))
+    seconds: dict = defaultdict(dict)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        total = r.get("epochs", epochs)
+        if total != epochs:
+            continue
+        key = (r["dataset"], r["normal_class"], r["seed"])
+        for arm, v in arms_of(r).items():
+            curves[key][arm][r["epoch"]] = 100 * v
+        if r["epoch"] == total:
+            seconds[key][f"{r.get('norm', 'batch')} b{r['batch_size']}"] = r["train_seconds"]
+    final: dict = defaultdict(lambda: defaultdict(dict))
+    swing: dict = defaultdict(lambda: defaultdict(dict))
+    for (ds, c, s), arms in curves.items():
+        for arm, by_epoch in arms.items():
+            if epochs not in by_epoch:
+                continue  # still training
+            final[ds][arm][(c, s)] = by_epoch[epochs]
+            tail = [v for e, v in by_epoch.items() if e > epochs // 2]
+            swing[ds][arm][(c, s)] = (min(tail), max(tail))
+    return final, swing, seconds
+
+
+def dataset_section(ds: str, final: dict, swing: dict, seconds: dict) -> list[str]:
+    arms = sorted(final)
+    cells = sorted({k for a in arms for k in final[a]})
+    out = [f"### {ds}" + (" (first 1,000 test images)" if ds == "cifar10" else ""), "",
+           "| arm | " + " | ".join(f"c{c} s{s}" for c, s in cells) + " | mean | last-half range |",
+           "|---|" + "---:|" * (len(cells) + 2)]
+    for a in arms:
+        vals = [final[a].get(k) for k in cells]
+        got = [v for v in vals if v is not None]
+        mean = f"{statistics.mean(got):.2f} (n {len(got)})" if got else "-"
+        widths = [hi - lo for lo, hi in swing[a].values()]
+        rng = f"{max(widths):.1f} max" if widths else "-"
+        out.append(f"| {a} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in vals)
+                   + f" | {mean} | {rng} |")
+    out += ["", f"Paired against **{REFERENCE}** (points; CI over (class, seed) cells):", ""]
+    for a in arms:
+        if a != REFERENCE and REFERENCE in final:
+            out.append(f"- {paired(final, a, REFERENCE).line()}")
+    costs = defaultdict(list)
+    for (d, _, _), by in seconds.items():
+        if d == ds:
+            for arm, sec in by.items():
+                costs[arm].append(sec / 60)
+    if costs:
+        out += ["", "Training minutes per class (one thread, two probes sharing the 2 cores): "
+                + "; ".join(f"{a} {statistics.mean(v):.1f} (n {len(v)})" for a, v in sorted(costs.items()))]
+    return out + [""]
+
+
+def folders_section(path: Path) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    out = ["## Own folders: held-out synthetic anomalies (label-free) and, for description, test AUROC", "",
+           "Pooled synthetic AUROC (%) of the kind `--score auto` picks, mean over seeds; the "
+           "brightness / contrast / colour columns are those corruptions alone for the same kind; "
+           "test AUROC (%) of the picked kind is description only.", "",
+           "| dataset | norm | picked | synthetic pooled | brightness | contrast | colour | test (picked) | n |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["norm"])].append(r)
+    totals: dict = defaultdict(list)
+    for (ds, norm), rs in sorted(groups.items()):
+        def m(f) -> float:  # noqa: ANN001
+            return 100 * statistics.mean(f(r) for r in rs)
+        by = "synthetic_auroc_by_corruption"
+        pooled = m(lambda r: r["synthetic_auroc"][r["auto_pick"]])
+        totals[norm].append(pooled)
+        out.append(f"| {ds} | {norm} | {', '.join(sorted({r['auto_pick'] for r in rs}))} | {pooled:.1f} | "
+                   + " | ".join(f"{m(lambda r, c=c: r[by][c][r['auto_pick']]):.1f}"
+                                for c in ("brightness", "contrast", "colour"))
+                   + f" | {m(lambda r: r['test_auroc_picked']):.1f} | {len(rs)} |")
+    out += ["", "Mean pooled synthetic AUROC over the datasets (the label-free rule): "
+            + "; ".join(f"{n} {statistics.mean(v):.1f}" for n, v in sorted(totals.items())), ""]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("log", type=Path)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--folders", type=Path, default=None)
+    a = p.parse_args()
+    final, swing, seconds = load(a.log, a.epochs)
+    lines = [f"## Benchmark classes: latent AUROC (%) after epoch {a.epochs}", ""]
+    for ds in sorted(final):
+        lines += dataset_section(ds, final[ds], swing[ds], seconds)
+    if a.folders is not None and a.folders.exists():
+        lines += folders_section(a.folders)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
