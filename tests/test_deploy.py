@@ -451,3 +451,22 @@ def test_wall_ratio_compares_a_backend_only_students_fit_with_the_teachers_faste
     assert native["wall_ratio_mnist"] == native["wall_ratio_mnist_best_vs_best"] == 125.0
     assert "teacher's fastest openvino/fp32" in native["wall_ratio_mnist_basis"]
     assert native["wall_ratio_mnist_per_config"] == {"openvino/fp32": 45.0}
+
+
+@pytest.mark.skipif("native" not in RUNTIMES or len(RUNTIMES) < 2, reason="needs native and another runtime")
+def test_a_native_kernel_that_fails_here_falls_back_with_one_warning(cache: Path, tmp_path: Path) -> None:
+    from pkdgan.inference import native
+
+    info = lean.read_info(cache)
+    if "native" not in info["files"]:
+        pytest.skip("this run's generator has no native form")
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy, ignore=shutil.ignore_patterns("*.so", "*.sha256"))
+    src = copy / info["files"]["native"]
+    with np.load(src.with_name(native.PARITY_FILE)) as f:
+        x, expected = f["images"], f["expected"]
+    native.write_parity(src, x, expected * 2 + 1, 1e-4)  # this "CPU" computes something else
+    with pytest.warns(UserWarning, match=r"native backend unavailable here \(.*parity check.*\); using"):
+        run, used = lean.runner(copy, info, "native")
+    assert used != "native" and used in info["files"]
+    np.testing.assert_allclose(run(x), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,10 +134,13 @@ def test_object_is_compiled_once_per_cpu_and_read_only_runs_use_the_user_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ModelConfig(image_size=16, nz=4, width=1)
     src = export_native(generator(cfg), cfg, tmp_path / "ro" / "model.c")
-    so = native.compile_source(src)
-    assert so.parent == src.parent and native.cpu_tag() in so.name
+    assert (src.parent / native.PARITY_FILE).is_file()
+    first = native.NativeRunner(src)
+    so = native.object_path(src)
+    assert first.compile_seconds > 0 and so.parent == src.parent and native.cpu_tag() in so.name
+    assert native.trusted(so)
     mtime = so.stat().st_mtime_ns
-    assert native.compile_source(src) == so and so.stat().st_mtime_ns == mtime
+    assert native.NativeRunner(src).compile_seconds == 0 and so.stat().st_mtime_ns == mtime
     so.unlink()
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     real_access = os.access
@@ -144,10 +148,82 @@ def test_object_is_compiled_once_per_cpu_and_read_only_runs_use_the_user_cache(
     monkeypatch.setattr(native.os, "access",  # a read-only run folder; everything else as it is
                         lambda path, mode, **kw: False if Path(path) == read_only and mode == os.W_OK
                         else real_access(path, mode, **kw))
-    elsewhere = native.compile_source(src)
-    assert elsewhere.is_relative_to(tmp_path / "cache") and elsewhere.is_file() and not so.exists()
     x = images(cfg, 3).numpy()
     assert native.NativeRunner(src)(x).shape == (3,)
+    elsewhere = native.object_path(src)
+    assert elsewhere.is_relative_to(tmp_path / "cache") and native.trusted(elsewhere) and not so.exists()
+
+
+def _exported(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    cfg = ModelConfig(image_size=16, nz=4, width=1)
+    g = generator(cfg)
+    src = export_native(g, cfg, tmp_path / "model.c")
+    x = images(cfg, 5)
+    return src, x.numpy(), torch_scores(g, x, "latent", None)
+
+
+@needs_cc
+def test_a_corrupted_object_is_rebuilt_and_checked_again(tmp_path: Path) -> None:
+    src, x, expected = _exported(tmp_path)
+    # built by another process (this one must not have the object mapped while it is damaged)
+    subprocess.run([sys.executable, "-c", "import sys; from pkdgan.inference.native import NativeRunner; "
+                    "NativeRunner(sys.argv[1])", str(src)], check=True)
+    so = native.object_path(src)
+    assert native.trusted(so)
+    so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])  # a truncated copy, say
+    assert not native.trusted(so)
+    runner = native.NativeRunner(src)
+    assert runner.compile_seconds > 0 and native.trusted(so)
+    np.testing.assert_allclose(runner(x), expected, rtol=1e-4, atol=1e-6)
+
+
+@needs_cc
+def test_a_new_cpu_builds_and_checks_its_own_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, x, expected = _exported(tmp_path)
+    native.NativeRunner(src)
+    here = native.object_path(src)
+    monkeypatch.setattr(native, "cpu_tag", lambda: "othercpu0000")
+    other = native.NativeRunner(src)
+    there = native.object_path(src)
+    assert there != here and "othercpu0000" in there.name and native.trusted(there)
+    assert other.compile_seconds > 0
+    np.testing.assert_allclose(other(x), expected, rtol=1e-4, atol=1e-6)
+
+
+@needs_cc
+def test_an_object_that_fails_its_parity_check_is_removed(tmp_path: Path) -> None:
+    src, x, expected = _exported(tmp_path)
+    native.write_parity(src, x, expected + 1.0, 1e-4)  # what a miscompiling CPU/compiler would give
+    with pytest.raises(PkdganError, match="fails its parity check"):
+        native.NativeRunner(src)
+    assert not native.object_path(src).exists()
+    (src.parent / native.PARITY_FILE).unlink()
+    with pytest.raises(PkdganError, match="rebuild the deploy cache"):
+        native.NativeRunner(src)
+
+
+@needs_cc
+def test_another_source_never_loads_an_old_object(tmp_path: Path) -> None:
+    src, _, _ = _exported(tmp_path)
+    before = native.object_path(src)
+    src.write_text(src.read_text() + "\n/* changed */\n")
+    assert native.object_path(src) != before
+
+
+def test_the_compiler_runs_under_a_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = tmp_path / "slowcc"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+    monkeypatch.setenv(native.COMPILER_ENV, str(slow))
+    monkeypatch.setenv(native.TIMEOUT_ENV, "0.3")
+    src = tmp_path / "model.c"
+    src.write_text("int x;\n")
+    with pytest.raises(PkdganError, match="took over 0.3 s"):
+        native.compile_source(src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.c", "slowcc"]
+    monkeypatch.setenv(native.TIMEOUT_ENV, "soon")
+    with pytest.raises(UsageError, match="number of seconds"):
+        native.compile_timeout()
 
 
 @needs_cc

@@ -142,9 +142,12 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True,
     if "onnxruntime" in files:
         out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
     if "native" in files and info["parity"].get("native", {}).get("ok"):
-        from pkdgan.inference.native import NativeRunner
+        from pkdgan.inference.native import NativeRunner, timed_compile
 
         out["native/fp32"] = NativeRunner(folder / files["native"], threads)
+        compile_s = round(timed_compile(folder / files["native"]), 2)
+    else:
+        compile_s = None
     if "openvino" in files:
         out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
         if "openvino/bf16" not in skipped:
@@ -153,7 +156,7 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True,
             q = folder / OV_DIR / "model_int8.xml"
             once(q, lambda p: quantize_openvino(folder / files["openvino"], holdout, p))
             out["openvino/int8"] = OvRunner(q, "int8", threads)
-    return out, folder, {"score": kind, "det": det, "skipped": skipped}
+    return out, folder, {"score": kind, "det": det, "skipped": skipped, "native_compile_s": compile_s}
 
 
 def _bf16_form(det: Any, folder: Path, fp32_file: str) -> Path:
@@ -245,7 +248,8 @@ def bench_model(run_dir: Path, threads: int, rounds: int, window: float, lat_sec
     flops = module_flops(gen, torch.zeros(1, model["channels"], model["image_size"], model["image_size"]))
     return {"run_dir": str(run_dir), "dataset": data.dataset, "kind": cfg.get("kind", "edegan"),
             "score": meta["score"], "model": model, "n_test": int(len(labels)), "flops_per_image": flops,
-            "deploy_cache": str(folder), "configs": results, "skipped": meta["skipped"]}
+            "deploy_cache": str(folder), "configs": results, "skipped": meta["skipped"],
+            "native_compile_s": meta["native_compile_s"]}
 
 
 def summarize(student: dict[str, Any], teacher: dict[str, Any] | None, flop_s: dict[str, float]
@@ -361,6 +365,8 @@ def describe(out: dict[str, Any]) -> str:
                          f"AUROC {v['auroc']:.4f} ({-v['auroc_drop']:+.4f}){flag}")
         for k, why in m.get("skipped", {}).items():
             lines.append(f"  {k:18s} skipped: {why} (--include-emulated to measure it)")
+        if m.get("native_compile_s") is not None:
+            lines.append(f"  native kernel compile: {m['native_compile_s']:.2f} s (once per CPU)")
     for k, v in out.items():
         if k not in ("models", "settings") and not isinstance(v, dict):
             lines.append(f"{k}: {v}")

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from pkdgan.inference.lean import (
     cache_dirs,
     cache_key,
     read_info,
+    runner,
 )
 from pkdgan.inference.scoring import InferenceGenerator
 
@@ -132,15 +134,26 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
 
 
 def export_native(generator: nn.Module, model_cfg: ModelConfig, path: Path, score: str = "latent",
-                  stats: Stats | None = None) -> Path:
-    """``native/model.c``: the scoring path as C (``native_source.source``). Raises ValueError for a
-    generator wider than the form (``native_form.MAX_CHANNELS``): the runtimes vectorise those well."""
+                  stats: Stats | None = None, images: torch.Tensor | None = None,
+                  expected: np.ndarray | None = None) -> Path:
+    """``native/model.c``: the scoring path as C (``native_source.source``), and beside it the
+    check every object compiled from it must pass on its CPU (``native.PARITY_FILE``: ``images``,
+    default seeded ones, with PyTorch's ``expected`` scores). Raises ValueError for a generator
+    outside the form (wider than ``native_form.MAX_CHANNELS``, or normalising per image): the
+    runtimes serve those."""
+    from pkdgan.inference.native import write_parity
     from pkdgan.inference.native_plan import native_plan
     from pkdgan.inference.native_source import write_source
 
     net = copy.deepcopy(generator).float().cpu().eval()
     image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
-    return write_source(native_plan(net, image, score, stats), Path(path))
+    c_path = write_source(native_plan(net, image, score, stats), Path(path))
+    if images is None:
+        images = parity_images(model_cfg, 16)
+    if expected is None:
+        expected = torch_scores(generator, images, score, stats)
+    write_parity(c_path, images.numpy(), expected, PARITY_RTOL)
+    return c_path
 
 
 def quantize_openvino(model_xml: Path, calibration: np.ndarray, path: Path) -> Path:
@@ -277,7 +290,7 @@ def _write_native(folder: Path, gen: nn.Module, cfg: ModelConfig, kind: str, sta
 
     path = folder / NATIVE_DIR / "model.c"
     try:
-        export_native(gen, cfg, path, kind, stats)
+        export_native(gen, cfg, path, kind, stats, torch.from_numpy(images), expected)
         check = parity(NativeRunner(path), expected, images, strict=False)
     except (ValueError, PkdganError) as e:
         return {"ok": False, "reason": str(e)}
@@ -311,12 +324,11 @@ def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = No
         if folder is not None:
             info = read_info(folder)
             try:
-                name = choose_backend(info, backend)
+                return runner(folder, info, choose_backend(info, backend))
             except Fallback:
                 if backend != "auto":
                     raise PkdganError(f"{backend} is not parity-checked for {run_dir}") from None
                 return None, "torch"
-            return make_runner(name, folder / info["files"][name]), name
         return None, "torch"
     names = [b for b in AUTO_ORDER if b in RUNTIMES and installed(b)] if backend == "auto" else [backend]
     cfg, gen = detector.model_config_, detector.generator_
@@ -330,17 +342,25 @@ def detector_runner(detector: Any, backend: str, run_dir: str | Path | None = No
             export_openvino(gen, cfg, path, kind, stats)
         elif name == "native":
             try:
-                export_native(gen, cfg, path, kind, stats)
+                export_native(gen, cfg, path, kind, stats, images, expected)
             except ValueError as e:
                 if backend != "auto":
                     raise UsageError(f"the native backend does not fit this generator: {e}") from None
                 continue
         else:
             export_onnx(gen, cfg, path, kind, stats)
-        runner = make_runner(name, path)
-        runner._tmp = tmp  # the files live as long as the runner
-        if parity(runner, expected, images.numpy(), strict=backend != "auto")["ok"]:
-            return runner, name
+        try:
+            made = make_runner(name, path)
+        except UsageError:
+            raise
+        except PkdganError as e:  # e.g. a native kernel that fails to compile or check here
+            if backend != "auto":
+                raise
+            warnings.warn(f"{name} backend unavailable here ({e}); trying the next", stacklevel=2)
+            continue
+        made._tmp = tmp  # the files live as long as the runner
+        if parity(made, expected, images.numpy(), strict=backend != "auto")["ok"]:
+            return made, name
     return None, "torch"
 
 

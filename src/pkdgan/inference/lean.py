@@ -126,10 +126,26 @@ def choose_backend(info: dict[str, Any], requested: str, n_images: int | None = 
     raise Fallback("no parity-checked runtime installed")
 
 
-def runner(folder: Path, info: dict[str, Any], backend: str, threads: int | None = None) -> Any:
-    from pkdgan.inference.deploy import make_runner
+def runner(folder: Path, info: dict[str, Any], backend: str, threads: int | None = None
+           ) -> tuple[Any, str]:
+    """(runner, backend) for ``backend``; when it cannot start here (a native kernel that fails
+    to compile or its parity check on this CPU, a runtime that cannot load its file) one warning
+    line names why and the next parity-checked backend of ``deploy.AUTO_ORDER`` takes over;
+    ``Fallback`` (the PyTorch path) when none is left."""
+    from pkdgan.core.errors import PkdganError, UsageError
+    from pkdgan.inference.deploy import AUTO_ORDER, installed, make_runner
 
-    return make_runner(backend, folder / info["files"][backend], "fp32", threads)
+    ok = [b for b in usable_backends(info) if installed(b)]
+    order = [backend] + [b for b in AUTO_ORDER if b in ok and b != backend]
+    for i, name in enumerate(order):
+        try:
+            return make_runner(name, folder / info["files"][name], "fp32", threads), name
+        except UsageError:
+            raise
+        except PkdganError as e:
+            nxt = order[i + 1] if i + 1 < len(order) else "torch"
+            warnings.warn(f"{name} backend unavailable here ({e}); using {nxt}", stacklevel=2)
+    raise Fallback("no runtime of the deploy cache could start")
 
 
 # --- files -> preprocessed arrays (as data.read_image + data.to_tensor) ---------------------------
@@ -276,8 +292,9 @@ def check_eligible(args: Any) -> None:
 
 
 def predict_rows(folder: Path, info: dict[str, Any], backend: str, paths: Sequence[Path],
-                 normalize: bool, threshold: float | None) -> tuple[list[dict[str, Any]], float]:
-    """Rows ``{path, score, label}`` and the threshold in the scores' units (as the torch path)."""
+                 normalize: bool, threshold: float | None) -> tuple[list[dict[str, Any]], float, str]:
+    """Rows ``{path, score, label}``, the threshold in the scores' units (as the torch path) and
+    the backend that scored them (``runner`` may fall back from the chosen one)."""
     mean, std = info.get("holdout_mean"), info.get("holdout_std")
     if normalize and (mean is None or std is None):
         raise UsageError("normalize=True needs held-out normal statistics, which this run lacks")
@@ -295,7 +312,7 @@ def predict_rows(folder: Path, info: dict[str, Any], backend: str, paths: Sequen
     try:
         chunks = decoded_chunks(pool, paths, cfg["channels"])
         first = next(chunks)  # decoding starts before the runtime is loaded and compiled
-        run = runner(folder, info, backend)
+        run, backend = runner(folder, info, backend)
         rows: list[dict[str, Any]] = []
         off_size: set[tuple[int, int]] = set()
         for chunk, arrays in _chain(first, chunks):
@@ -311,7 +328,7 @@ def predict_rows(folder: Path, info: dict[str, Any], backend: str, paths: Sequen
         shown = ", ".join(f"{h}x{w}" for h, w in sorted(off_size)[:3]) + (" ..." if len(off_size) > 3 else "")
         warnings.warn(f"images of size {shown} converted to {cfg['image_size']}x{cfg['image_size']} "
                       f"as at training (resize mode {prep['resize']})", stacklevel=2)
-    return rows, t
+    return rows, t, backend
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -347,7 +364,7 @@ def predict_command(args: Any, build_cache: Callable[[Path, str | None], Path] |
     fmt = args.format or ("json" if json_suffix else "csv")
     paths = expand_paths(args.paths)
     backend = choose_backend(info, getattr(args, "backend", "auto"), len(paths))
-    rows, threshold = predict_rows(folder, info, backend, paths, args.normalize, args.threshold)
+    rows, threshold, backend = predict_rows(folder, info, backend, paths, args.normalize, args.threshold)
     n_flagged = sum(r["label"] for r in rows)
     meta = {"run_dir": str(args.run_dir), "score": info["score"], "normalized": args.normalize,
             "threshold": threshold, "n_images": len(rows), "n_anomalous": n_flagged}
