@@ -96,16 +96,17 @@ def folders_section(path: Path) -> list[str]:
            "Pooled synthetic AUROC (%) of the kind `--score auto` picks, mean over seeds; the "
            "brightness / contrast / colour columns are those corruptions alone for the same kind; "
            "test AUROC (%) of the picked kind is description only.", "",
-           "| dataset | norm | picked | synthetic pooled | brightness | contrast | colour | test (picked) | n |",
+           "| dataset | norm | picked | synthetic pooled | brightness | contrast | colour "
+           "| test (picked) | n |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     groups = defaultdict(list)
     for r in rows:
         groups[(r["dataset"], r["norm"])].append(r)
     totals: dict = defaultdict(list)
+    by = "synthetic_auroc_by_corruption"
     for (ds, norm), rs in sorted(groups.items()):
-        def m(f) -> float:  # noqa: ANN001
+        def m(f, rs=rs) -> float:  # noqa: ANN001
             return 100 * statistics.mean(f(r) for r in rs)
-        by = "synthetic_auroc_by_corruption"
         pooled = m(lambda r: r["synthetic_auroc"][r["auto_pick"]])
         totals[norm].append(pooled)
         out.append(f"| {ds} | {norm} | {', '.join(sorted({r['auto_pick'] for r in rs}))} | {pooled:.1f} | "
