@@ -26,6 +26,24 @@ run() {  # norm batch dataset class seed
         --batch-size "$2" --epochs "$EPOCHS" --drop-last --log "$LOG" --run-dir "$dir"
 }
 
+together() {  # norm dataset seed: classes 0-2 at batch 1, trained as one stack (training.multi)
+    local dir="$STORE/$2-c012-s$3-$1-b1-e$EPOCHS"
+    mkdir -p "$dir"
+    echo "$(date -u +%FT%TZ) start $1 b1 $2 classes 0-2 seed $3" >&2
+    "$PY" scripts/preset_probe.py --dataset "$2" --classes 0,1,2 --seed "$3" --norm "$1" \
+        --batch-size 1 --epochs "$EPOCHS" --drop-last --log "$LOG" --run-dir "$dir"
+}
+
+case $WORKER in
+  D|F)
+    for seed in 0 1; do
+      for ds in $DATASETS; do
+        together "$([ "$WORKER" = D ] && echo batch-per-image || echo instance)" "$ds" "$seed"
+      done
+    done
+    exit 0 ;;
+esac
+
 for seed in 0 1; do
   for ds in $DATASETS; do
     for c in 0 1 2; do
@@ -33,9 +51,7 @@ for seed in 0 1; do
         A) run instance 64 "$ds" "$c" "$seed" ;;
         B) run batch 256 "$ds" "$c" "$seed" ;;
         C) run instance 16 "$ds" "$c" "$seed" ;;
-        D) run batch-per-image 1 "$ds" "$c" "$seed" ;;
         E) run instance 256 "$ds" "$c" "$seed" ;;
-        F) run instance 1 "$ds" "$c" "$seed" ;;
       esac
     done
   done

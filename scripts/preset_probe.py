@@ -51,43 +51,73 @@ def main() -> None:
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="checkpoint here after every epoch and resume from it")
+    p.add_argument("--classes", default=None,
+                   help="several normal classes (e.g. 0,1,2) trained together, one model each, at "
+                        "batch 1 (pkdgan.training.multi); run folders RUN_DIR/class_K")
     a = p.parse_args()
+    from pkdgan.training.train import fit
+
+    if a.classes is None:
+        cfg, split, on_epoch = make_probe(a, a.normal_class, a.run_dir)
+        if on_epoch is None:
+            return
+        if a.run_dir is not None and (a.run_dir / "train_state.safetensors").exists():
+            catch_up(a.run_dir, cfg, split, on_epoch)
+        fit(cfg, split, run_dir=a.run_dir, resume=a.run_dir is not None, progress=False,
+            on_epoch=on_epoch)
+        return
+    from pkdgan.training.multi import fit_many
+
+    if a.batch_size != 1 or a.run_dir is None:
+        p.error("--classes trains at --batch-size 1 and needs --run-dir")
+    probes = [(k, *make_probe(a, k, a.run_dir / f"class_{k}")) for k in map(int, a.classes.split(","))]
+    probes = [pr for pr in probes if pr[3] is not None]
+    for k, cfg, split, on_epoch in probes:
+        if (a.run_dir / f"class_{k}" / "train_state.safetensors").exists():
+            catch_up(a.run_dir / f"class_{k}", cfg, split, on_epoch)
+    if probes:
+        fit_many([pr[1] for pr in probes], [pr[2] for pr in probes],
+                 [a.run_dir / f"class_{pr[0]}" for pr in probes], resume=True, progress=False,
+                 on_epoch=lambda i, epoch, model: probes[i][3](epoch, model))
+
+
+def make_probe(a: argparse.Namespace, normal_class: int, run_dir: Path | None):  # noqa: ANN201
+    """(config, split, per-epoch logger), the logger None when every epoch is logged already."""
     from pkdgan.core.config import LossWeights
     from pkdgan.data.datasets import DATASET_CHANNELS
-    from pkdgan.training.train import fit
 
     cfg = RunConfig(
         model=ModelConfig(channels=DATASET_CHANNELS[a.dataset], nz=a.nz, width=a.width,
                           latent_constraint=a.latent_constraint,
                           constraint_weight=a.constraint_weight, norm=a.norm),
         loss=LossWeights(adversarial=a.w_adv, contextual=a.w_con, latent=a.w_lat),
-        data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=a.normal_class),
+        data=DataConfig(dataset=a.dataset, data_root=a.data_root, normal_class=normal_class),
         train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                           drop_last=a.drop_last, precision=a.precision),
     )
     split = one_class_split(cfg.data, 32, cfg.model.channels, a.seed)
-    t0 = time.perf_counter()
     train_seconds = 0.0
-    last = [t0]
+    last = [time.perf_counter()]
 
-    logged = logged_epochs(a.log, cfg.hash(), a.normal_class, a.seed)
+    logged = logged_epochs(a.log, cfg.hash(), normal_class, a.seed)
     if logged >= set(range(1, a.epochs + 1)):
-        print(f"already logged: {a.dataset} class {a.normal_class} ({cfg.hash()})", flush=True)
-        return
+        print(f"already logged: {a.dataset} class {normal_class} ({cfg.hash()})", flush=True)
+        return cfg, split, None
 
     def on_epoch(epoch: int, model: EDEGANModel) -> None:
         nonlocal train_seconds
         train_seconds += time.perf_counter() - last[0]
-        if a.run_dir is not None:
-            train_seconds = history_seconds(a.run_dir, epoch)
+        if run_dir is not None:
+            train_seconds = history_seconds(run_dir, epoch)
         if epoch in logged:
             last[0] = time.perf_counter()
             return
+        was_training = model.training
         lat, rec = score_both(model.generator, split.test)
         held_lat, held_rec = score_both(model.generator, split.holdout)
         stats = standardization({"latent": held_lat.numpy(), "reconstruction": held_rec.numpy()})
         comb = combine(lat.numpy(), rec.numpy(), stats)
-        row = {"dataset": a.dataset, "normal_class": a.normal_class, "seed": a.seed,
+        row = {"dataset": a.dataset, "normal_class": normal_class, "seed": a.seed,
                "batch_size": a.batch_size, "width": a.width, "nz": a.nz, "lr": a.lr,
                "latent_constraint": a.latent_constraint,
                "constraint_weight": a.constraint_weight, "w_adv": a.w_adv, "w_con": a.w_con,
@@ -100,15 +130,13 @@ def main() -> None:
                    evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4),
                "auroc_combined": round(evaluate_scores(comb, split.test_labels)["auroc"], 4)}
         row |= other_normalisations(model.generator, split) if a.norm == "batch" else {}
+        model.train(was_training)
         with a.log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
         last[0] = time.perf_counter()
 
-    if a.run_dir is not None and (a.run_dir / "train_state.safetensors").exists():
-        catch_up(a.run_dir, cfg, split, logged, on_epoch)
-    fit(cfg, split, run_dir=a.run_dir, resume=a.run_dir is not None, progress=False,
-        on_epoch=on_epoch)
+    return cfg, split, on_epoch
 
 
 def other_normalisations(generator, split) -> dict[str, float]:
@@ -147,7 +175,7 @@ def history_seconds(run_dir: Path, epoch: int) -> float:
     return round(sum(float(r["seconds"]) for r in rows if int(r["epoch"]) <= epoch), 1)
 
 
-def catch_up(run_dir: Path, cfg: RunConfig, split, logged: set[int], on_epoch) -> None:
+def catch_up(run_dir: Path, cfg: RunConfig, split, on_epoch) -> None:
     """Log the checkpointed epoch when the probe died between its checkpoint and its log line."""
     import torch
 
@@ -156,7 +184,7 @@ def catch_up(run_dir: Path, cfg: RunConfig, split, logged: set[int], on_epoch) -
 
     state = GanState.create(cfg.model, cfg.train, torch.device("cpu"))
     epoch, _ = load_gan(run_dir, state, torch.Generator())
-    if epoch > 0 and epoch not in logged:
+    if epoch > 0:  # on_epoch skips an epoch already logged
         state.model.eval()
         on_epoch(epoch, state.model)
 

@@ -212,8 +212,8 @@ def _end(engine: Engine, hooks: Hooks, i: int, m: Member) -> None:
     if "step_seconds" in m.info:
         m.info["step_seconds"][phase] += seconds
     m.epoch += 1
-    if m.run_dir is not None or m.done:
-        engine.sync(i, m)
+    if m.run_dir is not None or m.done or hooks.after_epoch is not None:
+        engine.sync(i, m)  # the member's modules hold its weights for whoever reads them next
     if m.run_dir is not None:
         runs.append_history(m.run_dir / runs.HISTORY, hooks.row(m, seconds))
         with active(m.rng):

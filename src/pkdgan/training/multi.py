@@ -25,7 +25,7 @@ running statistics of D's BatchNorm receive the same four momentum updates.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,11 +142,13 @@ def named(m: Member, err: DivergenceError | None) -> DivergenceError | None:
 
 def fit_many(cfgs: Sequence[RunConfig], splits: Sequence[OneClassSplit],
              run_dirs: Sequence[Path | None] | None = None, resume: bool = False,
-             progress: bool = True) -> list[FitResult]:
+             progress: bool = True,
+             on_epoch: Callable[[int, int, EDEGANModel], None] | None = None) -> list[FitResult]:
     """Train each (cfg, split) as ``train.fit`` would, all K at once; one result per model.
 
     A model that diverges beyond recovery stops with ``FitResult.error`` set while the others
     go on; with run folders, every model checkpoints after each of its epochs as ``fit`` does.
+    ``on_epoch(k, epochs_done, model)`` is ``fit``'s probe hook, for the k-th model.
     """
     check_compatible(cfgs)
     dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
@@ -159,7 +161,10 @@ def fit_many(cfgs: Sequence[RunConfig], splits: Sequence[OneClassSplit],
         torch.manual_seed(cfgs[0].train.seed)
         template = EDEGANModel(cfgs[0].model).to(device)
         engine = StackedEngine(members, [s.train for s in splits], template, device, cfgs[0])
-        run_loop(members, engine, gan_hooks(), desc=f"train x{len(members)}", progress=progress)
+        index = {id(m.owner.model): k for k, m in enumerate(members)}
+        hook = None if on_epoch is None else (
+            lambda epoch, model: on_epoch(index[id(model)], epoch, model))
+        run_loop(members, engine, gan_hooks(hook), desc=f"train x{len(members)}", progress=progress)
     out = []
     for m in members:
         if m.error is None:

@@ -264,7 +264,7 @@ def gan_hooks(on_epoch: Callable[[int, EDEGANModel], None] | None = None) -> Hoo
     def postfix(m: Member, losses: dict[str, float]) -> dict[str, Any]:
         return {"epoch": m.epoch + 1, "g": f"{losses['g_total']:.3f}", "d": f"{losses['d']:.3f}"}
 
-    return Hooks(row, save, after, postfix)
+    return Hooks(row, save, after if on_epoch is not None else None, postfix)
 
 
 def gan_summary(m: Member) -> dict[str, Any]:
