@@ -368,7 +368,7 @@ def test_bands_only_where_every_band_has_one_matrix() -> None:
     """A layer whose bands differ (not a convolution) stays one dense matrix."""
     import torch
 
-    from pkdgan.inference.dense import GATHER_COST, _Linear, plan
+    from pkdgan.inference.dense import GATHER_COST, LinearMatrix, plan
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(1, 4, 3, 1, 1).double()
@@ -376,7 +376,7 @@ def test_bands_only_where_every_band_has_one_matrix() -> None:
     with torch.no_grad():
         bias = conv(torch.zeros(1, 1, 16, 16, dtype=torch.float64)).flatten()
         weight = (conv(eye).flatten(1) - bias).t().contiguous()
-    lin = _Linear(weight, bias, (1, 16, 16), (4, 16, 16))
+    lin = LinearMatrix(weight, bias, (1, 16, 16), (4, 16, 16))
     assert plan(lin, GATHER_COST["fp32"]) is not None
     weight[5, 21] += 0.5  # output (0, 0, 5) reads pixel (1, 5), which no other output's stencil does alike
     assert plan(lin, GATHER_COST["fp32"]) is None

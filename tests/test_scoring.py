@@ -9,7 +9,7 @@ from torch import nn
 
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
-from pkdgan.inference.scoring import InferenceGenerator, TorchScorer, _SubPixel, fast_scores
+from pkdgan.inference.scoring import InferenceGenerator, SubPixel, TorchScorer, fast_scores
 from pkdgan.models.edegan import score_both
 from pkdgan.models.nets import build_generator
 
@@ -46,7 +46,7 @@ def test_sub_pixel_equals_transposed_conv() -> None:
     w, b = torch.randn(5, 7, 4, 4, generator=g), torch.randn(7, generator=g)
     x = torch.randn(2, 5, 6, 6, generator=g)
     want = torch.conv_transpose2d(x, w, b, stride=2, padding=1)
-    torch.testing.assert_close(_SubPixel(w, b)(x), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(SubPixel(w, b)(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_onnxruntime_scores_match() -> None:

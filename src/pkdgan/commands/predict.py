@@ -76,9 +76,9 @@ def torch_main(args: argparse.Namespace) -> int:
         choose_omp_wait_policy()
     from pkdgan.api import load
     from pkdgan.core import runs
+    from pkdgan.core.device import resolve_device
     from pkdgan.inference.lean import format_predictions
     from pkdgan.inference.predict import expand_paths, predict_files
-    from pkdgan.training.train import resolve_device
 
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
     fmt = args.format or ("json" if json_suffix else "csv")

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
-from pkdgan.inference.scoring import InferenceGenerator, _Linear2d, _SubPixel
+from pkdgan.inference.scoring import InferenceGenerator, Linear2d, SubPixel
 
 # layers that are linear maps of their input (BatchNorm is already folded into them)
-LINEAR = (nn.Conv2d, nn.ConvTranspose2d, _SubPixel, _Linear2d)
+LINEAR = (nn.Conv2d, nn.ConvTranspose2d, SubPixel, Linear2d)
 # pointwise layers that keep the shape; each maps 0 to 0 (what padding features rely on)
 POINTWISE = (nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Identity)
 # a graph is put in matrix form only if no layer's matrix is larger (float64 while building)
@@ -122,7 +122,7 @@ def leaves(m: nn.Module) -> list[nn.Module]:
 
 
 @dataclass
-class _Linear:
+class LinearMatrix:
     """One linear layer as a float64 matrix on the canonical (C, H, W) flattening, and the
     pointwise layer after it (if any)."""
 
@@ -142,9 +142,9 @@ class _Bands:
     window: int  # input rows per window
 
 
-def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[_Linear], tuple[int, ...]] | None:
+def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[LinearMatrix], tuple[int, ...]] | None:
     """The layers of ``seq`` as matrices, or None if one is not linear/pointwise or too large."""
-    out: list[_Linear] = []
+    out: list[LinearMatrix] = []
     shape = in_shape
     for layer in leaves(seq):
         if isinstance(layer, POINTWISE):
@@ -158,12 +158,12 @@ def _linears(seq: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[_Linear], 
         if len(new_shape) != 3 or math.prod(shape) * math.prod(new_shape) > MATRIX_LIMIT:
             return None
         weight, bias = _matrix(layer, shape)  # kept in float64 until MatrixLayer rounds it once
-        out.append(_Linear(weight, bias.flatten(), shape, new_shape))  # type: ignore[arg-type]
+        out.append(LinearMatrix(weight, bias.flatten(), shape, new_shape))  # type: ignore[arg-type]
         shape = new_shape
     return out, shape
 
 
-def _bands(lin: _Linear, rows: int) -> _Bands | None:
+def _bands(lin: LinearMatrix, rows: int) -> _Bands | None:
     """Row bands of ``rows`` output rows, if their windows are equally spaced."""
     (_, h, _), (co, ho, wo) = lin.in_shape, lin.out_shape
     if ho % rows or (h * rows) % ho:
@@ -181,14 +181,14 @@ def _bands(lin: _Linear, rows: int) -> _Bands | None:
     return _Bands(rows, count, start, step, max(hi) - start + 1)
 
 
-def _band_cost(lin: _Linear, b: _Bands, gather_cost: float) -> float:
+def _band_cost(lin: LinearMatrix, b: _Bands, gather_cost: float) -> float:
     c, _, w = lin.in_shape
     co, _, wo = lin.out_shape
     k, m = c * b.window * w, co * b.rows * wo
     return b.count * (k * m + gather_cost * k)
 
 
-def plan(lin: _Linear, gather_cost: float) -> _Bands | None:
+def plan(lin: LinearMatrix, gather_cost: float) -> _Bands | None:
     """The cheapest row bands of one shared matrix for a layer, or None when none costs at
     most ``BAND_SHARE`` of the whole matrix."""
     options = [b for r in range(1, lin.out_shape[1]) if (b := _bands(lin, r)) is not None]
@@ -226,7 +226,7 @@ class MatrixLayer(nn.Module):
         return y.reshape(n, -1)
 
 
-def _reads_padding(lin: _Linear, b: _Bands | None) -> bool:
+def _reads_padding(lin: LinearMatrix, b: _Bands | None) -> bool:
     return b is not None and (b.start < 0 or b.start + (b.count - 1) * b.step + b.window > lin.in_shape[1])
 
 
@@ -242,13 +242,13 @@ def _positions(order: torch.Tensor, features: int) -> torch.Tensor:
 
 
 class _Builder:
-    """Turns a chain of ``_Linear``s into ``MatrixLayer``s, tracking each activation's order.
+    """Turns a chain of ``LinearMatrix``s into ``MatrixLayer``s, tracking each activation's order.
 
     Plans come first, so a layer whose bands read padding finds a zero feature ready: the
     layer before it gets an extra output (a zero row; every activation maps 0 to 0), or the
     image an appended zero."""
 
-    def __init__(self, chain: list[_Linear], gather_cost: float) -> None:
+    def __init__(self, chain: list[LinearMatrix], gather_cost: float) -> None:
         self.plans = [plan(lin, gather_cost) for lin in chain]
         needs = [_reads_padding(lin, b) for lin, b in zip(chain, self.plans, strict=True)]
         self.zero_after = needs[1:] + [False]
@@ -258,7 +258,7 @@ class _Builder:
             self.order = torch.cat([self.order, torch.tensor([-1])])
         self.step = 0
 
-    def add(self, lin: _Linear) -> MatrixLayer:
+    def add(self, lin: LinearMatrix) -> MatrixLayer:
         bands, zero_out = self.plans[self.step], self.zero_after[self.step]
         self.step += 1
         position = _positions(self.order, math.prod(lin.in_shape))
@@ -279,7 +279,7 @@ class _Builder:
         self.order = order
         return MatrixLayer(weight, bias, index, count, lin.act)
 
-    def _banded(self, lin: _Linear, b: _Bands, position: torch.Tensor
+    def _banded(self, lin: LinearMatrix, b: _Bands, position: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         zeros = torch.nonzero(self.order < 0).flatten()
         zero = int(zeros[0]) if len(zeros) else -1
@@ -293,7 +293,7 @@ class _Builder:
         return weight, lin.bias[outs[full]], torch.cat(index), torch.cat(outs)
 
 
-def _windows(lin: _Linear, b: _Bands) -> tuple[list[torch.Tensor], ...]:
+def _windows(lin: LinearMatrix, b: _Bands) -> tuple[list[torch.Tensor], ...]:
     """Per band: canonical input features of its window, which lie inside the image, its
     canonical outputs, and its matrix."""
     (c, h, w), (co, ho, wo) = lin.in_shape, lin.out_shape
@@ -311,7 +311,7 @@ def _windows(lin: _Linear, b: _Bands) -> tuple[list[torch.Tensor], ...]:
     return canon, inside, outs, matrices
 
 
-def _uniform(lin: _Linear, b: _Bands) -> bool:
+def _uniform(lin: LinearMatrix, b: _Bands) -> bool:
     """Whether every band has one matrix and bias (a convolution's bands differ only where a
     window reaches past the image, read as zeros), so one GEMM serves them all."""
     _, inside, outs, matrices = _windows(lin, b)
@@ -326,7 +326,7 @@ def _uniform(lin: _Linear, b: _Bands) -> bool:
 
 
 def matrix_form(net: InferenceGenerator, image_shape: tuple[int, int, int]
-                ) -> tuple[list[list[_Linear]], tuple[int, ...]] | None:
+                ) -> tuple[list[list[LinearMatrix]], tuple[int, ...]] | None:
     """E1, D and E2 of ``net`` as matrices, or None when a layer does not allow it."""
     e1 = _linears(net.encoder1, image_shape)
     if e1 is None:

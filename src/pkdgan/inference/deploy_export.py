@@ -46,11 +46,11 @@ from pkdgan.inference.export import (
     OUTPUT_NAME,
     PARITY_RTOL,
     ScoreGraph,
-    _quiet_exporter,
-    _require_onnx,
     export_onnx,
     parity_images,
     preprocessing,
+    quiet_exporter,
+    require_onnx,
 )
 from pkdgan.inference.lean import (
     DEPLOY_JSON,
@@ -101,13 +101,13 @@ def scoring_graph(generator: nn.Module, model_cfg: ModelConfig, score: str = "la
 def export_folded_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
                        score: str = "latent", stats: Stats | None = None, precision: str = "fp32") -> Path:
     """``scoring_graph`` as ONNX with a dynamic batch axis (OpenVINO's input)."""
-    _require_onnx()
+    require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = scoring_graph(generator, model_cfg, score, stats, precision)
     example = torch.zeros(2, model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     try:
-        with _quiet_exporter():
+        with quiet_exporter():
             torch.onnx.export(graph, (example,), str(path), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamo=True,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),

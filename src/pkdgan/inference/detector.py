@@ -32,6 +32,7 @@ from pkdgan.core.config import (
     ModelConfig,
     from_dict,
 )
+from pkdgan.core.device import resolve_device
 from pkdgan.core.errors import DataError, UsageError
 from pkdgan.core.presets import DEFAULT_PRESET, PRESETS
 from pkdgan.data.datasets import OneClassSplit, holdout_indices
@@ -46,7 +47,6 @@ from pkdgan.evaluation.score_kinds import (
 from pkdgan.inference.export import export_onnx
 from pkdgan.inference.predict import as_images
 from pkdgan.models.edegan import score_batches, score_both
-from pkdgan.training.train import resolve_device
 
 HOLDOUT_PREFIX = "detector.holdout_"
 # calibration.json keys that describe the threshold, not how the score kind was chosen
@@ -55,7 +55,7 @@ CALIBRATION_KEYS = ("threshold", "fpr", "contamination", "n_holdout", "holdout_m
 DECISION_KEY = "detector.decision_scores"
 MIN_HOLDOUT_WARN = 20
 
-_CPU = PRESETS[DEFAULT_PRESET]  # the API's schedule defaults
+CPU_PRESET = PRESETS[DEFAULT_PRESET]  # the API's schedule defaults
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

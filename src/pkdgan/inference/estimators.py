@@ -23,7 +23,7 @@ from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
     AUTO,
 )
-from pkdgan.inference.detector import _CPU, OneClassDetector
+from pkdgan.inference.detector import CPU_PRESET, OneClassDetector
 from pkdgan.inference.predict import infer_channels
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.training.distill import distill
@@ -45,9 +45,9 @@ class EDEGAN(OneClassDetector):
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
                  width: int = 64, latent_constraint: str = "none", constraint_weight: float = 1.0,
-                 norm: str = _CPU.norm, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
-                 epochs: int = _CPU.epochs, batch_size: int = _CPU.batch_size,
-                 drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
+                 norm: str = CPU_PRESET.norm, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
+                 epochs: int = CPU_PRESET.epochs, batch_size: int = CPU_PRESET.batch_size,
+                 drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
@@ -130,13 +130,13 @@ class PKDGAN(OneClassDetector):
 
     def __init__(self, *, teacher: EDEGAN | None = None, student: str | ModelConfig = "student-mnist",
                  mode: str = "progressive", structure: int = 2,
-                 epochs: int = _CPU.student_schedule()[0], step1_structure: int = 2,
+                 epochs: int = CPU_PRESET.student_schedule()[0], step1_structure: int = 2,
                  step2_structure: int = 3,
-                 step1_epochs: int = _CPU.student_schedule()[0] - _CPU.student_schedule()[1],
-                 step2_epochs: int = _CPU.student_schedule()[1], w1: float = _CPU.k_w1,
-                 wx: float = _CPU.k_wx, w2: float = _CPU.k_w2,
-                 batch_size: int = _CPU.student_batch_size,
-                 drop_last: bool = _CPU.drop_last, precision: str = _CPU.precision,
+                 step1_epochs: int = CPU_PRESET.student_schedule()[0] - CPU_PRESET.student_schedule()[1],
+                 step2_epochs: int = CPU_PRESET.student_schedule()[1], w1: float = CPU_PRESET.k_w1,
+                 wx: float = CPU_PRESET.k_wx, w2: float = CPU_PRESET.k_w2,
+                 batch_size: int = CPU_PRESET.student_batch_size,
+                 drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  lr: float = 2e-4, teacher_lr: float | None = None,
                  score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",

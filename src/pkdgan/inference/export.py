@@ -58,7 +58,7 @@ class ScoreGraph(nn.Module):
         return kind_scores(lat, rec, self.score, self.stats)
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
@@ -67,7 +67,7 @@ def _require_onnx() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """The torch.export-based exporter logs and warns a lot that is no concern of the user."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
@@ -87,7 +87,7 @@ def export_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     The generator is copied to CPU in eval mode (BatchNorm uses its running statistics, as
     when scoring), so the caller's module is left untouched.
     """
-    _require_onnx()
+    require_onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score, stats).eval()
@@ -96,7 +96,7 @@ def export_onnx(generator: nn.Module, model_cfg: ModelConfig, path: Path,
     batch = torch.export.Dim("batch", min=1)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with _quiet_exporter():
+        with quiet_exporter():
             torch.onnx.export(
                 graph, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamo=True, dynamic_shapes=({0: batch},), external_data=False, verbose=False,
@@ -172,13 +172,13 @@ def preprocessing(cfg: ModelConfig, resize: str) -> dict[str, Any]:
     }
 
 
-def _ov_version() -> str:
+def ov_version() -> str:
     import openvino
 
     return openvino.__version__
 
 
-def _ort_version() -> str:
+def ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__

@@ -20,10 +20,10 @@ from pkdgan.inference.export import (
     OUTPUT_NAME,
     SCORE_RULES,
     SUFFIXES,
-    _ort_version,
-    _ov_version,
     check_parity,
     export_onnx,
+    ort_version,
+    ov_version,
     parity_images,
     preprocessing,
     sidecar_path,
@@ -72,9 +72,9 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
         images = parity_images(cfg)
         expected = torch_scores(detector.generator_, images, kind, stats)
         sidecar["parity"] = parity(OvRunner(output), expected, images.numpy())
-        sidecar["parity"]["openvino"] = _ov_version()
+        sidecar["parity"]["openvino"] = ov_version()
     elif check:
         sidecar["parity"] = check_parity(output, detector.generator_, parity_images(cfg), kind, stats)
-        sidecar["parity"]["onnxruntime"] = _ort_version()
+        sidecar["parity"]["onnxruntime"] = ort_version()
     runs.write_json(sidecar_path(output), sidecar)
     return output

@@ -12,7 +12,7 @@ from torch import nn
 from pkdgan.core.errors import UsageError
 from pkdgan.evaluation.score_kinds import KINDS, STD_FLOOR, Stats, check_kind, require_stats
 from pkdgan.inference.native_form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
-from pkdgan.inference.scoring import _fold_bn
+from pkdgan.inference.scoring import fold_bn
 from pkdgan.models.nets import is_per_image
 
 
@@ -106,7 +106,7 @@ def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = 
             _square(conv)
             channels, size = shapes[src]
             out_dim = 0 if isinstance(conv, nn.Conv2d) else 1
-            w, b = _fold_bn(conv.weight, conv.bias, bn, out_dim)
+            w, b = fold_bn(conv.weight, conv.bias, bn, out_dim)
             name, slope = _activation(act)
             last = n == len(units) - 1
             if head and last and bounded:

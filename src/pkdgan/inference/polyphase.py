@@ -25,7 +25,7 @@ from torch import nn
 
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
 from pkdgan.inference.dense import densify
-from pkdgan.inference.scoring import InferenceGenerator, _SubPixel
+from pkdgan.inference.scoring import InferenceGenerator, SubPixel
 from pkdgan.models.losses import latent_score
 
 # kernel row/column of a 4x4 stride-2 padding-1 convolution -> (input phase, 3x3 tap)
@@ -51,7 +51,7 @@ def phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
 def supported(net: InferenceGenerator) -> bool:
     """Whether ``net`` has the layers the rewrite needs (every DCGAN-style generator here does)."""
     dec = list(net.decoder)
-    if len(dec) < 2 or not isinstance(dec[-2], _SubPixel) or not isinstance(dec[-1], nn.Tanh):
+    if len(dec) < 2 or not isinstance(dec[-2], SubPixel) or not isinstance(dec[-1], nn.Tanh):
         return False
     for enc in (net.encoder1, net.encoder2):
         c = enc[0][0]
@@ -75,7 +75,7 @@ class PolyphaseScoreGraph(nn.Module):
         self.e2 = self._encoder(net.encoder2)
         dec = list(net.decoder)
         self.decoder_head = nn.Sequential(*dec[:-2])
-        last: _SubPixel = dec[-2]
+        last: SubPixel = dec[-2]
         self.decoder_last = nn.Conv2d(last.weight.shape[1], last.weight.shape[0], 3, 1, 1)
         self.decoder_last.weight, self.decoder_last.bias = last.weight, last.bias
         self.score = score

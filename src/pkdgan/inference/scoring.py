@@ -32,7 +32,7 @@ from pkdgan.models.nets import frozen_instance_norm, is_per_image
 BACKENDS = ("torch", "onnxruntime")
 
 
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None,
+def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None,
              out_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` in eval mode; ``out_dim`` is the weight's output axis."""
     out_channels = weight.shape[out_dim]
@@ -45,7 +45,7 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
     return weight.detach() * scale.view(shape), (b - bn.running_mean) * scale + bn.bias.detach()
 
 
-class _Linear2d(nn.Module):
+class Linear2d(nn.Module):
     """A transposed convolution of a 1x1 map (the decoder's first layer) as one matrix product."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -59,7 +59,7 @@ class _Linear2d(nn.Module):
         return F.linear(x.flatten(1), self.weight, self.bias).view(-1, *self.shape)
 
 
-class _SubPixel(nn.Module):
+class SubPixel(nn.Module):
     """ConvTranspose2d(kernel 4, stride 2, padding 1) as a 3x3 convolution to 4x channels, then
     ``pixel_shuffle(2)``: output phase (r, t) of channel o reads input rows/columns {m-1, m} or
     {m, m+1}, i.e. taps of the transposed kernel at (3, 1) or (2, 0)."""
@@ -86,16 +86,16 @@ class _SubPixel(nn.Module):
 
 def _fused_layer(conv: nn.Module, bn: nn.BatchNorm2d | None, first_of_decoder: bool) -> nn.Module:
     if isinstance(conv, nn.Conv2d):
-        w, b = _fold_bn(conv.weight, conv.bias, bn, 0)
+        w, b = fold_bn(conv.weight, conv.bias, bn, 0)
         out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
         out.weight, out.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
         return out
-    w, b = _fold_bn(conv.weight, conv.bias, bn, 1)
+    w, b = fold_bn(conv.weight, conv.bias, bn, 1)
     stride, pad, k = conv.stride, conv.padding, conv.kernel_size
     if first_of_decoder and stride == (1, 1) and pad == (0, 0):
-        return _Linear2d(w, b)
+        return Linear2d(w, b)
     if stride == (2, 2) and pad == (1, 1) and k == (4, 4) and conv.output_padding == (0, 0):
-        return _SubPixel(w, b)
+        return SubPixel(w, b)
     out = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, k, stride, pad)
     out.weight, out.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(b, requires_grad=False)
     return out

@@ -38,7 +38,6 @@ from pkdgan.studies.stats import (
     Comparison,
     Locate,
     Table,
-    _paper_mean,
     arm_steps,
     class_stats,
     mean_stats,
@@ -46,6 +45,7 @@ from pkdgan.studies.stats import (
     paired,
     paper_arm_means,
     paper_checks,
+    paper_mean,
     undertrained,
 )
 from pkdgan.studies.study_plots import plot_batch_curve, plot_per_class, plot_roc
@@ -121,7 +121,7 @@ def render_tables(grid: dict[str, Any], table: Table, cols: list[Column], classe
                   class_names: list[str]) -> tuple[str, str]:
     """(Markdown table, CSV text) of per-class and mean AUROC."""
     labels = [c.label for c in cols]
-    paper = _paper_mean(grid)
+    paper = paper_mean(grid)
     md = ["| class | " + " | ".join(labels) + " | paper |",
           "|---|" + "---|" * (len(labels) + 1)]
     buf = io.StringIO()
@@ -234,7 +234,7 @@ class Study:
 
     @property
     def paper_mean(self) -> tuple[str, float, str] | None:
-        return _paper_mean(self.grid)
+        return paper_mean(self.grid)
 
 
 def load_study(grid_dir: Path) -> Study:

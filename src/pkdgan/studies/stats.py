@@ -175,7 +175,7 @@ def paper_arm_means(dataset: str) -> dict[str, float]:
     return out
 
 
-def _paper_mean(grid: dict[str, Any]) -> tuple[str, float, str] | None:
+def paper_mean(grid: dict[str, Any]) -> tuple[str, float, str] | None:
     """(what, value, our column it compares with) for the mean row's paper cell."""
     ds, study = grid["dataset"], grid["study"]
     if study in ("distillation", "main") and ds in PAPER_STUDENT:

@@ -36,6 +36,7 @@ from pkdgan.core.config import (
     RunConfig,
     steps_per_epoch,
 )
+from pkdgan.core.device import resolve_device
 from pkdgan.core.registry import (  # noqa: F401  (resolve_student: distill's API)
     check_student_shape,
     resolve_student,
@@ -64,7 +65,6 @@ from pkdgan.training.train import (
     fit,
     generator_terms,
     make_adam,
-    resolve_device,
     warn_if_emulated,
     warn_if_few_steps,
 )

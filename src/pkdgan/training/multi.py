@@ -33,12 +33,13 @@ from typing import Any
 import torch
 
 from pkdgan.core.config import RunConfig
+from pkdgan.core.device import resolve_device
 from pkdgan.core.errors import DivergenceError, UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.training.loop import Member, run_loop
 from pkdgan.training.stacked_engine import LOSS_KEYS, StackedGan
-from pkdgan.training.train import GanState, gan_hooks, gan_member, gan_summary, resolve_device
+from pkdgan.training.train import GanState, gan_hooks, gan_member, gan_summary
 
 
 class StackedEngine:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from pkdgan.core.config import DataConfig, DistillConfig, ModelConfig, RunConfig
+from pkdgan.core.device import resolve_device
 from pkdgan.core.errors import DivergenceError, UsageError
 from pkdgan.core.registry import check_student_shape
 from pkdgan.data.datasets import OneClassSplit
@@ -65,7 +66,6 @@ from pkdgan.training.stacked_engine import (
     stack_modules,
     write_group,
 )
-from pkdgan.training.train import resolve_device
 
 S_KEYS = ("s_g_adversarial", "s_g_contextual", "s_g_latent", "s_g_constraint", "s_g_total", "s_d")
 K_KEYS = ("k1", "kx", "k2", "k_total")

@@ -20,6 +20,7 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.config import LossWeights, ModelConfig, RunConfig, TrainConfig
+from pkdgan.core.device import resolve_device
 from pkdgan.core.errors import UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
@@ -39,14 +40,6 @@ from pkdgan.training.loop import (  # noqa: F401  (MAX_RECOVERIES, check_finite,
     kept_message,
     run_loop,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def autocast(precision: str, device: torch.device) -> torch.autocast:
