@@ -18,11 +18,12 @@ def test_demo_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert list(rows) == ["teacher", "student alone", "P-KDGAN student", "teacher after step 2"]
     assert rows["teacher"]["width"] == 64 and rows["P-KDGAN student"]["width"] == 3
     assert rows["teacher"]["flops"] > 50 * rows["P-KDGAN student"]["flops"]
-    assert all(0.0 <= r["auroc_mean"] <= 1.0 and r["images_per_second"] > 0 for r in rows.values())
-    for arm in ("teacher", "alone", "pkdgan"):
-        assert (tmp_path / "class_2" / arm / "metrics.json").is_file()
-    metrics = json.loads((tmp_path / "class_2" / "pkdgan" / "metrics.json").read_text())
-    assert rows["P-KDGAN student"]["auroc_per_class"] == [metrics["auroc"]]
+    assert all(r["images_per_second"] > 0 for r in rows.values())
+    # every AUROC in the table is the one its run folder recorded, and the mean is theirs
+    for model, arm in (("teacher", "teacher"), ("student alone", "alone"), ("P-KDGAN student", "pkdgan")):
+        metrics = json.loads((tmp_path / "class_2" / arm / "metrics.json").read_text())
+        assert rows[model]["auroc_per_class"] == [metrics["auroc"]] == [rows[model]["auroc_mean"]]
+    assert rows["teacher after step 2"]["auroc_per_class"] == [metrics["teacher_auroc_after"]]
 
 
 def test_demo_text_table_and_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -235,8 +235,12 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
         x = np.random.default_rng(0).uniform(-1, 1, (5, *dense.shape)).astype(np.float32)
         ref = folded(x)
         np.testing.assert_allclose(dense(x), ref, rtol=PARITY_RTOL, atol=PARITY_RTOL * np.abs(ref).max())
+    base = student["torch/fp32"]["auroc"]
     for name, cfg in student.items():
-        assert 0 <= cfg["auroc"] <= 1 and cfg["latency_us_bs1"]["p99"] >= cfg["latency_us_bs1"]["p50"], name
+        assert cfg["latency_us_bs1"]["p99"] >= cfg["latency_us_bs1"]["p50"], name
+        assert cfg["auroc_drop"] == pytest.approx(base - cfg["auroc"], abs=1e-6), name
+        if name.endswith("/fp32"):  # parity-checked: the same ranking as PyTorch's
+            assert abs(cfg["auroc"] - base) <= 1e-3, name
         assert cfg["images_per_s_stream"] > 0, name
         if name.endswith("/fp32"):
             assert cfg["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL, name

@@ -158,10 +158,11 @@ def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> No
     student, after, info = distill(teacher, STUDENT, split, dcfg, progress=False)
     assert info["teacher_changed"] and not same(state_of(teacher0), state_of(after))
     assert info["teacher_auroc_before"] > 0.5
-    assert 0.0 <= info["teacher_auroc_after"] <= 1.0
-    assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
     from pkdgan.training.distill import auroc
 
+    # the recorded "after" is the fine-tuned teacher's own AUROC, not a copy of "before"
+    assert info["teacher_auroc_after"] == pytest.approx(auroc(after.generator, split, "latent"), abs=1e-6)
+    assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
     assert auroc(student.generator, split, "latent") > 0.75, auroc(student.generator, split, "latent")
 
 
