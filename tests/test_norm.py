@@ -175,3 +175,23 @@ def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path
             assert not info["parity"]["native"]["ok"]
             assert "no per-image normalisation" in info["parity"]["native"]["reason"]
             assert "native" not in info["files"]
+
+
+def test_folders_keep_batch_norm_whatever_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder default is the measured one (docs/results/norm/), not the preset's."""
+    import dataclasses
+
+    from pkdgan.api import EDEGAN
+    from pkdgan.cli import build_parser
+    from pkdgan.commands._common import config_from_args
+    from pkdgan.core import presets
+
+    monkeypatch.setitem(presets.PRESETS, "cpu", dataclasses.replace(presets.PRESETS["cpu"], norm="instance"))
+    parse = build_parser().parse_args
+    folder = parse(["train", "--dataset", "folder", "--data-root", "x", "--out", "y"])
+    mnist = parse(["train", "--dataset", "mnist", "--out", "y"])
+    told = parse(["train", "--dataset", "folder", "--norm", "instance", "--data-root", "x", "--out", "y"])
+    assert config_from_args(folder, 0, 1).model.norm == presets.FOLDER_NORM == "batch"
+    assert config_from_args(mnist, 0, 1).model.norm == "instance"
+    assert config_from_args(told, 0, 1).model.norm == "instance"
+    assert EDEGAN().run_config(1).model.norm == presets.FOLDER_NORM

@@ -19,7 +19,13 @@ from pkdgan.core.config import (
     TrainConfig,
 )
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import DEFAULT_PRESET, PRESETS, SCHEDULE_PRESETS, preset_schedule_help
+from pkdgan.core.presets import (
+    DEFAULT_PRESET,
+    FOLDER_NORM,
+    PRESETS,
+    SCHEDULE_PRESETS,
+    preset_schedule_help,
+)
 
 SCORE_HELP = ("anomaly score: latent distance (the paper's), image reconstruction error, "
               "combined (both standardised on held-out normal images, the larger counts) or auto "
@@ -65,7 +71,8 @@ NORM_HELP = ("normalisation layers, the same in training and scoring: batch (Bat
              "a score never depends on the other images of a batch")
 
 
-def add_norm_arg(g: argparse._ActionsContainer, default_help: str = "the preset's") -> None:
+def add_norm_arg(g: argparse._ActionsContainer,
+                 default_help: str = f"the preset's; {FOLDER_NORM} for --dataset folder") -> None:
     g.add_argument("--norm", default=None, choices=NORMS, help=f"{NORM_HELP} (default: {default_help})")
 
 
@@ -139,7 +146,7 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
         model=ModelConfig(
             image_size=args.image_size, channels=channels, nz=args.nz, width=args.width,
             latent_constraint=args.latent_constraint, constraint_weight=args.constraint_weight,
-            norm=from_preset(args, "norm"),
+            norm=args.norm or (FOLDER_NORM if args.dataset == "folder" else PRESETS[args.preset].norm),
         ),
         loss=LossWeights(adversarial=args.w_adv, contextual=args.w_con, latent=args.w_lat),
         data=DataConfig(

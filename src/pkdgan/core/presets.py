@@ -123,6 +123,12 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# A user's own folder keeps BatchNorm with running statistics whatever a preset's norm: per-image
+# normalisation blinds the latent score to contrast changes (synthetic anomalies of held-out
+# normal images, no labels: docs/results/norm/README.md), and ``--score auto`` cannot see
+# what the norm has already removed.
+FOLDER_NORM = "batch"
+
 # The presets ``pkdgan train`` / ``distill`` and the Python API take their schedule from
 # (``cpu-b64`` so a cell of the committed batch-64 table can be retrained by hand).
 SCHEDULE_PRESETS = ("cpu", "paper", "cpu-b64")

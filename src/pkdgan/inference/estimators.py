@@ -18,6 +18,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.identity import DistillRun
+from pkdgan.core.presets import FOLDER_NORM
 from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
@@ -45,7 +46,7 @@ class EDEGAN(OneClassDetector):
 
     def __init__(self, *, image_size: int = 32, channels: int | None = None, nz: int = 100,
                  width: int = 64, latent_constraint: str = "none", constraint_weight: float = 1.0,
-                 norm: str = CPU_PRESET.norm, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
+                 norm: str = FOLDER_NORM, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
                  epochs: int = CPU_PRESET.epochs, batch_size: int = CPU_PRESET.batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
