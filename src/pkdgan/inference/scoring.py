@@ -33,7 +33,7 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None,
-             out_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+            out_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` in eval mode; ``out_dim`` is the weight's output axis."""
     out_channels = weight.shape[out_dim]
     b = bias.detach().clone() if bias is not None else weight.new_zeros(out_channels)
