@@ -17,7 +17,7 @@ from pkdgan.api import EDEGAN, PKDGAN, holdout_split, load
 from pkdgan.core import runs
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.datasets import to_tensor
+from pkdgan.data.images import to_tensor
 from tests.conftest import bars
 
 NORMAL = bars(120, 16, vertical=False, seed=0)

@@ -25,7 +25,7 @@ from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.core.config import DataConfig, ModelConfig, TrainConfig
 from pkdgan.core.errors import DataError, PkdganError, UsageError
-from pkdgan.data.datasets import load_images, to_tensor
+from pkdgan.data.images import load_images, to_tensor
 from pkdgan.training.checkpoints import load_run_generator
 
 TINY = ["--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "1", "--batch-size", "8",
@@ -237,7 +237,7 @@ def test_mixed_sizes_and_modes_are_accepted(folder_root: Path, capsys: pytest.Ca
     (train / "notes.txt").write_text("skipped")
     paths = sorted(p for p in train.iterdir() if p.suffix == ".png")
     with pytest.warns(UserWarning, match="resizing"):
-        x = load_images(paths, 3, 16, "pad")
+        x, _ = load_images(paths, 3, 16, "pad")
     assert x.shape == (len(paths), 3, 16, 16) and x.min() >= -1 and x.max() <= 1
     assert torch.equal(x[[p.name for p in paths].index("deep.png")], torch.ones(3, 16, 16))
     out = folder_root.parent / "run"

@@ -7,7 +7,8 @@ from PIL import Image
 
 from pkdgan.core.config import DataConfig
 from pkdgan.core.errors import UsageError
-from pkdgan.data.datasets import one_class_split, to_tensor
+from pkdgan.data.datasets import one_class_split
+from pkdgan.data.images import to_tensor
 from tests.test_readers import write_idx_folder
 
 

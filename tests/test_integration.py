@@ -7,7 +7,8 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
-from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.data.datasets import OneClassSplit
+from pkdgan.data.images import to_tensor
 from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.pipeline.results import finish_run
 from pkdgan.training.checkpoints import load_run_generator

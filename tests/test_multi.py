@@ -12,7 +12,8 @@ import torch
 from pkdgan.core import runs
 from pkdgan.core.config import DataConfig, LossWeights, ModelConfig, RunConfig, TrainConfig
 from pkdgan.core.errors import DivergenceError, UsageError
-from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.data.datasets import OneClassSplit
+from pkdgan.data.images import to_tensor
 from pkdgan.models.edegan import score_both
 from pkdgan.models.stacked import stacked_conv2d, stacked_conv_transpose2d
 from pkdgan.pipeline.train_run import train_run, train_runs

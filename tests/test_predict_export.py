@@ -14,7 +14,8 @@ import pkdgan.reports.plots
 from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.core.config import ModelConfig
-from pkdgan.data.datasets import OneClassSplit, to_tensor
+from pkdgan.data.datasets import OneClassSplit
+from pkdgan.data.images import to_tensor
 from pkdgan.inference.export import onnx_scores, sidecar_path
 from pkdgan.inference.predict import read_files
 from pkdgan.models.nets import build_generator

@@ -33,7 +33,9 @@ Norm = Literal["batch", "batch-per-image", "instance"]
 # Fields added after results were committed, with the value every earlier run implicitly had.
 # A config hash leaves such a field out while it holds that value, so the hashes (and folder
 # names) of committed runs stay valid; any other value makes it part of the run's identity.
-LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32", "norm": "batch"}
+LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32", "norm": "batch",
+                                      "layout": "auto"}
+LAYOUTS = ("auto", "plain", "mvtec")
 
 
 def drop_legacy(d: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +121,13 @@ class DataConfig:
     holdout_fraction: float = 0.05
     max_train: int | None = None
     max_test: int | None = None
+    # folder datasets: "plain" (train/, test/normal|abnormal), "mvtec" (train/good, test/<defect>,
+    # ground_truth/<defect>), or "auto" (mvtec when train/good exists); legacy-valued
+    layout: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.dataset not in DATASETS:
             raise UsageError(
                 f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}"
@@ -221,7 +228,7 @@ class RunConfig:
         d["train"].pop("device", None)
         d["data"].pop("data_root", None)
         d["train"] = drop_legacy(d["train"])
-        d["model"] = drop_legacy(d["model"])
+        d["model"], d["data"] = drop_legacy(d["model"]), drop_legacy(d["data"])
         return config_hash(d)
 
 

@@ -78,4 +78,5 @@ def identity_hash(config: dict[str, Any]) -> str:
     d["train"], d["distill"] = drop_legacy(d["train"]), drop_legacy(d["distill"])
     if d.get("model") is not None:
         d["model"] = drop_legacy(d["model"])
+    d["data"] = drop_legacy(d["data"])
     return config_hash(d)

@@ -28,6 +28,7 @@ TRAIN_STATE = "train_state.safetensors"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 SCORES = "scores.npz"
+MAPS = "maps.npz"  # MVTec-style runs with masks: anomaly map and mask of every test image
 CALIBRATION = "calibration.json"
 
 def write_json(path: Path, obj: Any) -> None:

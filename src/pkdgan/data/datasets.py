@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pkdgan.core.config import DataConfig
 from pkdgan.core.errors import DataError, UsageError
+from pkdgan.data.images import detect_channels, list_images, load_images, to_tensor
+from pkdgan.data.mvtec import GOOD, is_mvtec, read_mask, scan
 from pkdgan.data.readers import DATASET_DIRS, load_cifar10, load_idx_dataset
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
     "digits": [str(i) for i in range(10)],
@@ -43,6 +42,11 @@ class OneClassSplit:
     test_labels: np.ndarray
     test_classes: np.ndarray
     note: str = ""
+    # MVTec-style folders (``data.mvtec``): each test image's defect type ("good" = normal), its
+    # original (H, W), and its 0/1 pixel mask at that size when the dataset has masks
+    test_groups: list[str] | None = None
+    test_sizes: list[tuple[int, int]] | None = None
+    test_masks: list[np.ndarray] | None = None
 
 
 def resolve_data_root(data_root: str | None) -> Path:
@@ -53,41 +57,6 @@ def resolve_data_root(data_root: str | None) -> Path:
     if not path.is_dir():
         raise DataError(f"data root does not exist or is not a folder: {path}")
     return path
-
-
-def to_tensor(images: np.ndarray, image_size: int, resize: str = "pad") -> torch.Tensor:
-    """Pixel values in [0, 255] (N, H, W[, C]) -> float32 (N, C, S, S) in [-1, 1].
-
-    ``pad`` keeps pixels exact by padding with the background value (28 -> 32 for MNIST) and
-    falls back to bilinear resizing when the size difference is odd or the image is larger.
-    Non-uint8 arrays are checked, not cast: a NaN or a [0, 1] float image would otherwise turn
-    silently into garbage.
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3) or 0 in images.shape[1:3]:
-        raise DataError(f"expected images (N, H, W[, 1|3]), got shape {images.shape}")
-    if images.dtype != np.uint8:
-        if images.dtype.kind not in "biuf":
-            raise DataError(f"images must be a numeric array, got dtype {images.dtype}")
-        if not np.isfinite(images).all():
-            raise DataError("images contain NaN or Inf values")
-        if images.size and (images.min() < 0 or images.max() > 255):
-            raise DataError(
-                f"pixel values must be in [0, 255], got [{images.min()}, {images.max()}]"
-            )
-    x = torch.from_numpy(np.array(images, dtype=np.float32, copy=True)).permute(0, 3, 1, 2)
-    x = x.div_(127.5).sub_(1.0)
-    h, w = x.shape[-2:]
-    if (h, w) == (image_size, image_size):
-        return x.contiguous()
-    dh, dw = image_size - h, image_size - w
-    if resize == "pad" and dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:
-        return F.pad(x, (dw // 2, dw // 2, dh // 2, dh // 2), value=-1.0).contiguous()
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
-                      align_corners=False, antialias=h > image_size or w > image_size)
-    return x.clamp_(-1.0, 1.0).contiguous()
 
 
 def load_arrays(dataset: str, data_root: str | None) -> tuple[np.ndarray, ...]:
@@ -177,80 +146,6 @@ def holdout_indices(n: int, n_hold: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[n_hold:], perm[:n_hold]
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); other files are skipped."""
-    if not folder.is_dir():
-        raise DataError(f"missing folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"no image files in {folder}")
-    return files
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, channels); 16-bit, float and palette images are converted."""
-    try:
-        with warnings.catch_warnings():
-            # PIL's "corrupt EXIF"-style notes would break the one-line error contract
-            warnings.simplefilter("ignore", UserWarning)
-            arr, finite = _decode_image(path, channels)
-    except Exception as e:  # decoders of untrusted files raise many types; all mean "corrupt"
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-    if not finite:
-        raise DataError(f"{path}: image contains NaN or Inf pixel values")
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _decode_image(path: Path, channels: int) -> tuple[np.ndarray, bool]:
-    from PIL import Image
-
-    finite = True
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            arr = np.asarray(im, dtype=np.float64)
-            finite = bool(np.isfinite(arr).all())
-            arr = np.nan_to_num(arr)
-            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
-        im = im.convert("L" if channels == 1 else "RGB")
-        return np.asarray(im, dtype=np.uint8), finite
-
-
-def detect_channels(paths: list[Path]) -> int:
-    """3 if any image carries colour (RGB, RGBA, palette, CMYK...), else 1."""
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-                    return 3
-        except Exception:
-            continue  # read_image reports the broken file with its path
-    return 1
-
-
-def read_images(paths: Sequence[Path], channels: int, image_size: int, resize: str
-                ) -> tuple[torch.Tensor, set[tuple[int, int]]]:
-    """The one image reader: files of any size -> one (N, C, S, S) tensor in [-1, 1], and the
-    sizes the files had (the caller announces any resizing in its own words)."""
-    arrays = [read_image(p, channels) for p in paths]
-    sizes = {a.shape[:2] for a in arrays}
-    return torch.cat([to_tensor(a[None], image_size, resize) for a in arrays]), sizes
-
-
-def load_images(paths: list[Path], channels: int, image_size: int, resize: str) -> torch.Tensor:
-    """Read files of any size into one tensor; resizing is announced once."""
-    x, sizes = read_images(paths, channels, image_size, resize)
-    if sizes != {(image_size, image_size)}:
-        warnings.warn(
-            f"resizing images of size(s) {sorted(sizes)[:3]} to {image_size}x{image_size}",
-            stacklevel=2,
-        )
-    return x
-
-
 def folder_split(cfg: DataConfig, image_size: int, channels: int, seed: int = 0
                  ) -> OneClassSplit:
     """``root/train`` normal images; ``root/test/normal`` and ``root/test/abnormal``.
@@ -260,6 +155,8 @@ def folder_split(cfg: DataConfig, image_size: int, channels: int, seed: int = 0
     A ``root/test`` lacking one of its two folders is an error, as it is more likely a mistake.
     """
     root = resolve_data_root(cfg.data_root)
+    if cfg.layout == "mvtec" or (cfg.layout == "auto" and is_mvtec(root)):
+        return mvtec_split(cfg, root, image_size, channels, seed)
     train_paths = list_images(root / "train")
     if (root / "test").exists():
         normal_paths = list_images(root / "test" / "normal")
@@ -269,15 +166,37 @@ def folder_split(cfg: DataConfig, image_size: int, channels: int, seed: int = 0
                       "images but not evaluated (no AUROC)", stacklevel=2)
         normal_paths, abnormal_paths = [], []
     train, holdout = _holdout(
-        load_images(train_paths, channels, image_size, cfg.resize), cfg.holdout_fraction, seed
+        load_images(train_paths, channels, image_size, cfg.resize)[0], cfg.holdout_fraction, seed
     )
-    test = (load_images(normal_paths + abnormal_paths, channels, image_size, cfg.resize)
+    test = (load_images(normal_paths + abnormal_paths, channels, image_size, cfg.resize)[0]
             if normal_paths or abnormal_paths else train.new_empty((0, *train.shape[1:])))
     labels = np.r_[np.zeros(len(normal_paths)), np.ones(len(abnormal_paths))].astype(np.int64)
     return OneClassSplit(train, holdout, test, labels, labels.copy())
 
 
+def mvtec_split(cfg: DataConfig, root: Path, image_size: int, channels: int, seed: int
+                ) -> OneClassSplit:
+    """An MVTec-style tree (``data.mvtec``): defect types as test groups, masks when present."""
+    if not is_mvtec(root):
+        raise DataError(f"{root} is not an MVTec-style folder: missing {root / 'train' / GOOD}")
+    tree = scan(root)
+    train, holdout = _holdout(load_images(tree.train, channels, image_size, cfg.resize)[0],
+                              cfg.holdout_fraction, seed)
+    if not tree.test:
+        empty = np.zeros(0, np.int64)
+        return OneClassSplit(train, holdout, train.new_empty((0, *train.shape[1:])), empty, empty.copy())
+    test, sizes = load_images(tree.test, channels, image_size, cfg.resize)
+    labels = np.array([d != GOOD for d in tree.defects], np.int64)
+    kinds = sorted(set(tree.defects) - {GOOD})
+    classes = np.array([0 if d == GOOD else 1 + kinds.index(d) for d in tree.defects], np.int64)
+    masks = ([read_mask(m, s) for m, s in zip(tree.masks, sizes, strict=True)]
+             if tree.has_masks else None)
+    return OneClassSplit(train, holdout, test, labels, classes, test_groups=list(tree.defects),
+                         test_sizes=sizes, test_masks=masks)
+
+
 def dataset_channels(cfg: DataConfig) -> int:
     if cfg.dataset == "folder":
-        return detect_channels(list_images(resolve_data_root(cfg.data_root) / "train"))
+        root = resolve_data_root(cfg.data_root)
+        return detect_channels(list_images(root / "train" / GOOD if is_mvtec(root) else root / "train"))
     return DATASET_CHANNELS[cfg.dataset]

@@ -19,7 +19,7 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.datasets import list_images, read_images, to_tensor
+from pkdgan.data.images import list_images, read_images, to_tensor
 
 if TYPE_CHECKING:
     from pkdgan.inference.detector import OneClassDetector
@@ -45,7 +45,7 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
 
 def infer_channels(X: Any) -> int:
     """Channels of a training input: 3 if it carries colour, else 1."""
-    from pkdgan.data.datasets import detect_channels
+    from pkdgan.data.images import detect_channels
 
     if _is_paths(X):
         return detect_channels(expand_paths(_as_path_list(X)))
@@ -147,7 +147,7 @@ def read_files(paths: Sequence[Path], channels: int, image_size: int, resize: st
 def _read(paths: Sequence[Path], channels: int, image_size: int, resize: str
           ) -> tuple[torch.Tensor, set[tuple[int, int]]]:
     x, sizes = read_images(paths, channels, image_size, resize)
-    return x, sizes - {(image_size, image_size)}
+    return x, set(sizes) - {(image_size, image_size)}
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

@@ -66,9 +66,31 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
         classes=split.test_classes,
         **s,
     )
+    if split.test_groups is not None and metrics["auroc"] is not None:
+        metrics |= localisation(run_dir, generator, split, primary)
     runs.write_json(run_dir / runs.METRICS, metrics)
     write_plots(run_dir, generator, split)
     return metrics
+
+
+def localisation(run_dir: Path, generator: nn.Module, split: OneClassSplit, primary: np.ndarray
+                 ) -> dict[str, Any]:
+    """MVTec-style metrics: image AUROC per defect type; with masks, pixel AUROC and PRO of the
+    anomaly maps, which are written to ``maps.npz`` (at each image's original size) so anyone
+    can recompute them."""
+    from pkdgan.evaluation import pixel
+
+    assert split.test_groups is not None
+    out: dict[str, Any] = {"auroc_by_defect": pixel.per_group_auroc(primary, split.test_groups)}
+    if split.test_masks is None or split.test_sizes is None:
+        return out
+    maps = pixel.to_original_sizes(pixel.anomaly_maps(generator, split.test), split.test_sizes)
+    runs.write_npz(run_dir / runs.MAPS, groups=np.asarray(split.test_groups),
+                   **{f"map_{i}": m for i, m in enumerate(maps)},
+                   **{f"mask_{i}": k for i, k in enumerate(split.test_masks)})
+    return out | {"pixel_auroc": pixel.pixel_auroc(maps, split.test_masks),
+                  "pro": pixel.pro_score(maps, split.test_masks),
+                  "pro_max_fpr": pixel.PRO_MAX_FPR, "map": "reconstruction error, smoothed"}
 
 
 def write_plots(run_dir: Path, generator: nn.Module, split: OneClassSplit) -> None:
