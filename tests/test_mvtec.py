@@ -31,7 +31,8 @@ def test_layout_is_detected_with_groups_sizes_and_masks(tree: Path) -> None:
     assert split.test_labels.tolist() == [0] * 10 + [1] * 18
     assert split.test.shape[1:] == (1, 32, 32) and set(split.test_sizes) == {(64, 64)}
     assert split.test_masks is not None
-    assert all(m.sum() == 0 for m in split.test_masks[:10]) and all(m.sum() > 0 for m in split.test_masks[10:])
+    assert all(m.sum() == 0 for m in split.test_masks[:10])
+    assert all(m.sum() > 0 for m in split.test_masks[10:])
     assert len(split.train) + len(split.holdout) == 60
 
 
