@@ -109,6 +109,18 @@ def test_run_reports_per_defect_auroc_and_pixel_metrics_that_recompute(tree: Pat
     assert metrics["pro"] == pytest.approx(_pro_by_definition(maps, masks, 0.3), abs=0.01)
     assert metrics["pixel_auroc"] > 0.5  # the reconstruction error does find the defects
 
+    # predict --save-maps: overlays at the file's own size; the maps are the run's, image by image
+    out = tmp_path / "maps"
+    stains = sorted((tree / "test" / "stain").glob("*.png"))
+    assert main(["predict", str(run), *map(str, stains), "--save-maps", str(out),
+                 "--output", str(tmp_path / "p.csv")]) == 0
+    first = groups.index("stain")
+    for k, src in enumerate(stains):
+        png = Image.open(out / f"{k:05d}_{src.stem}_map.png")
+        assert png.size == (64, 64) and png.mode == "RGB"
+        np.testing.assert_allclose(np.load(out / f"{k:05d}_{src.stem}_map.npy"), maps[first + k],
+                                   rtol=1e-4, atol=1e-5)
+
 
 def test_pro_and_pixel_auroc_on_hand_made_maps() -> None:
     mask = np.zeros((8, 8), np.uint8)

@@ -9,6 +9,7 @@ from typing import Any
 from pkdgan.core.config import (
     DATASETS,
     LATENT_CONSTRAINTS,
+    LAYOUTS,
     NORMS,
     PRECISIONS,
     SCORE_KINDS,
@@ -48,6 +49,10 @@ def add_data_args(p: argparse.ArgumentParser, dataset_default: str = "mnist") ->
                    help="normal training images held out for threshold/statistics")
     g.add_argument("--max-train", type=int, default=None, help="cap on normal training images")
     g.add_argument("--max-test", type=int, default=None, help="cap on test images (first N)")
+    g.add_argument("--layout", default="auto", choices=list(LAYOUTS),
+                   help="folder datasets: plain (train/, test/normal|abnormal/), mvtec (train/good/, "
+                        "test/<defect>/, ground_truth/<defect>/<name>_mask.png) or auto (mvtec when "
+                        "train/good/ exists)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -152,7 +157,7 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
         data=DataConfig(
             dataset=args.dataset, data_root=args.data_root, normal_class=normal_class,
             resize=args.resize, holdout_fraction=args.holdout_fraction,
-            max_train=args.max_train, max_test=args.max_test,
+            max_train=args.max_train, max_test=args.max_test, layout=args.layout,
         ),
         train=TrainConfig(
             epochs=from_preset(args, "epochs"), batch_size=from_preset(args, "batch_size"),

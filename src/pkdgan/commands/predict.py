@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output format; without it, taken from the --output suffix (csv otherwise)")
     p.add_argument("--save-reconstructions", type=Path, default=None, metavar="DIR",
                    help="write one image | reconstruction | difference PNG per input into DIR")
+    p.add_argument("--save-maps", type=Path, default=None, metavar="DIR",
+                   help="write each input with its anomaly map as a heat-map overlay, at the "
+                        "input's own size (NAME_map.png), and the map itself (NAME_map.npy)")
     g = p.add_argument_group("threshold",
                              "default: the run's own, at 5% false positives on held-out normal images")
     g.add_argument("--fpr", type=float, default=None,
@@ -45,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "RUN_DIR/deploy (made once, keyed by the checkpoint's hash) scored by the "
                         "fastest parity-checked runtime installed, without importing torch; torch "
                         "when the request needs it "
-                        "(--save-reconstructions, --fpr, --contamination, bilinear resizing, CUDA)")
+                        "(--save-reconstructions, --save-maps, --fpr, --contamination, bilinear "
+                        "resizing, CUDA)")
     p.set_defaults(func=main, defer_omp_policy=True)
 
 
@@ -87,7 +91,7 @@ def torch_main(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         detector.set_threshold(args.threshold)
     paths = expand_paths(args.paths)
-    rows = predict_files(detector, paths, args.batch_size, args.save_reconstructions)
+    rows = predict_files(detector, paths, args.batch_size, args.save_reconstructions, args.save_maps)
     n_flagged = sum(r["label"] for r in rows)
     meta = {"run_dir": str(args.run_dir), "score": detector.score_, "normalized": detector.normalize,
             "threshold": detector.threshold_, "n_images": len(rows), "n_anomalous": n_flagged}

@@ -43,18 +43,36 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.transpose(-1, -2))
 
 
+def maps_from(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """(N, S, S) maps of images and their reconstructions (both (N, C, S, S))."""
+    err = (x.to(x_hat.device) - x_hat).abs().mean(dim=1, keepdim=True)
+    return _gaussian_blur(err.float().cpu(), smoothing_sigma(x.shape[-1]))[:, 0]
+
+
 @torch.no_grad()
 def anomaly_maps(generator: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """(N, S, S) smoothed reconstruction-error maps at the model's size, in eval mode."""
     was_training = generator.training
     generator.eval()
-    out = []
-    for (_, _, x_hat), i in zip(score_batches(generator, x, batch_size),
-                                range(0, len(x), batch_size), strict=True):
-        err = (x[i:i + batch_size].to(x_hat.device) - x_hat).abs().mean(dim=1, keepdim=True)
-        out.append(_gaussian_blur(err.float().cpu(), smoothing_sigma(x.shape[-1]))[:, 0])
+    out = [maps_from(x[i:i + batch_size], x_hat) for (_, _, x_hat), i in
+           zip(score_batches(generator, x, batch_size), range(0, len(x), batch_size), strict=True)]
     generator.train(was_training)
     return torch.cat(out) if out else torch.empty(0, *x.shape[-2:])
+
+
+MAP_FULL_SCALE = 0.5  # a map value (mean |error| in [-1, 1] units) shown at full colour
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 (H, W, 3) ``image`` with ``amap`` (H, W) as a heat map on a fixed scale (so
+    overlays of different images compare), blended by ``alpha`` where the map is hot."""
+    from matplotlib import colormaps
+
+    level = np.clip(amap / MAP_FULL_SCALE, 0.0, 1.0)
+    heat = colormaps["inferno"](level)[..., :3] * 255.0
+    weight = alpha * level[..., None]
+    rgb = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    return np.round(rgb * (1 - weight) + heat * weight).astype(np.uint8)
 
 
 def to_original_sizes(maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:

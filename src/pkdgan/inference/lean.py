@@ -283,8 +283,8 @@ def check_eligible(args: Any) -> None:
     """Raise ``Fallback`` for requests only the PyTorch path serves."""
     if getattr(args, "backend", "auto") == "torch":
         raise Fallback("--backend torch")
-    if args.save_reconstructions is not None:
-        raise Fallback("--save-reconstructions needs the generator's reconstructions")
+    if args.save_reconstructions is not None or getattr(args, "save_maps", None) is not None:
+        raise Fallback("--save-reconstructions / --save-maps need the generator's reconstructions")
     if args.fpr is not None or args.contamination is not None:
         raise Fallback("refitting the threshold")
     if args.device not in ("auto", "cpu"):

@@ -19,7 +19,7 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.images import list_images, read_images, to_tensor
+from pkdgan.data.images import list_images, read_image, read_images, to_tensor
 
 if TYPE_CHECKING:
     from pkdgan.inference.detector import OneClassDetector
@@ -156,10 +156,12 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 
 
 def predict_files(detector: OneClassDetector, paths: Sequence[Path], batch_size: int = 64,
-                  panels_dir: Path | None = None) -> list[dict[str, Any]]:
+                  panels_dir: Path | None = None, maps_dir: Path | None = None) -> list[dict[str, Any]]:
     """Rows ``{path, score, label}`` (label 1 = anomalous) read and scored in batches.
 
-    With ``panels_dir``, writes one image | reconstruction | difference PNG per input.
+    With ``panels_dir``, writes one image | reconstruction | difference PNG per input; with
+    ``maps_dir``, the image at its own size with its anomaly map as a heat-map overlay
+    (``evaluation.pixel``), and the map itself as ``.npy``.
     """
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
@@ -178,6 +180,8 @@ def predict_files(detector: OneClassDetector, paths: Sequence[Path], batch_size:
             rows.append({"path": str(p), "score": float(s), "label": int(s > threshold)})
             if panels_dir is not None:
                 save_panel(panels_dir / f"{len(rows) - 1:05d}_{p.stem}.png", x[j], x_hat[j])
+            if maps_dir is not None:
+                save_map(maps_dir / f"{len(rows) - 1:05d}_{p.stem}", p, x[j], x_hat[j])
     if off_size:
         warn_resized(off_size, cfg.image_size, detector.resize)
     return rows
@@ -199,6 +203,22 @@ def panel_array(x: torch.Tensor, x_hat: torch.Tensor) -> np.ndarray:
     tiles = [to_uint8_image(x), to_uint8_image(x_hat), to_uint8_image(diff)]
     gap = np.full((x.shape[-2], 2, 3), 128, np.uint8)
     return np.concatenate([tiles[0], gap, tiles[1], gap, tiles[2]], axis=1)
+
+
+def save_map(stem: Path, source: Path, x: torch.Tensor, x_hat: torch.Tensor) -> None:
+    """``<stem>_map.png`` (overlay at the file's own size) and ``<stem>_map.npy`` (the map)."""
+    from PIL import Image
+
+    from pkdgan.evaluation.pixel import maps_from, overlay, to_original_sizes
+
+    image = read_image(source, 3)
+    amap = to_original_sizes(maps_from(x[None].float(), x_hat[None].float()), [image.shape[:2]])[0]
+    buf = io.BytesIO()
+    Image.fromarray(overlay(image, amap)).save(buf, format="PNG")
+    runs.atomic_write_bytes(stem.with_name(stem.name + "_map.png"), buf.getvalue())
+    npy = io.BytesIO()
+    np.save(npy, amap.astype(np.float32))
+    runs.atomic_write_bytes(stem.with_name(stem.name + "_map.npy"), npy.getvalue())
 
 
 def save_panel(path: Path, x: torch.Tensor, x_hat: torch.Tensor) -> None:
