@@ -85,15 +85,24 @@ def _pro_by_definition(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr:
     return float(np.trapezoid(pro[keep], fpr[keep]) / max_fpr)
 
 
-def test_run_reports_per_defect_auroc_and_pixel_metrics_that_recompute(tree: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
+GROUPS = ["good"] * 10 + [d for d in DEFECTS for _ in range(6)]
+
+
+@pytest.fixture(scope="module")
+def run(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mvtec_run") / "run"
     assert main(["train", "--dataset", "folder", "--data-root", str(tree), "--image-size", "32",
                  "--epochs", "2", "--batch-size", "8", "--width", "8", "--nz", "16",
                  "--score", "reconstruction", "--holdout-fraction", "0.2", "--no-progress",
-                 "--out", str(run)]) == 0
+                 "--out", str(out)]) == 0
+    return out
+
+
+def test_run_reports_per_defect_auroc_and_pixel_metrics_that_recompute(tree: Path, run: Path,
+                                                                      tmp_path: Path) -> None:
     metrics = json.loads((run / runs.METRICS).read_text())
     scores = np.load(run / runs.SCORES)
-    groups = ["good"] * 10 + [d for d in DEFECTS for _ in range(6)]
+    groups = GROUPS
     for d in DEFECTS:
         pos = scores["scores"][[g == d for g in groups]]
         neg = scores["scores"][[g == "good" for g in groups]]
@@ -136,3 +145,32 @@ def test_pro_and_pixel_auroc_on_hand_made_maps() -> None:
     half = np.zeros((8, 8))
     half[0, 0] = 1.0
     assert pixel.pro_score([half], [two]) == pytest.approx(0.5, abs=0.02)
+
+
+def test_report_shows_defect_table_and_map_mask_tiles(run: Path, tmp_path: Path) -> None:
+    import re
+
+    from pkdgan.reports import html_report
+    from tests.test_report_html import CHROMIUM, browse, check_loaded, check_self_contained, table
+
+    assert main(["report", str(run)]) == 0
+    html = (run / html_report.REPORT).read_text()
+    check_self_contained(html)
+    metrics = json.loads((run / runs.METRICS).read_text())
+    rows = table(html, "by-defect")
+    for d in DEFECTS:
+        assert d in rows and f"{metrics['auroc_by_defect'][d]:.4f}" in rows
+    assert f"{metrics['pro']:.4f}" in html and f"{metrics['pixel_auroc']:.4f}" in html
+    assert "anomaly map, mask" in html
+    tiles = re.findall(r'<figure><img src="data:image/png;base64,([^"]+)"', html)
+    assert len(tiles) >= 8
+    import base64
+    import io
+
+    tile = Image.open(io.BytesIO(base64.b64decode(tiles[0])))
+    assert tile.size[1] == 5 * (32 + 2)  # five rows: input, reconstruction, difference, map, mask
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed: the page was checked as HTML only")
+    dom, pixels = browse(run / html_report.REPORT, tmp_path, 2400)
+    check_loaded(dom, pixels, len(tiles))
+    assert "stain" in table(dom, "by-defect")

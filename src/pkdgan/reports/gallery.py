@@ -41,6 +41,7 @@ class Tile:
     label: int
     cls: int
     scores: list[tuple[str, float]]
+    group: str = ""  # MVTec-style runs: the image's defect type ("good" = normal)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Galleries:
     score: str
     tiles: dict[str, list[Tile]]
     note: str = ""
+    rows: tuple[str, ...] = ("input", "reconstruction", "|difference|")
 
 
 def pick(scores: np.ndarray, labels: np.ndarray, k: int = N_GALLERY) -> dict[str, np.ndarray]:
@@ -110,6 +112,7 @@ def build(run_dir: Path, cfg: dict[str, Any], z: dict[str, np.ndarray], score: s
     models: list[Model] = ([teacher, ("student", student, z["scores"])] if teacher is not None
                            else [("model", student, z["scores"])])
     classes = z.get("classes", z["labels"])
+    located = runs.read_npz(run_dir / runs.MAPS) if (run_dir / runs.MAPS).is_file() else None
     tiles: dict[str, list[Tile]] = {}
     for kind, idx in pick(z["scores"], z["labels"], k).items():
         x = images[torch.as_tensor(idx, dtype=torch.long)].float()
@@ -118,11 +121,31 @@ def build(run_dir: Path, cfg: dict[str, Any], z: dict[str, np.ndarray], score: s
         for j, i in enumerate(idx):
             xi = x[j : j + 1].repeat(len(models), 1, 1, 1)
             x_hat = torch.cat([r[j : j + 1] for r in recons])
-            arr = tile_rows([xi, x_hat, difference_map(xi, x_hat)])
+            rows = [xi, x_hat, difference_map(xi, x_hat)]
+            if located is not None:
+                rows += _map_and_mask(xi, x_hat, located[f"mask_{i}"])
+            arr = tile_rows(rows)
             width = arr.shape[1] * max(2, DISPLAY_PX // (x.shape[-1] + 2))  # whole-pixel zoom
+            group = str(located["groups"][i]) if located is not None else ""
             tiles[kind].append(Tile(png_bytes(arr), width, int(i), int(z["labels"][i]), int(classes[i]),
-                                    [(name, float(s[i])) for name, _, s in models]))
-    return Galleries([name for name, _, _ in models], score, tiles, note)
+                                    [(name, float(s[i])) for name, _, s in models], group))
+    rows_named = Galleries.rows + (("anomaly map", "mask") if located is not None else ())
+    return Galleries([name for name, _, _ in models], score, tiles, note, rows_named)
+
+
+def _map_and_mask(x: torch.Tensor, x_hat: torch.Tensor, mask: np.ndarray) -> list[torch.Tensor]:
+    """Rows of an MVTec-style tile: each model's anomaly map over the input (the run's map
+    definition, at the model's size) and the ground-truth mask (white = defect)."""
+    from pkdgan.evaluation.pixel import maps_from, overlay
+    from pkdgan.inference.predict import to_uint8_image
+
+    maps = maps_from(x, x_hat).numpy()
+    heat = [overlay(to_uint8_image(xi), m) for xi, m in zip(x, maps, strict=True)]
+    heat_t = torch.from_numpy(np.stack(heat)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    size = x.shape[-2:]
+    m = torch.nn.functional.interpolate(torch.from_numpy(mask).float()[None, None], size=tuple(size),
+                                        mode="nearest")
+    return [heat_t, (m * 2 - 1).repeat(len(x), 1, 1, 1)]
 
 
 def load(run_dir: Path, cfg: dict[str, Any], z: dict[str, np.ndarray], score: str,

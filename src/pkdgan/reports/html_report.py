@@ -276,6 +276,8 @@ def run_context(run_dir: Path, data_root: str | None = None, galleries: bool = T
         "run_dir": str(run_dir.resolve()),
         "card": model_card(run_dir, cfg, metrics),
         "metrics": metric_rows(metrics, z),
+        "by_defect": metrics.get("auroc_by_defect") or {},
+        "pixel": {k: metrics[k] for k in ("pixel_auroc", "pro", "pro_max_fpr") if k in metrics},
         "roc": roc, "histograms": hists or [], "losses": losses, "notes": notes,
         "galleries": gal, "gallery_note": gal_why or (gal.note if gal else ""),
         "gallery_titles": gallery.KINDS,
