@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e ".[dev,onnx,openvino,ray]"
+	$(VENV)/bin/pip install -q -e ".[dev,onnx,openvino,ray,tracking]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -81,6 +81,15 @@ def add_norm_arg(g: argparse._ActionsContainer,
     g.add_argument("--norm", default=None, choices=NORMS, help=f"{NORM_HELP} (default: {default_help})")
 
 
+def add_tracking_args(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--logger", default=None, choices=["tensorboard", "mlflow"],
+                   help="mirror each finished run into TensorBoard (RUN/tensorboard) or MLflow "
+                        "(config, per-epoch losses, test metrics, figures; MLflow also metrics.json, "
+                        "the report and the ONNX model); pip install 'pkdgan[tracking]'")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: a local file store, mlruns/ beside the run folder)")
+
+
 def add_preset_arg(g: argparse._ArgumentGroup, student: bool = False) -> None:
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(SCHEDULE_PRESETS),
                    help="schedule that the epoch, batch-size, precision and drop-last options "

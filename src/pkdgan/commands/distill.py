@@ -7,7 +7,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from pkdgan.commands._common import add_norm_arg, add_preset_arg, add_schedule_flags, from_preset
+from pkdgan.commands._common import (
+    add_norm_arg,
+    add_preset_arg,
+    add_schedule_flags,
+    add_tracking_args,
+    from_preset,
+)
 from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
 from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS
@@ -76,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or alone baselines train together in one vectorised pass, with the same "
                         "results")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_tracking_args(p)
     p.set_defaults(func=main)
 
 
@@ -130,14 +137,17 @@ def student_spec(args: argparse.Namespace, teacher_dir: Path):  # noqa: ANN201 -
 
 
 def main(args: argparse.Namespace) -> int:
+    from pkdgan.pipeline import tracking
     from pkdgan.pipeline.distill_run import distill_runs
 
+    tracking.check(args.logger, args.tracking_uri)
     dcfg = distill_config(args)
     pairs = teacher_runs(args.teacher, args.out)
     metrics = distill_runs([t for t, _ in pairs], [student_spec(args, t) for t, _ in pairs], dcfg,
                            [out for _, out in pairs], data_root=args.data_root,
                            progress=not args.no_progress, resume=args.resume, stack=not args.no_stack)
     for (_, out), m in zip(pairs, metrics, strict=True):
+        tracking.log_run(args.logger, out, args.tracking_uri)
         keys = ("auroc", "teacher_auroc_before", "teacher_auroc_after")
         line = {"run": str(out), "normal_class": m["normal_class"], "mode": dcfg.mode}
         line |= {k: None if m.get(k) is None else round(m[k], 4) for k in keys}

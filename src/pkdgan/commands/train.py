@@ -9,6 +9,7 @@ from pathlib import Path
 from pkdgan.commands._common import (
     add_data_args,
     add_model_args,
+    add_tracking_args,
     add_train_args,
     config_from_args,
     parse_classes,
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "one run folder each under --out (class_K)")
     add_model_args(p)
     add_train_args(p)
+    add_tracking_args(p)
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=main)
@@ -43,7 +45,10 @@ def resolve_channels(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from pkdgan.data.readers import download
+    from pkdgan.pipeline import tracking
     from pkdgan.pipeline.train_run import train_run
+
+    tracking.check(args.logger, args.tracking_uri)  # before hours of training, not after
 
     if args.download:
         from pkdgan.data.datasets import resolve_data_root
@@ -69,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
         all_metrics = (train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
                        for cfg, run_dir in zip(configs, dirs, strict=True))
     for cfg, run_dir, metrics in zip(configs, dirs, all_metrics, strict=True):
+        tracking.log_run(args.logger, run_dir, args.tracking_uri)
         print(json.dumps({"run": str(run_dir), "normal_class": cfg.data.normal_class,
                           **{k: None if metrics[k] is None else round(metrics[k], 4)
                              for k in ("auroc", "aupr")}}))
