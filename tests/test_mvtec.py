@@ -174,3 +174,14 @@ def test_report_shows_defect_table_and_map_mask_tiles(run: Path, tmp_path: Path)
     dom, pixels = browse(run / html_report.REPORT, tmp_path, 2400)
     check_loaded(dom, pixels, len(tiles))
     assert "stain" in table(dom, "by-defect")
+
+
+def test_a_distilled_student_of_an_mvtec_teacher_reports_localisation(run: Path, tmp_path: Path) -> None:
+    student = tmp_path / "student"
+    assert main(["distill", "--teacher", str(run), "--student", "student-mnist", "--epochs", "1",
+                 "--step1-epochs", "1", "--step2-epochs", "1", "--batch-size", "8", "--no-progress",
+                 "--out", str(student)]) == 0
+    metrics = json.loads((student / runs.METRICS).read_text())
+    assert set(metrics["auroc_by_defect"]) == set(DEFECTS) and 0 <= metrics["pro"] <= 1
+    with np.load(student / runs.MAPS) as z:
+        assert list(z["groups"]) == GROUPS
