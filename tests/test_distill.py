@@ -59,6 +59,45 @@ def test_distillation_terms_hand_computed() -> None:
     assert k["total"].item() == pytest.approx(2 * 2.5 + 10 * 0.5 + 0.5 * 4.5)
 
 
+def test_relative_k1_k2_are_scale_free_and_legacy_hashes_hold() -> None:
+    zs, zt = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    xs, xt = torch.zeros(1, 4), torch.ones(1, 4)
+    k = distillation_loss((zs, xs, zs), (zt, xt, zt), w1=1.0, wx=1.0, w2=1.0, scale="relative")
+    assert k["k1"].item() == pytest.approx(2.5 / 8) and k["kx"].item() == pytest.approx(1.0)
+    scaled = distillation_loss((10 * zs, xs, 10 * zs), (10 * zt, xt, 10 * zt), 1.0, 1.0, 1.0, "relative")
+    assert scaled["k1"].item() == pytest.approx(k["k1"].item())  # the code's scale is gone
+    legacy = DistillConfig()
+    assert "k_scale" not in legacy.to_dict() and "teacher_k_grad" not in legacy.to_dict()
+    assert DistillConfig(k_scale="relative", teacher_k_grad=False).to_dict()["teacher_k_grad"] is False
+    with pytest.raises(UsageError, match="k scale"):
+        DistillConfig(k_scale="log")  # type: ignore[arg-type]
+
+
+def test_joint_step_without_k_into_the_teacher_moves_it_by_its_gan_loss_alone() -> None:
+    """--no-teacher-k-grad: the teacher's update is what its own GAN loss alone would give."""
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    a, b = make_pair(), make_pair()
+    b.teacher.model.load_state_dict(a.teacher.model.state_dict())
+    b.student.model.load_state_dict(a.student.model.state_dict())
+    b.projection.load_state_dict(a.projection.state_dict())
+    for p in (a, b):
+        p.set_structure(STRUCTURES[3])
+    torch.manual_seed(0)
+    distill_step(a, x, STRUCTURES[3], DistillConfig(w1=1.0, wx=50.0, w2=1.0, teacher_k_grad=False), None)
+    # reference: the teacher's own GAN step, no K at all
+    from pkdgan.core.config import LossWeights
+    from pkdgan.training.train import generator_terms
+
+    torch.manual_seed(0)
+    terms, _, _ = generator_terms(b.teacher.model, x, LossWeights())
+    b.teacher.opt_g.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    b.teacher.opt_g.step()
+    for (name, p1), p2 in zip(a.teacher.model.generator.named_parameters(),
+                              b.teacher.model.generator.parameters(), strict=True):
+        torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_projection_only_when_latent_sizes_differ() -> None:
     assert isinstance(make_projection(16, 16), torch.nn.Identity)
     p = make_projection(8, 16)

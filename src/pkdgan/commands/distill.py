@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"K1: L2 between z's (default: the preset's w1/wx/w2 - {weights})")
     g.add_argument("--wx", type=float, default=None, help="Kx: L1 between reconstructions")
     g.add_argument("--w2", type=float, default=None, help="K2: L2 between z_hat's")
+    g.add_argument("--k-scale", default="raw", choices=["raw", "relative"],
+                   help="K1/K2 in the teacher code's units (raw) or relative to its mean square, "
+                        "so their weights do not depend on how large the teacher's codes grew")
     g = p.add_argument_group("GAN losses and optimisation (student, and teacher when trained)")
     g.add_argument("--w-adv", type=float, default=1.0, help="adversarial (feature matching) weight")
     g.add_argument("--w-con", type=float, default=50.0, help="contextual (L1 image) weight")
@@ -65,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_schedule_flags(g)
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps")
+    g.add_argument("--teacher-k-grad", action=argparse.BooleanOptionalAction, default=True,
+                   help="in joint steps, let K pull on the teacher too (--no-teacher-k-grad: the "
+                        "teacher is refined by its own GAN loss only; metrics.json records its "
+                        "AUROC before and after)")
     g.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (beta2 0.999)")
     g.add_argument("--seed", type=int, default=0, help="student init and data order")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -101,6 +108,7 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         teacher_lr=args.teacher_lr, beta1=args.beta1, seed=args.seed, device=args.device,
         score=args.score, precision=from_preset(args, "precision"),
         drop_last=from_preset(args, "drop_last"), on_divergence=args.on_divergence,
+        k_scale=args.k_scale, teacher_k_grad=args.teacher_k_grad,
     )
 
 

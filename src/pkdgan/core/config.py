@@ -34,7 +34,8 @@ Norm = Literal["batch", "batch-per-image", "instance"]
 # A config hash leaves such a field out while it holds that value, so the hashes (and folder
 # names) of committed runs stay valid; any other value makes it part of the run's identity.
 LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32", "norm": "batch",
-                                      "layout": "auto"}
+                                      "layout": "auto", "k_scale": "raw", "teacher_k_grad": True}
+K_SCALES = ("raw", "relative")
 LAYOUTS = ("auto", "plain", "mvtec")
 
 
@@ -298,8 +299,15 @@ class DistillConfig:
     drop_last: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
     on_divergence: Literal["stop", "reinit"] = "stop"
+    # Both legacy-valued (LEGACY_DEFAULTS): K1/K2 in the teacher code's units ("raw") or relative
+    # to its mean square; whether K pulls on the teacher in joint steps (False: the teacher is
+    # refined by its own GAN loss only, and K trains the student alone).
+    k_scale: Literal["raw", "relative"] = "raw"
+    teacher_k_grad: bool = True
 
     def __post_init__(self) -> None:
+        if self.k_scale not in K_SCALES:
+            raise UsageError(f"k scale must be one of {', '.join(K_SCALES)}, got {self.k_scale!r}")
         if self.mode not in DISTILL_MODES:
             raise UsageError(f"distill mode must be one of {', '.join(DISTILL_MODES)}, got {self.mode!r}")
         for name in ("structure", "step1_structure", "step2_structure"):
@@ -353,9 +361,11 @@ class DistillConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Fields added later are left out at their legacy value, so earlier runs keep their hash."""
         d = asdict(self)
-        if d["on_divergence"] == "stop":
-            del d["on_divergence"]
+        for name, legacy in (("on_divergence", "stop"), ("k_scale", "raw"), ("teacher_k_grad", True)):
+            if d[name] == legacy:
+                del d[name]
         return d
 
     @classmethod

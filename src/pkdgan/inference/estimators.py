@@ -124,7 +124,8 @@ class PKDGAN(OneClassDetector):
     fine-tuning leaves yours untouched); unfitted ones (or None: default ``EDEGAN()``) are
     first trained on the same images. ``student`` is a registry name (``student-mnist``...) or a
     ``ModelConfig``; its image shape follows the teacher. The rest are ``DistillConfig`` fields
-    (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``,
+    (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``
+    and ``k_scale``, ``teacher_lr`` / ``teacher_k_grad`` for the joint step,
     whose defaults are the ``cpu`` preset's: Kx only, its weight from docs/results/k-search/).
     After ``fit``, ``teacher_`` is the teacher that was used.
     """
@@ -139,7 +140,7 @@ class PKDGAN(OneClassDetector):
                  batch_size: int = CPU_PRESET.student_batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  lr: float = 2e-4, teacher_lr: float | None = None,
-                 score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
+                 k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
                  seed: int = 0, device: str = "auto", progress: bool = False) -> None:
         self.teacher = teacher
@@ -159,6 +160,8 @@ class PKDGAN(OneClassDetector):
         self.precision = precision
         self.lr = lr
         self.teacher_lr = teacher_lr
+        self.k_scale = k_scale
+        self.teacher_k_grad = teacher_k_grad
         self.score = score
         self.fpr = fpr
         self.contamination = contamination

@@ -95,22 +95,33 @@ def distillation_zhat_loss(z_hat_student: torch.Tensor, z_hat_teacher: torch.Ten
     return F.mse_loss(z_hat_student, z_hat_teacher)
 
 
+def relative(term: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``term`` divided by the reference code's mean square (a constant: no gradient through
+    it): the fraction of the teacher code's energy the student misses, whatever the code's scale.
+    Raw K1/K2 are in the units of the teacher's latent space, which training can inflate or
+    shrink; relative, they sit on one scale with each other across models and datasets."""
+    return term / (reference.detach().pow(2).mean() + eps)
+
+
 def distillation_loss(
     student: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     w1: float,
     wx: float,
     w2: float,
+    scale: str = "raw",
 ) -> dict[str, torch.Tensor]:
     """K = w1*K1 + wx*Kx + w2*K2 over (z, x_hat, z_hat) pairs; every term returned for logging.
 
     Latents must already share a size: when the student's nz differs, the caller projects the
-    student's z and z_hat into the teacher's latent space first.
+    student's z and z_hat into the teacher's latent space first. ``scale="relative"`` divides K1
+    and K2 by the teacher code's mean square (``relative``); Kx stays in image units, like the
+    student's own contextual term.
     """
-    terms = {
-        "k1": distillation_z_loss(student[0], teacher[0]),
-        "kx": distillation_image_loss(student[1], teacher[1]),
-        "k2": distillation_zhat_loss(student[2], teacher[2]),
-    }
+    k1 = distillation_z_loss(student[0], teacher[0])
+    k2 = distillation_zhat_loss(student[2], teacher[2])
+    if scale == "relative":
+        k1, k2 = relative(k1, teacher[0]), relative(k2, teacher[2])
+    terms = {"k1": k1, "kx": distillation_image_loss(student[1], teacher[1]), "k2": k2}
     terms["total"] = w1 * terms["k1"] + wx * terms["kx"] + w2 * terms["k2"]
     return terms

@@ -138,7 +138,9 @@ def distill_step(pair: Pair, x: torch.Tensor, structure: Structure, dcfg: Distil
         else:
             s_out = s.model.generator(x)
             s_xhat = s_out[1]
-        k = distillation_loss(pair.project(s_out), target, dcfg.w1, dcfg.wx, dcfg.w2)
+        if structure.teacher_trained and not dcfg.teacher_k_grad:
+            target = tuple(v.detach() for v in target)  # type: ignore[assignment]
+        k = distillation_loss(pair.project(s_out), target, dcfg.w1, dcfg.wx, dcfg.w2, dcfg.k_scale)
         loss = loss + k["total"]
     out |= {"k1": k["k1"].item(), "kx": k["kx"].item(), "k2": k["k2"].item(),
             "k_total": k["total"].item()}

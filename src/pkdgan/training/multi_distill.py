@@ -149,7 +149,7 @@ class _KLoss:
     def __init__(self, dcfg: DistillConfig, projection: ParamGroup | None) -> None:
         self.projection = projection
         self.fn = torch.func.vmap(functools.partial(distillation_loss, w1=dcfg.w1, wx=dcfg.wx,
-                                                    w2=dcfg.w2))
+                                                    w2=dcfg.w2, scale=dcfg.k_scale))
         self.target: Outputs | None = None
 
     def _project(self, z: torch.Tensor) -> torch.Tensor:
