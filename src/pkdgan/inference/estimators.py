@@ -140,7 +140,8 @@ class PKDGAN(OneClassDetector):
                  batch_size: int = CPU_PRESET.student_batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  lr: float = 2e-4, teacher_lr: float | None = None,
-                 k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO, fpr: float = 0.05, contamination: float | None = None,
+                 k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO,
+                 fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
                  seed: int = 0, device: str = "auto", progress: bool = False) -> None:
         self.teacher = teacher
