@@ -151,7 +151,8 @@ def test_padded_images_on_lean_path_bilinear_falls_back(trained: tuple[Path, Pat
 
 
 def test_lean_preprocessing_and_format_equal_the_torch_paths(tmp_path: Path) -> None:
-    from pkdgan.data.images import read_image, to_tensor
+    from pkdgan.data.image_files import read_image
+    from pkdgan.data.images import to_tensor
 
     files = write_pngs(tmp_path / "a", bars(3, 12, vertical=True, seed=4))
     ours = lean.to_input(lean.decode_chunk(files, 1), 16, "pad")

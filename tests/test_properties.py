@@ -26,7 +26,8 @@ from PIL import Image
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DataError
-from pkdgan.data.images import read_image, to_tensor
+from pkdgan.data.image_files import read_image
+from pkdgan.data.images import to_tensor
 from pkdgan.data.readers import decode_idx, read_cifar_batch, read_cifar_npz
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,8 @@ import torch
 
 from pkdgan.core.config import DataConfig
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.images import detect_channels, list_images, load_images, to_tensor
+from pkdgan.data.image_files import detect_channels, list_images
+from pkdgan.data.images import load_images, to_tensor
 from pkdgan.data.mvtec import GOOD, is_mvtec, read_mask, scan
 from pkdgan.data.readers import DATASET_DIRS, load_cifar10, load_idx_dataset
 

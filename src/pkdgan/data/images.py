@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pkdgan.core.errors import DataError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+from pkdgan.data.image_files import read_image
 
 
 def to_tensor(images: np.ndarray, image_size: int, resize: str = "pad") -> torch.Tensor:
@@ -49,60 +48,6 @@ def to_tensor(images: np.ndarray, image_size: int, resize: str = "pad") -> torch
     x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
                       align_corners=False, antialias=h > image_size or w > image_size)
     return x.clamp_(-1.0, 1.0).contiguous()
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); other files are skipped."""
-    if not folder.is_dir():
-        raise DataError(f"missing folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"no image files in {folder}")
-    return files
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, channels); 16-bit, float and palette images are converted."""
-    try:
-        with warnings.catch_warnings():
-            # PIL's "corrupt EXIF"-style notes would break the one-line error contract
-            warnings.simplefilter("ignore", UserWarning)
-            arr, finite = _decode_image(path, channels)
-    except Exception as e:  # decoders of untrusted files raise many types; all mean "corrupt"
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-    if not finite:
-        raise DataError(f"{path}: image contains NaN or Inf pixel values")
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _decode_image(path: Path, channels: int) -> tuple[np.ndarray, bool]:
-    from PIL import Image
-
-    finite = True
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            arr = np.asarray(im, dtype=np.float64)
-            finite = bool(np.isfinite(arr).all())
-            arr = np.nan_to_num(arr)
-            peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
-        im = im.convert("L" if channels == 1 else "RGB")
-        return np.asarray(im, dtype=np.uint8), finite
-
-
-def detect_channels(paths: list[Path]) -> int:
-    """3 if any image carries colour (RGB, RGBA, palette, CMYK...), else 1."""
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-                    return 3
-        except Exception:
-            continue  # read_image reports the broken file with its path
-    return 1
 
 
 def read_images(paths: Sequence[Path], channels: int, image_size: int, resize: str

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pkdgan.core.errors import DataError
-from pkdgan.data.images import IMAGE_SUFFIXES, list_images
+from pkdgan.data.image_files import IMAGE_SUFFIXES, list_images
 
 GOOD = "good"
 MASK_SUFFIX = "_mask"

@@ -33,13 +33,13 @@ from pkdgan import __version__
 from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import DataError, UsageError
 from pkdgan.core.files import atomic_write_bytes, cache_root
+from pkdgan.data.image_files import IMAGE_SUFFIXES, read_image
 
 DEPLOY_DIR = "deploy"
 DEPLOY_JSON = "deploy.json"
 OV_DIR = "openvino"
 NATIVE_DIR = "native"
 HASHED_FILES = ("config.json", "checkpoint.safetensors", "calibration.json", "scores.npz")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 CHUNK = 512  # images per decoding task and per scoring call
 PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool costs ~0.1 s)
 # below this many images a one-shot predict is dominated by start-up: ONNX Runtime starts faster
@@ -182,31 +182,6 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _decode(path: Path, channels: int) -> np.ndarray:
-    """``data.read_image``: uint8 (H, W, channels) with the same conversions and errors."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            finite = True
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    arr = np.asarray(im, dtype=np.float64)
-                    finite = bool(np.isfinite(arr).all())
-                    arr = np.nan_to_num(arr)
-                    peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                    im = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8))
-                im = im.convert("L" if channels == 1 else "RGB")
-                arr = np.asarray(im, dtype=np.uint8)
-    except Exception as e:  # decoders of untrusted files raise many types; all mean "corrupt"
-        raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
-    if not finite:
-        raise DataError(f"{path}: image contains NaN or Inf pixel values")
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def to_input(arrays: Sequence[np.ndarray], size: int, resize: str) -> np.ndarray:
     """uint8 (H, W, C) images -> float32 (N, C, S, S) in [-1, 1], as ``data.to_tensor`` (pad only)."""
     c = arrays[0].shape[-1]
@@ -227,7 +202,7 @@ def to_input(arrays: Sequence[np.ndarray], size: int, resize: str) -> np.ndarray
 
 
 def decode_chunk(paths: Sequence[Path], channels: int) -> list[np.ndarray]:
-    return [_decode(p, channels) for p in paths]
+    return [read_image(p, channels) for p in paths]
 
 
 class _Inline(Executor):

@@ -19,7 +19,8 @@ import torch
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.images import list_images, read_image, read_images, to_tensor
+from pkdgan.data.image_files import list_images, read_image
+from pkdgan.data.images import read_images, to_tensor
 
 if TYPE_CHECKING:
     from pkdgan.inference.detector import OneClassDetector
@@ -45,7 +46,7 @@ def expand_paths(items: Sequence[str | Path]) -> list[Path]:
 
 def infer_channels(X: Any) -> int:
     """Channels of a training input: 3 if it carries colour, else 1."""
-    from pkdgan.data.images import detect_channels
+    from pkdgan.data.image_files import detect_channels
 
     if _is_paths(X):
         return detect_channels(expand_paths(_as_path_list(X)))
