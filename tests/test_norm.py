@@ -120,7 +120,6 @@ def test_config_keeps_legacy_hashes_and_refuses_unknown_norms() -> None:
     assert RunConfig.from_dict(d).hash() != RunConfig.from_dict(legacy).hash()
     with pytest.raises(UsageError, match="norm must be one of"):
         ModelConfig(norm="layer")  # type: ignore[arg-type]
-    assert not ModelConfig().per_image and ModelConfig(norm="instance").per_image
 
 
 def test_student_follows_the_teachers_norm_unless_told() -> None:

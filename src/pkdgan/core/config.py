@@ -90,11 +90,6 @@ class ModelConfig:
         if self.norm not in NORMS:
             raise UsageError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
 
-    @property
-    def per_image(self) -> bool:
-        """Whether a score normalises each image by its own statistics (no running statistics)."""
-        return self.norm != "batch"
-
 
 @dataclass(frozen=True)
 class LossWeights:
