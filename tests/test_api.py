@@ -20,6 +20,8 @@ from pkdgan.core.errors import DataError, UsageError
 from pkdgan.data.images import to_tensor
 from tests.conftest import bars
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 NORMAL = bars(120, 16, vertical=False, seed=0)
 TEST_NORMAL = bars(20, 16, vertical=False, seed=1)
 TEST_ABNORMAL = bars(20, 16, vertical=True, seed=2)

@@ -412,6 +412,7 @@ def run_entry_point(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_subprocess_corrupt_gzip(mnist_root: Path) -> None:
     path = mnist_root / "mnist" / IDX_NAMES["test_x"]
     path.write_bytes(path.read_bytes()[:-20])
@@ -423,6 +424,7 @@ def test_subprocess_corrupt_gzip(mnist_root: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_subprocess_checkpoint_from_other_config(run_copy: Path) -> None:
     cfg = json.loads((run_copy / runs.CONFIG).read_text())
     cfg["model"]["nz"] = 9

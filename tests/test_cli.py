@@ -13,6 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from pkdgan.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 TINY = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8", "--epochs", "1",
         "--no-progress"]
 

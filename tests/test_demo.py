@@ -7,6 +7,8 @@ import pytest
 
 from pkdgan.cli import main
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 FAST = ["demo", "--classes", "2", "--teacher-epochs", "1", "--step1-epochs", "1",
         "--step2-epochs", "1", "--max-train", "16", "--max-test", "60"]
 

@@ -212,6 +212,7 @@ def test_export_openvino_cli(trained: tuple[Path, Path], tmp_path: Path,
     assert result["parity"]["ok"] and result["parity"]["max_rel_diff"] <= PARITY_RTOL
 
 
+@pytest.mark.slow
 @needs_runtime
 def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tmp_path: Path) -> None:
     from pkdgan.inference.bench import issue_keys
@@ -249,6 +250,7 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
     assert result["folder_student_best_stream"] > 0 and result["settings"]["stream"] == 2048
 
 
+@pytest.mark.slow
 @needs_runtime
 def test_bench_skips_and_names_the_precisions_this_cpu_only_emulates(
         trained: tuple[Path, Path], cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -17,6 +17,8 @@ from pkdgan.evaluation.split_scores import score_split
 from pkdgan.pipeline.train_run import train_run
 from pkdgan.training.train import fit
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_plots() -> Iterator[None]:

@@ -174,6 +174,7 @@ def bars_teacher() -> tuple[EDEGANModel, object]:
     return model, split
 
 
+@pytest.mark.slow
 def test_frozen_step_keeps_teacher_bit_identical(bars_teacher) -> None:  # noqa: ANN001
     teacher, split = clone(bars_teacher[0]), bars_teacher[1]
     before = state_of(teacher)
@@ -189,6 +190,7 @@ def clone(model: EDEGANModel) -> EDEGANModel:
     return copy
 
 
+@pytest.mark.slow
 def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> None:  # noqa: ANN001
     teacher0, split = bars_teacher
     teacher = clone(teacher0)
@@ -227,6 +229,7 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_distill_run_writes_a_normal_run_folder(teacher_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "student"
     dcfg = DistillConfig(mode="progressive", step1_epochs=1, step2_epochs=1, **FAST)
@@ -251,6 +254,7 @@ def test_distill_run_writes_a_normal_run_folder(teacher_run: Path, tmp_path: Pat
     assert set(np.load(out / runs.SCORES).files) >= {"scores", "labels", "latent"}
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(teacher_run: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     dcfg = DistillConfig(mode="progressive", step1_epochs=1, step2_epochs=1, **FAST)
@@ -280,6 +284,7 @@ def test_resume_matches_an_uninterrupted_run(teacher_run: Path, tmp_path: Path,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_cli_alone_and_single(teacher_run: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--teacher", str(teacher_run), "--batch-size", "8", "--device", "cpu", "--no-progress"]
@@ -301,6 +306,7 @@ def test_cli_alone_and_single(teacher_run: Path, tmp_path: Path,
     assert not any(k.startswith("teacher_") for k in keys)
 
 
+@pytest.mark.slow
 def test_distillation_on_too_few_steps_says_so(teacher_run: Path, tmp_path: Path) -> None:
     """The preset's student batch 64 on a 23-image folder is one step an epoch: one warning."""
     common = ["--teacher", str(teacher_run), "--device", "cpu", "--no-progress", "--mode",
@@ -311,6 +317,7 @@ def test_distillation_on_too_few_steps_says_so(teacher_run: Path, tmp_path: Path
     assert sum("optimiser step" in str(w.message) for w in caught) == 1
 
 
+@pytest.mark.slow
 def test_cli_errors(teacher_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["distill", "--teacher", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "neither a run folder" in capsys.readouterr().err

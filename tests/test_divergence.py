@@ -19,6 +19,8 @@ from pkdgan.data.datasets import one_class_split
 from pkdgan.training import train as train_mod
 from pkdgan.training.train import fit
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 # 38 training images at batch 4 -> 10 steps per epoch.
 STEPS = 10
 ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",

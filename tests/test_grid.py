@@ -24,6 +24,8 @@ from pkdgan.studies.report import write_report
 from pkdgan.studies.specs import PRESETS, GridRequest, build_specs
 from pkdgan.studies.stats import arm_steps, mean_stats, paired, undertrained
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 TINY = dataclasses.replace(PRESETS["quick"], epochs=1, width=4, nz=8, image_size=16, max_train=40)
 TINY_ARGS = ["--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8"]
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pkdgan.core import runs
@@ -14,6 +15,8 @@ from pkdgan.pipeline.results import finish_run
 from pkdgan.training.checkpoints import load_run_generator
 from pkdgan.training.train import fit
 from tests.conftest import bars
+
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
 
 
 def bars_split() -> OneClassSplit:

@@ -30,6 +30,8 @@ GRID = """
 import sys, time
 from pathlib import Path
 from pkdgan.cli import main
+
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
 here = Path(sys.argv[1])
 (here / f"ready-{sys.argv[2]}").touch()
 while not (here / "go").exists():

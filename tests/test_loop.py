@@ -24,6 +24,8 @@ from pkdgan.training import multi_distill as multi_distill_mod
 from pkdgan.training.distill import distill
 from pkdgan.training.multi_distill import Job, distill_many
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 # 38 training images at batch 4 -> 10 steps per epoch (as in test_divergence).
 STEPS = 10
 ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",

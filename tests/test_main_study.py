@@ -26,6 +26,8 @@ from pkdgan.studies.specs import (
     stale_student,
 )
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 # The small-image cpu preset: every new schedule field but precision set to a non-legacy value
 # (float32 keeps these grids' numbers stable across CPUs).
 TINY_CPU = dataclasses.replace(PRESETS["cpu"], epochs=1, width=4, nz=8, image_size=16,

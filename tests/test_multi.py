@@ -79,6 +79,7 @@ def test_three_models_equal_fit_float64(float64: None, norm: str) -> None:
     assert reinits > 0, "the test should exercise D re-initialisation"
 
 
+@pytest.mark.slow
 def test_run_folders_match_single_runs(tmp_path: Path) -> None:
     """float32, bundled digits, through run folders: files agree with ``train_run``'s."""
     cfgs = [dataclasses.replace(config(seed), data=DataConfig(dataset="digits", normal_class=seed,
@@ -126,6 +127,7 @@ def test_incompatible_configs_are_refused() -> None:
         fit_many([a, b], [split(4, 0), split(4, 1)])
 
 
+@pytest.mark.slow
 def test_cli_trains_classes_together_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--normal-class 0-2`` at batch 1: one folder per class; ``--resume`` reads finished ones back."""
     from pkdgan.cli import main

@@ -21,6 +21,8 @@ from pkdgan.training.distill import distill
 from pkdgan.training.multi_distill import Job, distill_many, stack_reason
 from tests.test_multi import float64, split  # noqa: F401 - float64 is a fixture
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 TEACHER = ModelConfig(image_size=16, channels=1, nz=16, width=8)
 STUDENT = ModelConfig(image_size=16, channels=1, nz=8, width=2)
 

@@ -98,6 +98,7 @@ def run(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_reports_per_defect_auroc_and_pixel_metrics_that_recompute(tree: Path, run: Path,
                                                                       tmp_path: Path) -> None:
     metrics = json.loads((run / runs.METRICS).read_text())
@@ -147,6 +148,7 @@ def test_pro_and_pixel_auroc_on_hand_made_maps() -> None:
     assert pixel.pro_score([half], [two]) == pytest.approx(0.5, abs=0.02)
 
 
+@pytest.mark.slow
 def test_report_shows_defect_table_and_map_mask_tiles(run: Path, tmp_path: Path) -> None:
     import re
 
@@ -176,6 +178,7 @@ def test_report_shows_defect_table_and_map_mask_tiles(run: Path, tmp_path: Path)
     assert "stain" in table(dom, "by-defect")
 
 
+@pytest.mark.slow
 def test_a_distilled_student_of_an_mvtec_teacher_reports_localisation(run: Path, tmp_path: Path) -> None:
     student = tmp_path / "student"
     assert main(["distill", "--teacher", str(run), "--student", "student-mnist", "--epochs", "1",

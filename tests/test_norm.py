@@ -142,6 +142,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["instance", "batch-per-image"])
 def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path: Path, norm: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,8 @@ from pkdgan.pipeline.results import finish_run
 from pkdgan.reports.plots import HISTOGRAM, LOSSES, PLOTS_DIR, RECONSTRUCTIONS, ROC
 from tests.conftest import bars
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 PLOT_FILES = {ROC, HISTOGRAM, RECONSTRUCTIONS, LOSSES}
 
 

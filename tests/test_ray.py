@@ -11,6 +11,8 @@ from pkdgan.core import runs
 from pkdgan.studies.grid import read_grid, run_grid
 from pkdgan.studies.specs import PRESETS, GridRequest
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 ray = pytest.importorskip("ray")
 
 TINY = dataclasses.replace(PRESETS["quick"], epochs=1, width=4, nz=8, image_size=16, max_train=40)

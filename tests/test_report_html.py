@@ -21,6 +21,8 @@ from pkdgan.core import runs
 from pkdgan.reports import html_report
 from pkdgan.studies import study_page
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")

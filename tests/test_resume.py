@@ -23,6 +23,8 @@ from pkdgan.cli import main
 from pkdgan.core import files, runs
 from pkdgan.training import train as train_mod
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 # 38 training images at batch 4 -> 10 steps per epoch; step call 15 is in the middle of epoch 2.
 ARGS = ["train", "--dataset", "digits", "--image-size", "16", "--width", "4", "--nz", "8",
         "--epochs", "3", "--batch-size", "4", "--max-train", "40", "--max-test", "40",

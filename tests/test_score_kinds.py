@@ -139,6 +139,7 @@ def blob_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, run
 
 
+@pytest.mark.slow
 def test_auto_picks_a_kind_that_works_where_latent_fails(blob_run: tuple[Path, Path]) -> None:
     _, run = blob_run
     metrics = runs.read_json(run / runs.METRICS)
@@ -151,6 +152,7 @@ def test_auto_picks_a_kind_that_works_where_latent_fails(blob_run: tuple[Path, P
     assert {f"auroc_{k}" for k in KINDS} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_predict_uses_the_chosen_kind(blob_run: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = blob_run
     out = tmp_path / "p.csv"
@@ -185,6 +187,7 @@ def test_choice_never_reads_test_labels(blob_run: tuple[Path, Path]) -> None:
     assert recorded["synthetic_auroc"] == pytest.approx(choice["synthetic_auroc"])
 
 
+@pytest.mark.slow
 def test_an_inverted_latent_score_warns_from_the_label_free_check(
         blob_run: tuple[Path, Path], tmp_path: Path) -> None:
     """``--score latent`` on the blob/stripe folder: the one-line warning comes from synthetic

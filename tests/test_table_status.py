@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pkdgan.core import runs
 from pkdgan.studies.cells import INDEX, INDEX_COLUMNS, recompute_auroc
+
+pytestmark = pytest.mark.slow  # end-to-end (make test-fast leaves it out)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "table_status.py"
 # (arm, class) -> how far the anomalies' scores are shifted up: a larger shift, a higher AUROC

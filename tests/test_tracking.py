@@ -11,6 +11,8 @@ import pytest
 from pkdgan.cli import main
 from pkdgan.core import runs
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 needs = {m: pytest.mark.skipif(importlib.util.find_spec(m) is None, reason=f"{m} not installed")
          for m in ("tensorboard", "mlflow")}
 
