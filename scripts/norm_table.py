@@ -35,8 +35,10 @@ def arms_of(row: dict) -> dict[str, float]:
     return out
 
 
-def load(path: Path, epochs: int) -> tuple[dict, dict, dict]:
-    """final[dataset][arm][(class, seed)] = AUROC %, swing[...] = (lo, hi) %, cost[...] = s."""
+def load(path: Path, epochs: int, at: int | None = None) -> tuple[dict, dict, dict]:
+    """final[dataset][arm][(class, seed)] = AUROC % after epoch ``at`` (default: the last) of
+    runs of ``epochs`` epochs, swing[...] = (lo, hi) % over the last half, cost[...] = s."""
+    at = epochs if at is None else at
     curves: dict = defaultdict(lambda: defaultdict(dict))
     seconds: dict = defaultdict(dict)
     for line in path.read_text().splitlines():
@@ -47,16 +49,16 @@ def load(path: Path, epochs: int) -> tuple[dict, dict, dict]:
         key = (r["dataset"], r["normal_class"], r["seed"])
         for arm, v in arms_of(r).items():
             curves[key][arm][r["epoch"]] = 100 * v
-        if r["epoch"] == total:
+        if r["epoch"] == at:
             seconds[key][f"{r.get('norm', 'batch')} b{r['batch_size']}"] = r["train_seconds"]
     final: dict = defaultdict(lambda: defaultdict(dict))
     swing: dict = defaultdict(lambda: defaultdict(dict))
     for (ds, c, s), arms in curves.items():
         for arm, by_epoch in arms.items():
-            if epochs not in by_epoch:
+            if at not in by_epoch:
                 continue  # still training
-            final[ds][arm][(c, s)] = by_epoch[epochs]
-            tail = [v for e, v in by_epoch.items() if e > epochs // 2]
+            final[ds][arm][(c, s)] = by_epoch[at]
+            tail = [v for e, v in by_epoch.items() if at // 2 < e <= at]
             swing[ds][arm][(c, s)] = (min(tail), max(tail))
     return final, swing, seconds
 
@@ -85,7 +87,8 @@ def dataset_section(ds: str, final: dict, swing: dict, seconds: dict) -> list[st
             for arm, sec in by.items():
                 costs[arm].append(sec / 60)
     if costs:
-        out += ["", "Training minutes per class (one thread, two probes sharing the 2 cores): "
+        out += ["", "Training minutes per class (one thread each, beside other jobs on the 2 cores: a "
+                "cost description, not a speed measurement): "
                 + "; ".join(f"{a} {statistics.mean(v):.1f} (n {len(v)})" for a, v in sorted(costs.items()))]
     return out + [""]
 
@@ -126,11 +129,15 @@ def main() -> None:
     p.add_argument("log", type=Path)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--folders", type=Path, default=None)
+    p.add_argument("--also-at", type=int, nargs="*", default=[],
+                   help="tables after these earlier epochs too (arms whose runs have not ended)")
     a = p.parse_args()
-    final, swing, seconds = load(a.log, a.epochs)
-    lines = [f"## Benchmark classes: latent AUROC (%) after epoch {a.epochs}", ""]
-    for ds in sorted(final):
-        lines += dataset_section(ds, final[ds], swing[ds], seconds)
+    lines = []
+    for at in [a.epochs, *a.also_at]:
+        final, swing, seconds = load(a.log, a.epochs, at)
+        lines += [f"## Benchmark classes: latent AUROC (%) after epoch {at} of {a.epochs}", ""]
+        for ds in sorted(final):
+            lines += dataset_section(ds, final[ds], swing[ds], seconds)
     if a.folders is not None and a.folders.exists():
         lines += folders_section(a.folders)
     print("\n".join(lines))
