@@ -15,6 +15,8 @@ import pytest
 from pkdgan.core import locks, runs
 from pkdgan.core.errors import RunBusy
 
+pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
+
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 HOLDER = """
@@ -31,7 +33,6 @@ import sys, time
 from pathlib import Path
 from pkdgan.cli import main
 
-pytestmark = pytest.mark.slow  # end-to-end: trains models (make test-fast leaves it out)
 here = Path(sys.argv[1])
 (here / f"ready-{sys.argv[2]}").touch()
 while not (here / "go").exists():
