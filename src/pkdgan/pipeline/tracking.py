@@ -149,13 +149,12 @@ class MlflowTracker:
 
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                out = export_run(run_dir, Path(tmp) / "model.onnx", "onnx")
+                export_run(run_dir, Path(tmp) / "model.onnx", "onnx")
             except Exception as e:  # an export failure is the export's business, not the run's
                 warnings.warn(f"mlflow: the model was not exported ({type(e).__name__}: {e})", stacklevel=2)
                 return
             for path in Path(tmp).iterdir():
                 self.mlflow.log_artifact(str(path), artifact_path="model")
-            del out
 
 
 def check(kind: str | None, uri: str | None = None) -> None:
