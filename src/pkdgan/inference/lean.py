@@ -45,9 +45,10 @@ PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool
 # below this many images a one-shot predict is dominated by start-up: ONNX Runtime starts faster
 ONE_SHOT_MAX = 100_000
 # bumped whenever what the cache holds changes (graph form, files): older caches are not used
-CACHE_FORMAT = 6  # 3: small students as row-banded matrices (dense.py), model_bf16.xml; 4: native/;
+CACHE_FORMAT = 7  # 3: small students as row-banded matrices (dense.py), model_bf16.xml; 4: native/;
 # 5: native kernels export pk_shape (the runner checks its input against it); 6: native kernels
-# score a lone image with the single-image kernel (native_single)
+# score a lone image with the single-image kernel (native_single); 7: native/parity.npz, the
+# check every object compiled on a CPU must pass (a format-6 cache has none to check against)
 
 
 class Fallback(Exception):
