@@ -175,6 +175,16 @@ def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path
             assert not info["parity"]["native"]["ok"]
             assert "no per-image normalisation" in info["parity"]["native"]["reason"]
             assert "native" not in info["files"]
+        # predict without torch (the deploy cache) gives the torch path's scores
+        rows = {}
+        for backend in ("auto", "torch"):
+            out = tmp_path / f"{run.name}-{backend}.csv"
+            assert main(["predict", str(run), str(folder / "test"), "--backend", backend,
+                         "--output", str(out)]) == 0
+            rows[backend] = [line.split(",") for line in out.read_text().splitlines()[1:]]
+        assert [r[0] for r in rows["auto"]] == [r[0] for r in rows["torch"]]
+        np.testing.assert_allclose([float(r[1]) for r in rows["auto"]], [float(r[1]) for r in rows["torch"]],
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_folders_keep_batch_norm_whatever_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
