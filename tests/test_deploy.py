@@ -201,6 +201,7 @@ def test_missing_backend_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         deploy.resolve_backend("auto")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not deploy.installed("openvino"), reason="openvino not installed")
 def test_export_openvino_cli(trained: tuple[Path, Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:

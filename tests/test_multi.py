@@ -54,6 +54,7 @@ def assert_same_model(a: torch.nn.Module, b: torch.nn.Module, rtol: float, atol:
         torch.testing.assert_close(sa[k], sb[k], rtol=rtol, atol=atol, msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 def test_three_models_equal_fit_float64(float64: None, norm: str) -> None:
     """Same seeds -> same weights, buffers, D re-inits and scores as three separate fits.
@@ -146,6 +147,7 @@ def test_cli_trains_classes_together_and_resumes(tmp_path: Path, capsys: pytest.
     assert capsys.readouterr().out.splitlines() == first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["reinit", "stop"])
 def test_divergence_of_one_model_is_handled_as_alone(float64: None, policy: str) -> None:
     """A NaN image diverges one model: ``reinit`` recovers it exactly as ``fit`` does, ``stop``
