@@ -81,7 +81,8 @@ def test_every_registered_model_equals_torch_or_is_outside_the_form(name: str, t
 @needs_cc
 @pytest.mark.parametrize(("score", "bounded", "channels", "size"), [
     ("latent", True, 1, 32), ("reconstruction", False, 3, 16),
-    pytest.param("combined", True, 1, 64, marks=pytest.mark.slow), ("combined", False, 3, 32),
+    pytest.param("combined", True, 1, 64, marks=pytest.mark.slow),
+    pytest.param("combined", False, 3, 32, marks=pytest.mark.slow),
 ])
 def test_score_kinds_codes_and_shapes_equal_torch(score: str, bounded: bool, channels: int, size: int,
                                                  tmp_path: Path) -> None:
