@@ -1,0 +1,41 @@
+"""scripts/norm_table.py: the normalisation comparison's cells are each run's *last* epoch (or a
+named one), every scoring of a BatchNorm checkpoint is its own arm, and unfinished runs count
+only where they have reached the epoch asked for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "norm_table.py"
+
+
+def row(norm: str, batch: int, cls: int, seed: int, epoch: int, auroc: float, **extra: float) -> dict:
+    return {"dataset": "cifar10", "normal_class": cls, "seed": seed, "norm": norm, "batch_size": batch,
+            "epochs": 4, "epoch": epoch, "train_seconds": 60.0 * epoch, "auroc_latent": auroc, **extra}
+
+
+def test_cells_are_the_last_epoch_and_each_scoring_is_an_arm(tmp_path: Path) -> None:
+    rows = []
+    for cls in (0, 1):
+        for e in range(1, 5):
+            # the best epoch is never the cell: the last one is
+            rows.append(row("batch", 256, cls, 0, e, 0.5 + 0.1 * (e == 2),
+                            auroc_latent_per_image=0.6 + 0.01 * e, auroc_latent_test_batch64=0.4))
+            rows.append(row("instance", 64, cls, 0, e, 0.7 + 0.01 * e))
+    rows += [row("batch-per-image", 1, 0, 0, e, 0.65) for e in (1, 2)]  # still training
+    log = tmp_path / "probes.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = subprocess.run([sys.executable, str(SCRIPT), str(log), "--epochs", "4", "--also-at", "2"],
+                         capture_output=True, text=True, check=True).stdout
+    last, at2 = out.split("after epoch 2 of 4")
+    assert "| batch b256, running | 50.00 | 50.00 | 50.00 (n 2) |" in last
+    assert "| batch b256, per image | 64.00 | 64.00 |" in last
+    assert "| batch b256, test batch 64 (record only) | 40.00 | 40.00 |" in last
+    assert "| instance b64, per image | 74.00 | 74.00 | 74.00 (n 2) |" in last
+    assert "batch-per-image" not in last  # it has not reached epoch 4
+    assert "| batch-per-image b1, per image | 65.00 | - |" in at2
+    assert "| batch b256, running | 60.00 | 60.00 |" in at2
+    assert "instance b64, per image vs batch b256, running**: mean difference +24.00 points" in last
