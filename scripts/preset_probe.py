@@ -112,7 +112,6 @@ def make_probe(a: argparse.Namespace, normal_class: int, run_dir: Path | None): 
         if epoch in logged:
             last[0] = time.perf_counter()
             return
-        was_training = model.training
         lat, rec = score_both(model.generator, split.test)
         held_lat, held_rec = score_both(model.generator, split.holdout)
         stats = standardization({"latent": held_lat.numpy(), "reconstruction": held_rec.numpy()})
@@ -130,7 +129,6 @@ def make_probe(a: argparse.Namespace, normal_class: int, run_dir: Path | None): 
                    evaluate_scores(rec.numpy(), split.test_labels)["auroc"], 4),
                "auroc_combined": round(evaluate_scores(comb, split.test_labels)["auroc"], 4)}
         row |= other_normalisations(model.generator, split) if a.norm == "batch" else {}
-        model.train(was_training)
         with a.log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

@@ -358,7 +358,8 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         """Fields added later are left out at their legacy value, so earlier runs keep their hash."""
         d = asdict(self)
-        for name, legacy in (("on_divergence", "stop"), ("k_scale", "raw"), ("teacher_k_grad", True)):
+        for name, legacy in {"on_divergence": "stop", "k_scale": LEGACY_DEFAULTS["k_scale"],
+                             "teacher_k_grad": LEGACY_DEFAULTS["teacher_k_grad"]}.items():
             if d[name] == legacy:
                 del d[name]
         return d

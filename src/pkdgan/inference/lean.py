@@ -31,7 +31,7 @@ import numpy as np
 
 from pkdgan import __version__
 from pkdgan.core.cpu import default_threads
-from pkdgan.core.errors import DataError, UsageError
+from pkdgan.core.errors import DataError, PkdganError, UsageError
 from pkdgan.core.files import atomic_write_bytes, cache_root
 from pkdgan.data.image_files import IMAGE_SUFFIXES, read_image
 
@@ -133,7 +133,6 @@ def runner(folder: Path, info: dict[str, Any], backend: str, threads: int | None
     to compile or its parity check on this CPU, a runtime that cannot load its file) one warning
     line names why and the next parity-checked backend of ``deploy.AUTO_ORDER`` takes over;
     ``Fallback`` (the PyTorch path) when none is left."""
-    from pkdgan.core.errors import PkdganError, UsageError
     from pkdgan.inference.deploy import AUTO_ORDER, installed, make_runner
 
     ok = [b for b in usable_backends(info) if installed(b)]
@@ -329,8 +328,6 @@ def predict_command(args: Any, build_cache: Callable[[Path, str | None], Path] |
 
         if "torch" not in sys.modules:
             choose_omp_wait_policy()
-        from pkdgan.core.errors import PkdganError
-
         try:
             folder = build_cache(args.run_dir, args.score)
         except PkdganError as e:  # the PyTorch path reports a broken run exactly as before

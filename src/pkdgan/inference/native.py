@@ -46,7 +46,7 @@ import numpy as np
 
 from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import PkdganError, UsageError
-from pkdgan.core.files import cache_root
+from pkdgan.core.files import atomic_write_bytes, cache_root
 from pkdgan.inference.streams import Streams
 
 COMPILER_ENV = "PKDGAN_CC"  # the C compiler to use (default: cc, else gcc, else clang)
@@ -172,8 +172,6 @@ def timed_compile(c_path: Path) -> float:
 
 def write_parity(c_path: Path, images: np.ndarray, expected: np.ndarray, rtol: float) -> Path:
     """The check every object built from ``c_path`` must pass (written at export)."""
-    from pkdgan.core.files import atomic_write_bytes
-
     buf = io.BytesIO()
     np.savez(buf, images=np.ascontiguousarray(images, np.float32),
              expected=np.asarray(expected, np.float64), rtol=np.float64(rtol))
@@ -216,8 +214,6 @@ def load_kernel(c_path: Path) -> tuple[_Kernel, float]:
     except BaseException:
         so.unlink(missing_ok=True)
         raise
-    from pkdgan.core.files import atomic_write_bytes
-
     atomic_write_bytes(_stamp(so), _file_digest(so).encode())
     return kernel, seconds
 
