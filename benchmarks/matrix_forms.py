@@ -1,6 +1,6 @@
 """Which form of a run's scoring graph does OpenVINO run fastest, in fp32 and bf16? images/s.
 
-The probe behind ``deploy_export.scoring_graph`` and ``dense.GATHER_COST`` (docs/performance.md,
+The probe behind ``deploy.writers.scoring_graph`` and ``dense.GATHER_COST`` (docs/performance.md,
 "Matrix forms"). Forms of one run's latent scoring graph, each checked against
 ``export.ScoreGraph`` in fp32 (1e-4 relative), timed at batch 256 in alternating 1-s windows
 in this one process (median of ``--rounds``), one request using every core (``LATENCY``):
@@ -29,9 +29,9 @@ import openvino as ov
 import torch
 
 from pkdgan.core.config import ModelConfig, from_dict
-from pkdgan.inference.dense import MatrixScoreGraph
-from pkdgan.inference.export import ScoreGraph
-from pkdgan.inference.polyphase import PolyphaseScoreGraph
+from pkdgan.deploy.dense import MatrixScoreGraph
+from pkdgan.deploy.export import ScoreGraph
+from pkdgan.deploy.polyphase import PolyphaseScoreGraph
 from pkdgan.inference.scoring import InferenceGenerator
 from pkdgan.training.checkpoints import load_run_generator
 

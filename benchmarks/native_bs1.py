@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from pkdgan.inference.native import NativeRunner
+from pkdgan.deploy.native.runner import NativeRunner
 
 
 def p50_us(f, calls: int = 2000) -> float:

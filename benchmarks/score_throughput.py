@@ -2,8 +2,8 @@
 
 For each registered model (``pkdgan.core.registry``) prints images/s of ``edegan.score_both`` (the
 eval-mode training modules, the baseline), ``scoring.TorchScorer`` (folded BatchNorm, sub-pixel
-transposed convolutions, no autograd) and ``scoring.OrtScorer`` (ONNX Runtime, when installed),
-then the student/teacher speed ratio per dataset and backend. Random weights and images: the
+transposed convolutions, no autograd) and ``deploy.scores.exported_runner`` (ONNX Runtime's
+deploy runner, when installed), then the student/teacher speed ratio per dataset and backend. Random weights and images: the
 speed does not depend on their values. Settings are measured in alternating rounds; the median
 round is reported.
 
@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 
 from pkdgan.core.registry import get_config
-from pkdgan.inference.scoring import OrtScorer, TorchScorer
+from pkdgan.deploy.scores import exported_runner
+from pkdgan.inference.scoring import TorchScorer
 from pkdgan.models.edegan import score_both
 from pkdgan.models.nets import build_generator
 
@@ -54,8 +55,8 @@ def backends(name: str, batch: int, use_ort: bool, compile_: bool = False
         compiled.scores(x)
         out["torch_compiled"] = lambda: compiled.scores(x)
     if use_ort:
-        ort = OrtScorer(g, cfg, "latent", batch)
-        out["onnxruntime"] = lambda: ort(x)
+        ort, xn = exported_runner(g, cfg, "onnxruntime"), x.numpy()
+        out["onnxruntime"] = lambda: ort(xn)
     return out
 
 

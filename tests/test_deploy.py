@@ -6,6 +6,7 @@ Fast and without timing assertions: speeds are ``pkdgan bench``'s business (docs
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -20,13 +21,14 @@ from PIL import Image
 from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
-from pkdgan.inference import deploy, lean
-from pkdgan.inference.export import PARITY_RTOL
-from pkdgan.inference.loading import load
+from pkdgan.deploy import backends, lean, runtimes
+from pkdgan.deploy import cache as deploy_cache
+from pkdgan.deploy.load import load
+from pkdgan.deploy.parity import PARITY_RTOL
 from pkdgan.inference.predict import read_files
 from tests.conftest import REPO, bars
 
-RUNTIMES = [b for b in deploy.RUNTIMES if deploy.installed(b)]
+RUNTIMES = [b for b in backends.runtimes() if backends.installed(b)]
 needs_runtime = pytest.mark.skipif(not RUNTIMES, reason="no onnxruntime, openvino or C compiler")
 
 
@@ -55,9 +57,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def cache(trained: tuple[Path, Path]) -> Path:
     if not RUNTIMES:
         pytest.skip("no deployment runtime installed (onnxruntime, openvino or a C compiler for native)")
-    from pkdgan.inference.deploy_export import build
+    from pkdgan.deploy.build import build
 
-    return build(trained[1], loader=load)
+    return build(trained[1])
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -68,10 +70,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @needs_runtime
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_runtimes_equal_torch_on_real_images(trained: tuple[Path, Path], cache: Path, precision: str) -> None:
-    from pkdgan.inference.deploy_export import torch_scores
+    from pkdgan.deploy.writers import torch_scores
 
     root, run = trained
-    info = lean.read_info(cache)
+    info = deploy_cache.read_info(cache)
     assert info["score"] == "combined" and info["standardization"]
     det = load(run, backend="torch")
     files = sorted((root / "test").rglob("*.png"))
@@ -81,9 +83,9 @@ def test_runtimes_equal_torch_on_real_images(trained: tuple[Path, Path], cache: 
         if precision == "bf16" and backend in ("onnxruntime", "native"):
             continue
         assert info["parity"][backend]["ok"], info["parity"]
-        runners = [deploy.make_runner(backend, cache / info["files"][backend], precision)]
+        runners = [backends.make_runner(backend, cache / info["files"][backend], precision)]
         if backend == "openvino":  # chunk 8: batch 1, one padded chunk, and 33 over the streams
-            runners.append(deploy.OvRunner(cache / info["files"][backend], precision, chunk=8))
+            runners.append(runtimes.OvRunner(cache / info["files"][backend], precision, chunk=8))
         for runner in runners:
             # odd batch sizes: the streams split them; OpenVINO pads its static chunks
             splits = [[1, 7]] + ([[8, 17]] if len(runners) == 2 and runner is runners[1] else [])
@@ -166,14 +168,14 @@ def test_lean_preprocessing_and_format_equal_the_torch_paths(tmp_path: Path) -> 
 @needs_runtime
 def test_cache_is_keyed_by_the_runs_files(trained: tuple[Path, Path], cache: Path, tmp_path: Path) -> None:
     _, run = trained
-    assert lean.find(run) == cache
+    assert deploy_cache.find(run) == cache
     copy = tmp_path / "copy"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(lean.DEPLOY_DIR))
-    assert lean.cache_key(copy) == lean.cache_key(run)
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(deploy_cache.DEPLOY_DIR))
+    assert deploy_cache.cache_key(copy) == deploy_cache.cache_key(run)
     cal = runs.read_json(copy / runs.CALIBRATION)
     runs.write_json(copy / runs.CALIBRATION, cal | {"threshold": cal["threshold"] + 1.0})
-    assert lean.cache_key(copy) != lean.cache_key(run)
-    assert lean.find(copy) is None  # a recalibrated (or retrained) run never uses a stale export
+    assert deploy_cache.cache_key(copy) != deploy_cache.cache_key(run)
+    assert deploy_cache.find(copy) is None  # a recalibrated (or retrained) run never uses a stale export
 
 
 @needs_runtime
@@ -193,16 +195,16 @@ def test_api_backends_agree(trained: tuple[Path, Path], cache: Path) -> None:
 
 
 def test_missing_backend_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deploy.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setenv("PKDGAN_CC", "/no/such/cc")
     with pytest.raises(UsageError, match=r"openvino backend is not installed: pip install 'pkdgan\["):
-        deploy.require("openvino")
+        backends.require("openvino")
     with pytest.raises(UsageError, match="no scoring backend installed"):
-        deploy.resolve_backend("auto")
+        backends.resolve_backend("auto")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not deploy.installed("openvino"), reason="openvino not installed")
+@pytest.mark.skipif(not backends.installed("openvino"), reason="openvino not installed")
 def test_export_openvino_cli(trained: tuple[Path, Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     _, run = trained
@@ -216,7 +218,7 @@ def test_export_openvino_cli(trained: tuple[Path, Path], tmp_path: Path,
 @pytest.mark.slow
 @needs_runtime
 def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tmp_path: Path) -> None:
-    from pkdgan.inference.bench import issue_keys
+    from pkdgan.deploy.bench import issue_keys
 
     _, run = trained
     out = tmp_path / "bench.json"
@@ -230,11 +232,11 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
     student = result["models"]["student"]["configs"]
     assert student["torch/fp32"]["auroc_drop"] == 0 and student["torch/fp32"]["auroc_holds"]
     # bf16 ran the dense form, made once in the deploy cache and equal to PyTorch in fp32
-    amx = Path(result["models"]["student"]["deploy_cache"]) / lean.OV_DIR / "model_bf16.xml"
-    if deploy.installed("openvino"):
+    amx = Path(result["models"]["student"]["deploy_cache"]) / deploy_cache.OV_DIR / "model_bf16.xml"
+    if backends.installed("openvino"):
         assert amx.is_file() and amx.with_suffix(".bin").is_file()
         assert not list(amx.parent.glob(".*tmp*"))
-        dense, folded = deploy.OvRunner(amx), deploy.OvRunner(amx.with_name("model.xml"))
+        dense, folded = runtimes.OvRunner(amx), runtimes.OvRunner(amx.with_name("model.xml"))
         x = np.random.default_rng(0).uniform(-1, 1, (5, *dense.shape)).astype(np.float32)
         ref = folded(x)
         np.testing.assert_allclose(dense(x), ref, rtol=PARITY_RTOL, atol=PARITY_RTOL * np.abs(ref).max())
@@ -247,7 +249,7 @@ def test_bench_writes_the_issue_keys(trained: tuple[Path, Path], cache: Path, tm
         assert cfg["images_per_s_stream"] > 0, name
         if name.endswith("/fp32"):
             assert cfg["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL, name
-    assert result["fastest_recorded"]["student"] in deploy.BACKENDS
+    assert result["fastest_recorded"]["student"] in backends.names()
     assert result["folder_student_best_stream"] > 0 and result["settings"]["stream"] == 2048
 
 
@@ -258,7 +260,7 @@ def test_bench_skips_and_names_the_precisions_this_cpu_only_emulates(
         capsys: pytest.CaptureFixture[str]) -> None:
     """On an AVX2 CPU PyTorch's bf16 is emulated (minutes for a teacher's test set) and
     OpenVINO's bf16 hint runs f32: not measured by default, and the output says why."""
-    from pkdgan.inference import bench
+    from pkdgan.deploy import bench
     from pkdgan.training import train as train_mod
 
     _, run = trained
@@ -267,7 +269,7 @@ def test_bench_skips_and_names_the_precisions_this_cpu_only_emulates(
     out = tmp_path / "bench.json"
     assert main(["bench", str(run), "--quick", "--no-int8", "--json", str(out)]) == 0
     student = json.loads(out.read_text())["models"]["student"]
-    skipped = {"torch/bf16"} | ({"openvino/bf16"} if deploy.installed("openvino") else set())
+    skipped = {"torch/bf16"} | ({"openvino/bf16"} if backends.installed("openvino") else set())
     assert set(student["skipped"]) == skipped and not skipped & set(student["configs"])
     assert "torch/fp32" in student["configs"]
     printed = capsys.readouterr().out.splitlines()
@@ -283,9 +285,9 @@ def test_polyphase_graph_equals_score_graph(score: str, bounded: bool) -> None:
     import torch
 
     from pkdgan.core.config import ModelConfig
-    from pkdgan.inference.dense import GATHER_COST, LINEAR, DenseLayer, MatrixLayer, MatrixScoreGraph
-    from pkdgan.inference.export import ScoreGraph
-    from pkdgan.inference.polyphase import PolyphaseScoreGraph, supported
+    from pkdgan.deploy.dense import GATHER_COST, LINEAR, DenseLayer, MatrixLayer, MatrixScoreGraph
+    from pkdgan.deploy.polyphase import PolyphaseScoreGraph, supported
+    from pkdgan.inference.graph import ScoreGraph
     from pkdgan.inference.scoring import InferenceGenerator
     from pkdgan.models.nets import build_generator
 
@@ -341,10 +343,10 @@ def test_scoring_graph_forms() -> None:
 
     from pkdgan.core.config import ModelConfig
     from pkdgan.core.errors import UsageError
-    from pkdgan.inference.dense import DenseLayer, MatrixScoreGraph
-    from pkdgan.inference.deploy_export import scoring_graph
-    from pkdgan.inference.export import ScoreGraph
-    from pkdgan.inference.polyphase import PolyphaseScoreGraph
+    from pkdgan.deploy.dense import DenseLayer, MatrixScoreGraph
+    from pkdgan.deploy.polyphase import PolyphaseScoreGraph
+    from pkdgan.deploy.writers import scoring_graph
+    from pkdgan.inference.graph import ScoreGraph
     from pkdgan.inference.scoring import InferenceGenerator
     from pkdgan.models.nets import build_generator
 
@@ -376,7 +378,7 @@ def test_bands_only_where_every_band_has_one_matrix() -> None:
     """A layer whose bands differ (not a convolution) stays one dense matrix."""
     import torch
 
-    from pkdgan.inference.dense import GATHER_COST, LinearMatrix, plan
+    from pkdgan.deploy.dense import GATHER_COST, LinearMatrix, plan
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(1, 4, 3, 1, 1).double()
@@ -391,7 +393,7 @@ def test_bands_only_where_every_band_has_one_matrix() -> None:
 
 
 def test_once_leaves_nothing_behind(tmp_path: Path) -> None:
-    from pkdgan.inference.bench import once
+    from pkdgan.deploy.bench import once
 
     def fail(path: Path) -> None:
         path.write_text("half")
@@ -415,12 +417,14 @@ def test_predict_without_runtimes_uses_torch(trained: tuple[Path, Path], tmp_pat
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     root, run = trained
     copy = tmp_path / "run"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(lean.DEPLOY_DIR))
-    monkeypatch.setattr(deploy, "installed", lambda b: b == "torch")
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(deploy_cache.DEPLOY_DIR))
+    for name in backends.runtimes():  # none of the runtimes can score here
+        monkeypatch.setitem(backends.REGISTRY, name, dataclasses.replace(
+            backends.REGISTRY[name], probe=lambda: "not installed"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "p.csv"
     assert main(["predict", str(copy), str(root / "test"), "-o", str(out)]) == 0
-    assert len(read_csv(out)) == 40 and not (copy / lean.DEPLOY_DIR).exists()
+    assert len(read_csv(out)) == 40 and not (copy / deploy_cache.DEPLOY_DIR).exists()
     with pytest.raises(UsageError, match="openvino backend is not installed"):
         load(copy, backend="openvino")
 
@@ -447,7 +451,7 @@ def _model(configs: dict[str, float], flops: int) -> dict:
 
 
 def test_wall_ratio_compares_a_backend_only_students_fit_with_the_teachers_fastest() -> None:
-    from pkdgan.inference.bench import summarize
+    from pkdgan.deploy.bench import summarize
 
     teacher = _model({"torch/fp32": 1000.0, "openvino/fp32": 2000.0}, 10**8)
     rate = {"fp32": 1e11}
@@ -463,9 +467,9 @@ def test_wall_ratio_compares_a_backend_only_students_fit_with_the_teachers_faste
 
 @pytest.mark.skipif("native" not in RUNTIMES or len(RUNTIMES) < 2, reason="needs native and another runtime")
 def test_a_native_kernel_that_fails_here_falls_back_with_one_warning(cache: Path, tmp_path: Path) -> None:
-    from pkdgan.inference import native
+    from pkdgan.deploy.native import runner as native
 
-    info = lean.read_info(cache)
+    info = deploy_cache.read_info(cache)
     if "native" not in info["files"]:
         pytest.skip("this run's generator has no native form")
     copy = tmp_path / "cache"
@@ -475,6 +479,6 @@ def test_a_native_kernel_that_fails_here_falls_back_with_one_warning(cache: Path
         x, expected = f["images"], f["expected"]
     native.write_parity(src, x, expected * 2 + 1, 1e-4)  # this "CPU" computes something else
     with pytest.warns(UserWarning, match=r"native backend unavailable here \(.*parity check.*\); using"):
-        run, used = lean.runner(copy, info, "native")
+        run, used = deploy_cache.runner(copy, info, "native")
     assert used != "native" and used in info["files"]
     np.testing.assert_allclose(run(x), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

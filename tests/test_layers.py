@@ -13,8 +13,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pkdgan"
 # Lowest first. A module may import from its own layer or any layer listed before it.
-LAYERS = ["core", "models", "data", "evaluation", "training", "inference", "reports", "pipeline", "api",
-          "studies", "commands", "cli"]
+LAYERS = ["core", "models", "data", "evaluation", "training", "inference", "deploy", "reports", "pipeline",
+          "api", "studies", "commands", "cli"]
 MAX_LINES = 400
 
 

@@ -1,4 +1,4 @@
-"""The generated C kernels (``inference.native``): equal to PyTorch's scoring graph for every
+"""The generated C kernels (``deploy.native``): equal to PyTorch's scoring graph for every
 registered student, every score kind and image shape, any batch size; absent without a compiler."""
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import torch
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.registry import REGISTRY
-from pkdgan.inference import deploy, native, native_block, native_form, native_source
-from pkdgan.inference.deploy_export import export_native, torch_scores
-from pkdgan.inference.export import PARITY_RTOL
-from pkdgan.inference.native_plan import native_plan
+from pkdgan.deploy import backends
+from pkdgan.deploy.native import block as native_block
+from pkdgan.deploy.native import form as native_form
+from pkdgan.deploy.native import runner as native
+from pkdgan.deploy.native import source as native_source
+from pkdgan.deploy.native.plan import native_plan
+from pkdgan.deploy.parity import PARITY_RTOL
+from pkdgan.deploy.writers import export_native, torch_scores
 from pkdgan.models.nets import build_generator
 
 needs_cc = pytest.mark.skipif(not native.available(), reason="no C compiler")
@@ -113,9 +117,9 @@ def test_tiles_fit_the_registers(registers: int) -> None:
 
 def test_without_a_compiler_the_backend_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(native.COMPILER_ENV, str(tmp_path / "no-such-cc"))
-    assert not native.available() and not deploy.installed("native")
+    assert not native.available() and not backends.installed("native")
     with pytest.raises(UsageError, match="native backend is not available: it needs a C compiler"):
-        deploy.require("native")
+        backends.require("native")
     src = tmp_path / "model.c"
     src.write_text("int x;\n")
     with pytest.raises(UsageError, match="needs a C compiler"):
@@ -168,7 +172,7 @@ def _exported(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 def test_a_corrupted_object_is_rebuilt_and_checked_again(tmp_path: Path) -> None:
     src, x, expected = _exported(tmp_path)
     # built by another process (this one must not have the object mapped while it is damaged)
-    subprocess.run([sys.executable, "-c", "import sys; from pkdgan.inference.native import NativeRunner; "
+    subprocess.run([sys.executable, "-c", "import sys; from pkdgan.deploy.native.runner import NativeRunner; "
                     "NativeRunner(sys.argv[1])", str(src)], check=True)
     so = native.object_path(src)
     assert native.trusted(so)

@@ -147,9 +147,10 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path: Path, norm: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from pkdgan.core import runs
-    from pkdgan.inference import deploy, lean
-    from pkdgan.inference.deploy_export import build
-    from pkdgan.inference.loading import load
+    from pkdgan.deploy import backends
+    from pkdgan.deploy.build import build
+    from pkdgan.deploy.cache import read_info
+    from pkdgan.deploy.load import load
 
     teacher = tmp_path / "teacher"
     assert main(["train", "--dataset", "folder", "--data-root", str(folder), "--image-size", "16",
@@ -162,13 +163,13 @@ def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path
                  "--batch-size", "4", "--no-progress", "--out", str(student)]) == 0
     assert runs.read_json(student / runs.CONFIG)["model"]["norm"] == norm
     capsys.readouterr()
-    runtimes = [b for b in ("onnxruntime", "openvino") if deploy.installed(b)]
+    runtimes = [b for b in ("onnxruntime", "openvino") if backends.installed(b)]
     if not runtimes:
         pytest.skip("no ONNX Runtime or OpenVINO")
     for run in (teacher, student):
         det = load(run, backend="torch")
         assert isinstance(det.model_config_, ModelConfig) and det.model_config_.norm == norm
-        info = lean.read_info(build(run, loader=load))
+        info = read_info(build(run))
         for b in runtimes:
             assert info["parity"][b]["ok"], info["parity"]
         if "native" in info["parity"]:  # one line saying why, and never chosen

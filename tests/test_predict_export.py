@@ -16,7 +16,7 @@ from pkdgan.core import runs
 from pkdgan.core.config import ModelConfig
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.data.images import to_tensor
-from pkdgan.inference.export import onnx_scores, sidecar_path
+from pkdgan.deploy.export import onnx_scores, sidecar_path
 from pkdgan.inference.predict import read_files
 from pkdgan.models.nets import build_generator
 from pkdgan.pipeline.results import finish_run

@@ -217,7 +217,7 @@ def test_an_inverted_latent_score_warns_from_the_label_free_check(
 
 def test_combined_onnx_export_matches_pytorch(blob_run: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from pkdgan.inference.export import onnx_scores, sidecar_path
+    from pkdgan.deploy.export import onnx_scores, sidecar_path
 
     data, run = blob_run
     model = tmp_path / "combined.onnx"

@@ -9,7 +9,9 @@ from torch import nn
 
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
-from pkdgan.inference.scoring import InferenceGenerator, SubPixel, TorchScorer, fast_scores
+from pkdgan.deploy import backends
+from pkdgan.deploy.scores import fast_scores
+from pkdgan.inference.scoring import InferenceGenerator, SubPixel, TorchScorer
 from pkdgan.models.edegan import score_both
 from pkdgan.models.nets import build_generator
 
@@ -49,13 +51,15 @@ def test_sub_pixel_equals_transposed_conv() -> None:
     torch.testing.assert_close(SubPixel(w, b)(x), want, rtol=1e-5, atol=1e-5)
 
 
-def test_onnxruntime_scores_match() -> None:
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("backend", backends.names())
+def test_every_registered_backend_scores_like_the_training_modules(backend: str) -> None:
+    if not backends.installed(backend):
+        pytest.skip(backends.get(backend).unavailable())
     cfg = ModelConfig(image_size=16, channels=1, nz=8, width=4)
     g = trained_like(cfg)
     x = torch.rand(20, 1, 16, 16) * 2 - 1
     want = score_both(g, x)[0].numpy()
-    np.testing.assert_allclose(fast_scores(g, x, cfg, backend="onnxruntime", batch_size=8), want,
+    np.testing.assert_allclose(fast_scores(g, x, cfg, backend=backend, batch_size=8), want,
                                rtol=1e-4, atol=1e-6)
 
 

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from pkdgan.core import runs
-    from pkdgan.inference import bench
+    from pkdgan.deploy import bench
 
     out = bench.run(args.run_dir, args.teacher, args.threads, args.quick, args.max_test, not args.no_int8,
                     args.include_emulated)

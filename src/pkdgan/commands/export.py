@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from pkdgan.core import runs
-    from pkdgan.inference.export import sidecar_path
-    from pkdgan.inference.export_run import export_run
+    from pkdgan.deploy.export import sidecar_path
+    from pkdgan.deploy.export_run import export_run
 
     out = export_run(args.run_dir, args.output, args.format, score=args.score, check=not args.no_check)
     sidecar = runs.read_json(sidecar_path(out))

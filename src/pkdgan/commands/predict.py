@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pkdgan.core.config import SCORE_KINDS
+from pkdgan.deploy import backends
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="standardise scores with the held-out normal mean and std")
     p.add_argument("--batch-size", type=int, default=64, help="images read and scored at a time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="auto",
-                   choices=["auto", "torch", "onnxruntime", "openvino", "native"],
-                   help="scoring runtime (native: generated C kernels for small students, compiled "
-                        "once per CPU with the system C compiler). auto: an exported model cached in "
+    p.add_argument("--backend", default="auto", choices=[backends.AUTO, *backends.names()],
+                   help=f"scoring runtime ({backends.choices_help()}). auto: an exported model cached in "
                         "RUN_DIR/deploy (made once, keyed by the checkpoint's hash) scored by the "
                         "fastest parity-checked runtime installed, without importing torch; torch "
                         "when the request needs it "
@@ -54,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pkdgan.inference.lean import Fallback, predict_command
+    from pkdgan.deploy.lean import Fallback, predict_command
 
     try:
         # no torch: a cached export, ONNX Runtime or OpenVINO
@@ -67,10 +66,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _build_cache(run_dir: Path, score: str | None) -> Path:
     """The run's deploy cache, made once (imports torch): handed to the lean path, which cannot."""
-    from pkdgan.inference.deploy_export import build
-    from pkdgan.inference.loading import load
+    from pkdgan.deploy.build import build
 
-    return build(run_dir, score, loader=load)
+    return build(run_dir, score)
 
 
 def torch_main(args: argparse.Namespace) -> int:
@@ -81,7 +79,7 @@ def torch_main(args: argparse.Namespace) -> int:
     from pkdgan.api import load
     from pkdgan.core import runs
     from pkdgan.core.device import resolve_device
-    from pkdgan.inference.lean import format_predictions
+    from pkdgan.deploy.lean import format_predictions
     from pkdgan.inference.predict import expand_paths, predict_files
 
     json_suffix = args.output is not None and args.output.suffix.lower() == ".json"

@@ -3,7 +3,7 @@
 
 A reader never sees a half-written file: the bytes go to a temp file in the same folder, are
 fsynced, then renamed over the target. Kept apart from ``runs`` (which imports torch for
-checkpoints) so that ``inference.lean`` can write its output without importing torch.
+checkpoints) so that ``deploy.lean`` can write its output without importing torch.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Image files without torch: finding them and decoding one to uint8 pixels. The torch-free
-predict path (``inference.lean``) and the tensor reader (``images``) share these, so both see
+predict path (``deploy.lean``) and the tensor reader (``images``) share these, so both see
 the same pixels and raise the same one-line errors."""
 
 from __future__ import annotations

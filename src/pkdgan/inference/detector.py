@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from pkdgan.evaluation.score_kinds import (
     resolve,
     score_warning,
 )
-from pkdgan.inference.export import export_onnx
+from pkdgan.inference.graph import export_onnx
 from pkdgan.inference.predict import as_images
 from pkdgan.models.edegan import score_batches, score_both
 
@@ -240,10 +241,18 @@ class OneClassDetector(BaseEstimator, ABC):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Anomaly score per image (higher = more anomalous), normalised if ``normalize``."""
-        runner = getattr(self, "_runner", None)
-        if runner is not None:  # an exported runtime (loading.use_backend); equal within parity
+        runner = getattr(self, "runner_", None)
+        if runner is not None:  # an exported runtime (deploy.load.use_backend); equal within parity
             return self._normalized(runner(self._images(X).numpy()))
         return self.score_and_reconstruct(self._images(X))[0]
+
+    def use_runner(self, runner: Callable[[np.ndarray], np.ndarray] | None, backend: str) -> OneClassDetector:
+        """Score ``decision_function`` / ``predict`` with ``runner`` (preprocessed float32 images ->
+        raw scores; None: PyTorch). ``deploy.load.use_backend`` makes one that passed its parity
+        check; reconstructions and maps always come from PyTorch."""
+        self._check_fitted()
+        self.runner_, self.backend_ = runner, backend
+        return self
 
     def score_samples(self, X: Any) -> np.ndarray:
         """sklearn's convention: the opposite of ``decision_function`` (lower = more abnormal)."""

@@ -21,7 +21,6 @@ from pkdgan.evaluation.score_kinds import (
     KINDS,
     standardization,
 )
-from pkdgan.inference.deploy_export import detector_runner
 from pkdgan.inference.detector import CALIBRATION_KEYS, DECISION_KEY, HOLDOUT_PREFIX, OneClassDetector
 from pkdgan.inference.estimators import EDEGAN, PKDGAN
 from pkdgan.models.nets import build_discriminator
@@ -54,16 +53,14 @@ def _params_from_config(cls: type[OneClassDetector], cfg: dict[str, Any]) -> dic
 
 
 def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = None,
-         contamination: float | None = None, normalize: bool = False, device: str = "cpu",
-         backend: str = "auto") -> OneClassDetector:
+         contamination: float | None = None, normalize: bool = False, device: str = "cpu"
+         ) -> OneClassDetector:
     """A fitted detector from any run folder: ``pkdgan train`` / ``distill`` runs or ``save``.
 
     The threshold is refitted from the run's held-out normal scores when ``fpr``,
     ``contamination`` or another ``score`` is asked for; otherwise it is the run's own
-    (``calibration.json``). Test labels are never read. ``backend`` (``use_backend``): ``auto``
-    scores with the run's cached export when one exists (``pkdgan export``/``predict``/``bench``
-    made it) and with PyTorch otherwise; ``onnxruntime`` / ``openvino`` / ``native`` export once
-    if needed.
+    (``calibration.json``). Test labels are never read. It scores with PyTorch; ``deploy.load``
+    (``pkdgan.api.load``) adds the exported runtimes.
     """
     run_dir = Path(run_dir)
     cfg, generator = load_run_generator(run_dir)
@@ -88,23 +85,7 @@ def load(run_dir: str | Path, *, score: str | None = None, fpr: float | None = N
         det.calibrate(fpr, contamination)
     else:
         det.calibration_ = det.score_choice_ | {"threshold": None, "n_holdout": 0}
-    if backend != "torch" and device == "cpu":
-        use_backend(det, backend, run_dir)
     return det
-
-
-def use_backend(detector: OneClassDetector, backend: str = "auto",
-                run_dir: str | Path | None = None) -> OneClassDetector:
-    """Score ``decision_function`` / ``predict`` with ``torch``, ``onnxruntime``, ``openvino`` or
-    ``native`` (the generated C kernels of a small generator, ``inference.native``).
-
-    ``auto``: the fastest parity-checked runtime installed (``deploy_export.detector_runner``;
-    for a run folder only a deploy cache that already exists, so loading never exports on its
-    own); the choice is in ``backend_``. Reconstructions always come from PyTorch.
-    """
-    detector._check_fitted()
-    detector._runner, detector.backend_ = detector_runner(detector, backend, run_dir, loader=load)
-    return detector
 
 
 def _recorded_choice(run_dir: Path, requested: str, saved: dict[str, Any],

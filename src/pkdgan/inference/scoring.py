@@ -1,4 +1,4 @@
-"""Fast batched anomaly scoring (teacher or student) with PyTorch or ONNX Runtime.
+"""Fast batched anomaly scoring (teacher or student) with PyTorch.
 
 ``edegan.score_both`` runs the training modules in eval mode. Scoring needs less: no autograd,
 BatchNorm's running statistics are constants (folded into the preceding convolution; a
@@ -9,27 +9,19 @@ measured), so each stride-2 transposed convolution becomes the equivalent sub-pi
 convolution of the 1x1 code is a matrix product. Results equal ``score_both`` up to float
 rounding (``tests/test_scoring.py``).
 
-ONNX Runtime (``pip install 'pkdgan[onnx]'``) runs the graph ``export.export_onnx`` writes; on
-this CPU it was the faster backend for the thin student networks (docs/performance.md).
+The exported runtimes (ONNX Runtime, OpenVINO, the native kernels) are ``pkdgan.deploy``'s
+(``deploy.scores.fast_scores`` picks any of them).
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
-from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
 from pkdgan.models.edegan import cat_scores, score_batches
 from pkdgan.models.nets import frozen_instance_norm, is_per_image
-
-BACKENDS = ("torch", "onnxruntime")
 
 
 def fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d | None,
@@ -165,51 +157,3 @@ class TorchScorer:
     def scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent, reconstruction) scores, as ``edegan.score_both`` (the same batched scorer)."""
         return cat_scores(score_batches(self.net, x, self.batch_size, self.device, self.format))
-
-
-class OrtScorer:
-    """ONNX Runtime scoring of the graph ``export.export_onnx`` writes (one score kind)."""
-
-    def __init__(self, generator: nn.Module, model_cfg: ModelConfig, score: str = "latent",
-                 batch_size: int = 256, threads: int | None = None, stats: Stats | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("ONNX Runtime scoring needs the onnx extra: "
-                             "pip install 'pkdgan[onnx]'") from None
-        from pkdgan.inference.export import export_onnx
-
-        check_kind(score, KINDS)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(generator, model_cfg, Path(tmp) / "score.onnx", score, stats)
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.batch_size = batch_size
-
-    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        out = [self.session.run(None, {self.input: arr[i:i + self.batch_size]})[0]
-               for i in range(0, len(arr), self.batch_size)]
-        return np.concatenate(out) if out else np.empty(0, np.float32)
-
-
-def fast_scores(generator: nn.Module, x: torch.Tensor, model_cfg: ModelConfig | None = None,
-                score: str = "latent", backend: str = "torch", batch_size: int = 256,
-                stats: Stats | None = None) -> np.ndarray:
-    """Anomaly scores of ``x`` (higher = more anomalous) with the chosen backend.
-
-    ``stats`` (held-out standardisation, ``score_kinds.standardization``) is needed for ``combined``.
-    """
-    check_kind(score, KINDS)
-    if backend == "torch":
-        lat, rec = TorchScorer(generator, batch_size).scores(x)
-        return np.asarray(kind_scores(lat.numpy(), rec.numpy(), score, stats or {}))
-    if backend == "onnxruntime":
-        if model_cfg is None:
-            raise UsageError("ONNX Runtime scoring needs the model config (image size, channels)")
-        return OrtScorer(generator, model_cfg, score, batch_size, stats=stats)(x)
-    raise UsageError(f"unknown scoring backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -145,7 +145,7 @@ class MlflowTracker:
 
         if importlib.util.find_spec("onnx") is None:
             return
-        from pkdgan.inference.export_run import export_run
+        from pkdgan.deploy.export_run import export_run
 
         with tempfile.TemporaryDirectory() as tmp:
             try:

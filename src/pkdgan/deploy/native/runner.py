@@ -3,18 +3,18 @@
 Why: a width-1..12 student is bound by per-operator overhead and skinny layers in every
 runtime (ONNX Runtime, OpenVINO, PyTorch): their convolutions vectorise over channels, of
 which these layers have 1-12. The generated kernels fill the vector lanes with something wider:
-for a batch, the *images* (``native_block``: a block of ``LANES`` images, 8 with AVX2, 16 with
+for a batch, the *images* (``block``: a block of ``LANES`` images, 8 with AVX2, 16 with
 AVX-512, stored ``[channel][row][column][lane]``, so every multiply-add of every layer is one
 full-width fused multiply-add); for a lone image or a batch's short remainder, that image's
-output *positions* (``native_single``: im2col per layer phase), so batch-1 latency does not pay
+output *positions* (``single``: im2col per layer phase), so batch-1 latency does not pay
 for a whole block. Either way a layer's accumulators stay in registers and the whole
 E1 -> D -> E2 -> score path runs in one call, on a scratch arena that fits in the core's L2 cache.
 
-The C source is written from a ``Plan`` (``native_source``: weights as float32 literals, every
+The C source is written from a ``Plan`` (``source``: weights as float32 literals, every
 shape a constant), compiled once per CPU with the system C compiler (``cc -O3 -march=native``)
 and loaded with ``ctypes`` (which releases the GIL, so one thread per core scores its slice of a
 batch). Nothing here imports torch: a deploy cache holding ``model.c`` can (re)build its shared
-object on a new CPU without it. ``native_plan`` builds the plan from a generator (BatchNorm
+object on a new CPU without it. ``plan`` builds the plan from a generator (BatchNorm
 folded, transposed convolutions split into their output phases).
 
 Safe by construction: an object is named by the hash of its source, the compiler and the flags
@@ -47,7 +47,8 @@ import numpy as np
 from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.files import atomic_write_bytes, cache_root
-from pkdgan.inference.streams import Streams
+from pkdgan.deploy.parity import differences
+from pkdgan.deploy.streams import Streams
 
 COMPILER_ENV = "PKDGAN_CC"  # the C compiler to use (default: cc, else gcc, else clang)
 TIMEOUT_ENV = "PKDGAN_CC_TIMEOUT"  # seconds a compile may take (default COMPILE_TIMEOUT_S)
@@ -189,8 +190,7 @@ def check_parity(kernel: _Kernel, c_path: Path) -> float:
                           "native kernels on this CPU")
     with np.load(path, allow_pickle=False) as f:
         images, expected, rtol = f["images"], f["expected"], float(f["rtol"])
-    got = kernel(np.ascontiguousarray(images, np.float32), kernel.scratch()).astype(np.float64)
-    rel = float(np.abs(got - expected).max() / max(float(np.abs(expected).max()), 1e-12)) if len(got) else 0.0
+    _, rel = differences(kernel(np.ascontiguousarray(images, np.float32), kernel.scratch()), expected)
     if not rel <= rtol:  # also catches NaN
         raise PkdganError(f"the native kernel built on this CPU fails its parity check "
                           f"(max relative difference {rel:.3g} > {rtol:g})")

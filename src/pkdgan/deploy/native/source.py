@@ -1,8 +1,8 @@
 """The C translation unit of a ``Plan``: both kernels and the entry points ``native`` loads.
 
-``pk_score`` scores blocks of ``LANES`` images with the batch kernel (``native_block``) and a
+``pk_score`` scores blocks of ``LANES`` images with the batch kernel (``block``) and a
 block of at most ``SINGLE_UP_TO`` images (a lone image, a batch's short remainder) one image at
-a time with the single-image kernel (``native_single``), which does a block's work in a fraction
+a time with the single-image kernel (``single``), which does a block's work in a fraction
 of the time when the lanes would be mostly empty. Both compute the same arithmetic; their
 sums differ in order, so a score agrees between them to float32 rounding.
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pkdgan.core.files import atomic_write_bytes
-from pkdgan.inference import native_block, native_single
-from pkdgan.inference.native_form import PRELUDE, REGISTERS, Plan, weights_source
+from pkdgan.deploy.native import block as native_block
+from pkdgan.deploy.native import single as native_single
+from pkdgan.deploy.native.form import PRELUDE, REGISTERS, Plan, weights_source
 
 # a block of at most this many images goes through the single-image kernel, one image at a time
 SINGLE_UP_TO = {8: 2, 16: 4}

@@ -1,7 +1,6 @@
 """Exporting a run folder: its scoring model (ONNX or OpenVINO IR) plus a JSON sidecar.
 
-Separate from ``export`` (graph export of a generator) because it reads the run back as a detector,
-and the detector itself exports through ``export``."""
+Separate from ``export`` (the formats' shared pieces) because it reads the run back as a detector."""
 
 from __future__ import annotations
 
@@ -11,23 +10,21 @@ from pathlib import Path
 from pkdgan import __version__
 from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
-from pkdgan.evaluation.score_kinds import COMBINED
-from pkdgan.inference.deploy import OvRunner
-from pkdgan.inference.deploy_export import export_openvino, parity, torch_scores
-from pkdgan.inference.export import (
+from pkdgan.deploy.export import (
     FORMATS,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    SCORE_RULES,
     SUFFIXES,
     check_parity,
-    export_onnx,
     ort_version,
     ov_version,
     parity_images,
     preprocessing,
     sidecar_path,
 )
+from pkdgan.deploy.parity import parity
+from pkdgan.deploy.runtimes import OvRunner
+from pkdgan.deploy.writers import export_openvino, torch_scores
+from pkdgan.evaluation.score_kinds import COMBINED
+from pkdgan.inference.graph import INPUT_NAME, OUTPUT_NAME, SCORE_RULES, export_onnx
 from pkdgan.inference.loading import load
 
 
@@ -40,12 +37,12 @@ def export_run(run_dir: Path, output: Path | None = None, fmt: str = "onnx",
     """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    detector = load(run_dir, score=score, backend="torch")
+    detector = load(run_dir, score=score)
     run_dir = Path(run_dir)
     output = Path(output) if output is not None else run_dir / f"model{SUFFIXES[fmt]}"
     cfg = detector.model_config_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
-    if fmt == "openvino":  # the form deploy_export.scoring_graph picks for fp32, as IR
+    if fmt == "openvino":  # the form writers.scoring_graph picks for fp32, as IR
         export_openvino(detector.generator_, cfg, output, kind, stats)
     else:
         export_onnx(detector.generator_, cfg, output, kind, stats)

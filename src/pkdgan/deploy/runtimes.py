@@ -1,16 +1,16 @@
-"""Deployment runtimes for exported scoring graphs: ONNX Runtime, OpenVINO and the generated C
-kernels (``inference.native``), without torch.
+"""Runners of exported scoring graphs: ONNX Runtime and OpenVINO, without torch (the generated
+C kernels' runner is ``deploy.native.runner``; ``deploy.backends`` chooses between them).
 
 Nothing here imports torch or scikit-learn, so ``pkdgan predict`` on a run with a cached export
-starts in a fraction of a second (``pkdgan.lean``). A runner takes float32 images
+starts in a fraction of a second (``deploy.lean``). A runner takes float32 images
 ``(N, C, S, S)`` in [-1, 1] and returns float32 scores ``(N,)``, exactly what the exported
-graph computes (``export.ScoreGraph``).
+graph computes (``inference.graph.ScoreGraph``).
 
 Choices (measured, docs/performance.md): ONNX Runtime scores the tiny students fastest with
 one single-threaded session per core working on separate slices of the batch (streams, driven
 from a thread pool, on the plain graph), rather than one session whose operators are split over
 the cores: its width-3 convolutions are too small to share. OpenVINO runs the BatchNorm-folded
-graph in the form ``deploy_export.scoring_graph`` picks (small students as row-banded matrix
+graph in the form ``writers.scoring_graph`` picks (small students as row-banded matrix
 products, others polyphase: its transposed convolutions are slow) with static shapes: a batch
 of up to 256 images goes through one request whose operators use every core (``LATENCY`` hint;
 156k vs 139k images/s for the bf16 MNIST student, polyphase, split over two single-core
@@ -20,7 +20,7 @@ requests per stream (166k); the last chunk is padded.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,53 +30,15 @@ import numpy as np
 
 from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import UsageError
-from pkdgan.inference.streams import Streams
-
-BACKENDS = ("torch", "onnxruntime", "openvino", "native")
-RUNTIMES = ("onnxruntime", "openvino", "native")
-PRECISIONS = ("fp32", "bf16", "int8")
-# a precision whose test AUROC drops more than this (0.5 point) is never offered as a default
-AUROC_TOLERANCE = 0.005
-INPUT_NAME = "images"
-EXTRAS = {"onnxruntime": "pip install 'pkdgan[onnx]'", "openvino": "pip install 'pkdgan[openvino]'",
-          "native": "it needs a C compiler (cc, gcc or clang, or PKDGAN_CC)"}
-# what `auto` tries when no benchmark of the run recorded a faster choice: the generated C
-# kernels (``inference.native``, made only for small generators) scored the MNIST student 3-4x
-# faster than ONNX Runtime and start in milliseconds; OpenVINO's polyphase fp32 graph and ONNX
-# Runtime were within noise of each other (contended), and OpenVINO was ahead for the teacher's
-# bf16/int8; `pkdgan bench` records the measured winner
-AUTO_ORDER = ("native", "openvino", "onnxruntime", "torch")
+from pkdgan.deploy.streams import Streams
 
 
-def installed(backend: str) -> bool:
-    """Whether ``backend`` can be imported (without importing it)."""
-    if backend == "torch":
-        return importlib.util.find_spec("torch") is not None
-    if backend not in RUNTIMES:
-        raise UsageError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-    if backend == "native":
-        from pkdgan.inference.native import available
-
-        return available()
-    return importlib.util.find_spec(backend) is not None
-
-
-def require(backend: str) -> None:
-    """One clear UsageError when ``backend`` is not installed."""
-    if not installed(backend):
-        hint = EXTRAS.get(backend, "pip install torch")
-        what = "available" if backend == "native" else "installed"
-        raise UsageError(f"the {backend} backend is not {what}: {hint}")
-
-
-def check_precision(precision: str, backend: str) -> str:
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if backend == "onnxruntime" and precision == "bf16":
-        raise UsageError("ONNX Runtime's CPU provider has no bf16 convolutions; use openvino or torch")
-    if backend == "native" and precision != "fp32":
-        raise UsageError("the native kernels compute in fp32 only")
-    return precision
+def _import(module: str, extra: str) -> Any:
+    """The runtime's module, or one clear UsageError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"the {module} runtime is not installed: pip install 'pkdgan[{extra}]'") from None
 
 
 class OrtRunner:
@@ -86,8 +48,7 @@ class OrtRunner:
 
     def __init__(self, path: str | Path, threads: int | None = None, streams: bool = True,
                  chunk: int = 128) -> None:
-        require("onnxruntime")
-        import onnxruntime as ort
+        ort = _import("onnxruntime", "onnx")
 
         threads = threads or default_threads()
         n_sessions, per = (threads, 1) if streams else (1, threads)
@@ -116,7 +77,7 @@ class OvRunner:
     """OpenVINO (CPU device) on an IR (``.xml``) or ONNX file.
 
     ``precision`` fp32 or bf16 is OpenVINO's ``INFERENCE_PRECISION_HINT`` on the same model;
-    int8 needs a quantized IR (``deploy_export.quantize_openvino``). Three static-shape
+    int8 needs a quantized IR (``writers.quantize_openvino``). Three static-shape
     requests, each compiled on first use and reused (quiet-machine probes, bf16 MNIST student,
     2 cores): batch 1 on one thread (latency); up to ``chunk`` images padded to ``chunk`` on one
     request using every core (156k images/s at 256, against 139k for two single-core streams
@@ -128,10 +89,10 @@ class OvRunner:
 
     def __init__(self, path: str | Path, precision: str = "fp32", threads: int | None = None,
                  chunk: int = 256) -> None:
-        require("openvino")
-        import openvino as ov
-
-        self.precision = check_precision(precision, "openvino")
+        ov = _import("openvino", "openvino")
+        if precision not in ("fp32", "bf16", "int8"):
+            raise UsageError(f"OpenVINO precision must be fp32, bf16 or int8, got {precision!r}")
+        self.precision = precision
         self.threads = threads or default_threads()
         self.core = ov.Core()
         self.model = self.core.read_model(str(path))
@@ -207,35 +168,3 @@ class OvRunner:
             if len(x) == 1:
                 return self._one(x)
             return self._whole(x) if len(x) <= self.chunk else self._many(x)
-
-
-def make_runner(backend: str, path: str | Path, precision: str = "fp32", threads: int | None = None
-                ) -> Any:
-    """A runner of an exported file: ``onnxruntime`` (.onnx), ``openvino`` (.xml or .onnx) or
-    ``native`` (the generated ``model.c``, compiled for this CPU on first use)."""
-    if backend == "onnxruntime":
-        check_precision(precision, backend)
-        return OrtRunner(path, threads)
-    if backend == "native":
-        from pkdgan.inference.native import NativeRunner
-
-        check_precision(precision, backend)
-        require(backend)
-        return NativeRunner(path, threads)
-    if backend == "openvino":
-        return OvRunner(path, precision, threads)
-    raise UsageError(f"no exported-model runner for backend {backend!r}; use {' or '.join(RUNTIMES)}")
-
-
-def resolve_backend(requested: str, recorded: str | None = None) -> str:
-    """``auto`` -> the backend a benchmark of this run recorded fastest (if installed), else the
-    first installed of ``AUTO_ORDER``; any other name must be installed."""
-    if requested != "auto":
-        require(requested)
-        return requested
-    if recorded and recorded in BACKENDS and installed(recorded):
-        return recorded
-    for b in AUTO_ORDER:
-        if installed(b):
-            return b
-    raise UsageError("no scoring backend installed: pip install torch, 'pkdgan[onnx]' or 'pkdgan[openvino]'")

@@ -13,7 +13,7 @@ reconstruction error, and both can read the four phases directly:
 So the largest tensors of the graph (C x S x S) and the last depth-to-space disappear, and the
 two first convolutions become stride-1 convolutions on 4x the channels, which OpenVINO's CPU
 kernels run better (measured ~15 % faster for the MNIST student, fp32 and bf16; ONNX Runtime
-is slower with it, so it keeps the plain graph). Equal to ``export.ScoreGraph`` up to float
+is slower with it, so it keeps the plain graph). Equal to ``graph.ScoreGraph`` up to float
 rounding (``tests/test_deploy.py``).
 """
 
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pkdgan.deploy.dense import densify
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores, require_stats
-from pkdgan.inference.dense import densify
 from pkdgan.inference.scoring import InferenceGenerator, SubPixel
 from pkdgan.models.losses import latent_score
 
@@ -62,7 +62,7 @@ def supported(net: InferenceGenerator) -> bool:
 
 
 class PolyphaseScoreGraph(nn.Module):
-    """``export.ScoreGraph(InferenceGenerator(g))`` with the last shuffle folded away."""
+    """``graph.ScoreGraph(InferenceGenerator(g))`` with the last shuffle folded away."""
 
     def __init__(self, net: InferenceGenerator, score: str = "latent", stats: Stats | None = None) -> None:
         super().__init__()
@@ -83,7 +83,7 @@ class PolyphaseScoreGraph(nn.Module):
 
     def densified(self, image_shape: tuple[int, int, int], limit: int) -> PolyphaseScoreGraph:
         """This graph, changed in place: every layer whose matrix has at most ``limit`` entries
-        as one matrix product (``pkdgan.inference.dense``); the same function, in the form AMX
+        as one matrix product (``pkdgan.deploy.dense``); the same function, in the form AMX
         runs fastest."""
         c, s, _ = image_shape
         self.e1, code = densify(self.e1, (c * 4, s // 2, s // 2), limit)

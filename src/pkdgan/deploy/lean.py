@@ -2,20 +2,19 @@
 
 ``import torch`` alone takes seconds; scoring a folder of PNGs with a tiny student needs
 none of it once the run's scoring graph is exported. When the run's deploy cache
-(``deploy_export.build``) exists, ``predict`` reads image files with Pillow in worker processes
-(chunks decoded while earlier chunks are scored), runs ONNX Runtime or OpenVINO
-(``pkdgan.deploy``) and writes the same CSV/JSON as the PyTorch path: the same preprocessing bit
-for bit (``data.read_image`` + ``data.to_tensor``), the same threshold, scores equal within the
-export parity tolerance. Whatever it cannot do exactly as the PyTorch path does (bilinear
+(``deploy.build``) exists, ``predict`` reads image files with Pillow in worker processes
+(chunks decoded while earlier chunks are scored), runs a backend of ``deploy.backends`` on it
+and writes the same CSV/JSON as the PyTorch path: the same preprocessing bit for bit
+(``data.read_image`` + ``data.to_tensor``), the same threshold, scores equal within the export
+parity tolerance. Whatever it cannot do exactly as the PyTorch path does (bilinear
 resizing, refitting a threshold, reconstructions, CUDA) raises ``Fallback`` before any output.
 
-Nothing here may import torch, scikit-learn or a module that does (``tests/test_lean.py``).
+Nothing here may import torch, scikit-learn or a module that does (``tests/test_deploy.py``).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -29,123 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from pkdgan import __version__
 from pkdgan.core.cpu import default_threads
 from pkdgan.core.errors import DataError, PkdganError, UsageError
-from pkdgan.core.files import atomic_write_bytes, cache_root
+from pkdgan.core.files import atomic_write_bytes
 from pkdgan.data.image_files import IMAGE_SUFFIXES, read_image
+from pkdgan.deploy import backends
+from pkdgan.deploy.cache import Fallback, choose_backend, find, read_info, runner
 
-DEPLOY_DIR = "deploy"
-DEPLOY_JSON = "deploy.json"
-OV_DIR = "openvino"
-NATIVE_DIR = "native"
-HASHED_FILES = ("config.json", "checkpoint.safetensors", "calibration.json", "scores.npz")
 CHUNK = 512  # images per decoding task and per scoring call
 PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool costs ~0.1 s)
-# below this many images a one-shot predict is dominated by start-up: ONNX Runtime starts faster
-ONE_SHOT_MAX = 100_000
-# bumped whenever what the cache holds changes (graph form, files): older caches are not used
-CACHE_FORMAT = 7  # 3: small students as row-banded matrices (dense.py), model_bf16.xml; 4: native/;
-# 5: native kernels export pk_shape (the runner checks its input against it); 6: native kernels
-# score a lone image with the single-image kernel (native_single); 7: native/parity.npz, the
-# check every object compiled on a CPU must pass (a format-6 cache has none to check against)
-
-
-class Fallback(Exception):
-    """This request needs the PyTorch path; the message says why."""
-
-
-# --- the deploy cache ----------------------------------------------------------------------------
-
-def cache_key(run_dir: Path, score: str | None = None) -> str:
-    """``<score>-<hash>``: the hash of every run file scoring depends on, this version and
-    the cache format."""
-    h = hashlib.sha256(f"pkdgan {__version__} cache {CACHE_FORMAT} score={score}".encode())
-    for name in HASHED_FILES:
-        p = Path(run_dir) / name
-        if p.is_file():
-            h.update(name.encode())
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-    return f"{score or 'run'}-{h.hexdigest()[:16]}"
-
-
-def user_cache() -> Path:
-    return cache_root() / DEPLOY_DIR
-
-
-def cache_dirs(run_dir: Path, key: str) -> list[Path]:
-    """Where a deployment may live: in the run folder, else (read-only runs) the user cache."""
-    return [Path(run_dir) / DEPLOY_DIR / key, user_cache() / key]
-
-
-def find(run_dir: Path, score: str | None = None) -> Path | None:
-    """The run's current deploy cache folder, or None (never a stale one: the key is a hash)."""
-    if not (Path(run_dir) / "config.json").is_file():
-        return None
-    key = cache_key(run_dir, score)
-    return next((d for d in cache_dirs(run_dir, key) if (d / DEPLOY_JSON).is_file()), None)
-
-
-def read_info(folder: Path) -> dict[str, Any]:
-    with open(folder / DEPLOY_JSON, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def usable_backends(info: dict[str, Any]) -> list[str]:
-    """Runtimes exported into the cache whose parity check passed."""
-    return [b for b, chk in info.get("parity", {}).items() if chk.get("ok") and b in info.get("files", {})]
-
-
-def choose_backend(info: dict[str, Any], requested: str, n_images: int | None = None) -> str:
-    """``auto``: for a one-shot command on fewer than ``ONE_SHOT_MAX`` images, the native kernels
-    (loaded in milliseconds, the fastest scorer of the small students) or else ONNX Runtime (it
-    imports and starts faster than OpenVINO compiles, which outweighs OpenVINO's higher
-    throughput: measured on 1 and 10,000 images); otherwise the runtime ``pkdgan bench``
-    measured fastest for this run, else the first of ``deploy.AUTO_ORDER`` that is installed and
-    parity-checked. ``torch`` means ``Fallback``."""
-    from pkdgan.inference.deploy import AUTO_ORDER, installed
-
-    ok = [b for b in usable_backends(info) if installed(b)]
-    if requested == "torch":
-        raise Fallback("--backend torch")
-    if requested != "auto":
-        if requested not in ok:
-            raise Fallback(f"{requested} is not installed or not parity-checked for this run")
-        return requested
-    if n_images is not None and n_images < ONE_SHOT_MAX:
-        for b in ("native", "onnxruntime"):
-            if b in ok:
-                return b
-    fastest = info.get("fastest")
-    if fastest in ok:
-        return str(fastest)
-    for b in AUTO_ORDER:
-        if b in ok:
-            return b
-    raise Fallback("no parity-checked runtime installed")
-
-
-def runner(folder: Path, info: dict[str, Any], backend: str, threads: int | None = None
-           ) -> tuple[Any, str]:
-    """(runner, backend) for ``backend``; when it cannot start here (a native kernel that fails
-    to compile or its parity check on this CPU, a runtime that cannot load its file) one warning
-    line names why and the next parity-checked backend of ``deploy.AUTO_ORDER`` takes over;
-    ``Fallback`` (the PyTorch path) when none is left."""
-    from pkdgan.inference.deploy import AUTO_ORDER, installed, make_runner
-
-    ok = [b for b in usable_backends(info) if installed(b)]
-    order = [backend] + [b for b in AUTO_ORDER if b in ok and b != backend]
-    for i, name in enumerate(order):
-        try:
-            return make_runner(name, folder / info["files"][name], "fp32", threads), name
-        except UsageError:
-            raise
-        except PkdganError as e:
-            nxt = order[i + 1] if i + 1 < len(order) else "torch"
-            warnings.warn(f"{name} backend unavailable here ({e}); using {nxt}", stacklevel=2)
-    raise Fallback("no runtime of the deploy cache could start")
 
 
 # --- files -> preprocessed arrays (as data.read_image + data.to_tensor) ---------------------------
@@ -314,15 +205,13 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 def predict_command(args: Any, build_cache: Callable[[Path, str | None], Path] | None = None) -> int:
     """``pkdgan predict`` on the lean path; ``Fallback`` when it cannot serve ``args``.
 
-    With ``build_cache`` (the command passes ``deploy_export.build``; importing it here would
+    With ``build_cache`` (the command passes ``deploy.build.build``; importing it here would
     import torch and close a cycle), a missing deploy cache is made once (importing torch once).
     """
     check_eligible(args)
     folder = find(args.run_dir, args.score)
     if folder is None:
-        from pkdgan.inference.deploy import RUNTIMES, installed
-
-        if build_cache is None or not any(installed(b) for b in RUNTIMES):
+        if build_cache is None or not any(backends.installed(b) for b in backends.runtimes()):
             raise Fallback("no deploy cache")
         from pkdgan.core.cpu import choose_omp_wait_policy
 

@@ -20,7 +20,7 @@ run with per-operator overhead and mostly empty vector lanes. Two forms:
   Each band's output order is its own, so every layer keeps a permutation of the canonical
   ``(C, H, W)`` order and the next layer reads through it.
 
-Scores equal ``export.ScoreGraph``'s up to float rounding (``tests/test_deploy.py``); the
+Scores equal ``graph.ScoreGraph``'s up to float rounding (``tests/test_deploy.py``); the
 measured speeds are in docs/performance.md ("Matrix forms").
 """
 
@@ -341,7 +341,7 @@ def matrix_form(net: InferenceGenerator, image_shape: tuple[int, int, int]
 
 
 class MatrixScoreGraph(nn.Module):
-    """``export.ScoreGraph(net)`` with every layer a (banded) matrix product."""
+    """``graph.ScoreGraph(net)`` with every layer a (banded) matrix product."""
 
     def __init__(self, net: InferenceGenerator, image_shape: tuple[int, int, int],
                  score: str = "latent", stats: Stats | None = None,

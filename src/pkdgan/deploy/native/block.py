@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pkdgan.inference.native_form import (
+from pkdgan.deploy.native.form import (
     Buffer,
     Layer,
     Phase,

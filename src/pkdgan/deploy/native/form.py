@@ -1,5 +1,5 @@
 """The native kernels' common form: a ``Plan`` (a small generator's scoring path as padded
-convolutions, built by ``native_plan``) and the C pieces every kernel writer shares (float
+convolutions, built by ``plan.native_plan``) and the C pieces every kernel writer shares (float
 literals, the vector prelude, activations, register tiles). No torch.
 """
 

@@ -38,8 +38,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from pkdgan.inference.deploy import AUROC_TOLERANCE, OrtRunner, OvRunner
-from pkdgan.inference.lean import OV_DIR, read_info
+from pkdgan.core.cpu import default_threads
+from pkdgan.core.errors import PkdganError
+from pkdgan.deploy import backends
+from pkdgan.deploy.backends import AUROC_TOLERANCE
+from pkdgan.deploy.build import build
+from pkdgan.deploy.cache import OV_DIR, read_info
+from pkdgan.deploy.export import parity_images
+from pkdgan.deploy.native.runner import timed_compile
+from pkdgan.deploy.parity import PARITY_RTOL, parity
+from pkdgan.deploy.runtimes import OvRunner
+from pkdgan.deploy.writers import export_openvino, quantize_openvino, torch_scores
+from pkdgan.inference.graph import ScoreGraph
+from pkdgan.inference.loading import load
+from pkdgan.inference.scoring import InferenceGenerator
 
 BATCH = 256
 STREAM = 8 * BATCH  # 8 chunks: two per request in flight on two streams
@@ -87,9 +99,6 @@ class TorchRunner:
     backend = "torch"
 
     def __init__(self, generator: torch.nn.Module, score: str, stats: dict, precision: str = "fp32") -> None:
-        from pkdgan.inference.export import ScoreGraph
-        from pkdgan.inference.scoring import InferenceGenerator
-
         net = InferenceGenerator(copy.deepcopy(generator).float().cpu().eval())
         self.graph = ScoreGraph(net, score, stats).eval()
         self.precision = precision
@@ -128,28 +137,19 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True,
             include_emulated: bool = False) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     """Every backend x precision available for a run: {'backend/precision': runner}; the
     meta dict's ``skipped`` names those this CPU only emulates (unless ``include_emulated``)."""
-    from pkdgan.inference.deploy_export import build, quantize_openvino
-    from pkdgan.inference.loading import load
-
-    det = load(run_dir, backend="torch")
+    det = load(run_dir)
     kind, stats = det.score_, det.score_choice_["standardization"]
-    folder = build(run_dir, loader=load)
+    folder = build(run_dir)
     info = read_info(folder)
     files = info["files"]
     skipped = {} if include_emulated else emulated_configs("openvino" in files)
     out: dict[str, Any] = {f"torch/{p}": TorchRunner(det.generator_, kind, stats, p)
                            for p in ("fp32", "bf16") if f"torch/{p}" not in skipped}
-    if "onnxruntime" in files:
-        out["onnxruntime/fp32"] = OrtRunner(folder / files["onnxruntime"], threads)
-    if "native" in files and info["parity"].get("native", {}).get("ok"):
-        from pkdgan.inference.native import NativeRunner, timed_compile
-
-        out["native/fp32"] = NativeRunner(folder / files["native"], threads)
-        compile_s = round(timed_compile(folder / files["native"]), 2)
-    else:
-        compile_s = None
-    if "openvino" in files:
-        out["openvino/fp32"] = OvRunner(folder / files["openvino"], "fp32", threads)
+    for name in backends.runtimes():  # every exported runtime at fp32 (bench measures its parity)
+        if name in files and backends.installed(name):
+            out[f"{name}/fp32"] = backends.make_runner(name, folder / files[name], "fp32", threads)
+    compile_s = round(timed_compile(folder / files["native"]), 2) if "native/fp32" in out else None
+    if "openvino" in files:  # its other precisions: the bf16 form and NNCF's int8 model
         if "openvino/bf16" not in skipped:
             out["openvino/bf16"] = OvRunner(_bf16_form(det, folder, files["openvino"]), "bf16", threads)
         if int8 and importlib.util.find_spec("nncf") is not None:
@@ -160,12 +160,8 @@ def runners(run_dir: Path, holdout: np.ndarray, threads: int, int8: bool = True,
 
 
 def _bf16_form(det: Any, folder: Path, fp32_file: str) -> Path:
-    """``openvino/model_bf16.xml`` (the graph's bf16 form, ``deploy_export.scoring_graph``), made
+    """``openvino/model_bf16.xml`` (the graph's bf16 form, ``writers.scoring_graph``), made
     once and parity-checked in fp32 like ``model.xml``; the fp32 IR if that fails."""
-    from pkdgan.core.errors import PkdganError
-    from pkdgan.inference.deploy_export import export_openvino, parity, torch_scores
-    from pkdgan.inference.export import parity_images
-
     kind, stats = det.score_, det.score_choice_["standardization"]
     images = parity_images(det.model_config_, 16)
     expected = torch_scores(det.generator_, images, kind, stats)
@@ -300,7 +296,6 @@ def summarize(student: dict[str, Any], teacher: dict[str, Any] | None, flop_s: d
 def record_fastest(m: dict[str, Any]) -> str | None:
     """Write the fastest fp32 parity-checked runtime into the run's deploy cache (``auto`` reads it)."""
     from pkdgan.core import runs
-    from pkdgan.inference.export import PARITY_RTOL
 
     ok = {k.split("/")[0]: v["images_per_s_bs256"] for k, v in m["configs"].items()
           if k.endswith("/fp32") and v["max_rel_diff_vs_torch_fp32"] <= PARITY_RTOL}
@@ -317,8 +312,6 @@ def record_fastest(m: dict[str, Any]) -> str | None:
 def run(student: Path, teacher: Path | None = None, threads: int | None = None, quick: bool = False,
         max_test: int | None = None, int8: bool = True, include_emulated: bool = False
         ) -> dict[str, Any]:
-    from pkdgan.inference.deploy import default_threads
-
     threads = threads or default_threads()
     torch.set_num_threads(threads)
     rounds, window, lat = (1, 0.3, 0.3) if quick else (3, 1.5, 2.0)

@@ -1,6 +1,6 @@
 """The single-image kernel: one image's output positions in the vector lanes.
 
-Why: the batch kernel (``native_block``) fills its lanes with images, so one image costs a whole
+Why: the batch kernel (``block``) fills its lanes with images, so one image costs a whole
 block's work (8 or 16 images). Here each phase of a layer first gathers its inputs into a matrix
 ``X[input channel x tap][output position]`` (im2col; a phase's rows x columns flattened, padded
 to whole vectors), then register tiles of output channels x position vectors multiply it by
@@ -16,8 +16,8 @@ import dataclasses
 
 import numpy as np
 
-from pkdgan.inference import native_form as nf
-from pkdgan.inference.native_form import Buffer, Layer, Phase, Plan
+from pkdgan.deploy.native import form as nf
+from pkdgan.deploy.native.form import Buffer, Layer, Phase, Plan
 
 ALIGN = 16  # floats: one vector at the widest lanes (AVX-512), so every region suits both widths
 

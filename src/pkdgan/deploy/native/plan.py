@@ -1,4 +1,4 @@
-"""A generator's scoring path as a ``native_form.Plan`` (torch side): BatchNorm folded, every
+"""A generator's scoring path as a ``form.Plan`` (torch side): BatchNorm folded, every
 transposed convolution split into its output phases, so each layer is plain multiply-adds of
 padded inputs (what the generated C kernels compute)."""
 
@@ -10,8 +10,8 @@ import numpy as np
 from torch import nn
 
 from pkdgan.core.errors import UsageError
+from pkdgan.deploy.native.form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
 from pkdgan.evaluation.score_kinds import KINDS, STD_FLOOR, Stats, check_kind, require_stats
-from pkdgan.inference.native_form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
 from pkdgan.inference.scoring import fold_bn
 from pkdgan.models.nets import is_per_image
 
@@ -93,7 +93,7 @@ def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = 
                 stats: Stats | None = None) -> Plan:
     """The ``nets.Generator``'s E1 -> D -> E2 -> ``score`` as a plan (eval mode: BatchNorm's
     running statistics). Raises ValueError for a generator outside the form (a feature map of
-    more than ``native_form.MAX_CHANNELS`` channels), UsageError for modules it does not know."""
+    more than ``form.MAX_CHANNELS`` channels), UsageError for modules it does not know."""
     check_kind(score, KINDS)
     require_stats(score, stats)
     bounded = bool(getattr(generator, "bounded", False))
