@@ -106,3 +106,21 @@ def test_no_module_over_400_lines():
     big = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A leading underscore means "this module's own": another module importing it couples to an
+    implementation detail (make it public, or move the code)."""
+    crossing = []
+    for p in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pkdgan"):
+                crossing += [f"{_module_name(p)}:{node.lineno} imports {node.module}.{a.name}"
+                             for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, "private names imported across modules:\n" + "\n".join(crossing)
+
+
+def test_inference_stays_small_enough_to_read():
+    """Detectors, estimators and scoring only: deployment lives in ``pkdgan.deploy`` (issue 32)."""
+    lines = sum(len(p.read_text().splitlines()) for p in (SRC / "inference").rglob("*.py"))
+    assert lines < 2000, f"inference holds {lines} lines"
