@@ -3,8 +3,8 @@
 For each registered model (``pkdgan.core.registry``) prints images/s of ``edegan.score_both`` (the
 eval-mode training modules, the baseline), ``scoring.TorchScorer`` (folded BatchNorm, sub-pixel
 transposed convolutions, no autograd) and ``deploy.scores.exported_runner`` (ONNX Runtime's
-deploy runner, when installed), then the student/teacher speed ratio per dataset and backend. Random weights and images: the
-speed does not depend on their values. Settings are measured in alternating rounds; the median
+deploy runner, when installed), then the student/teacher speed ratio per dataset and backend.
+Random weights and images: the speed does not depend on their values. Settings are measured in alternating rounds; the median
 round is reported.
 
     python benchmarks/score_throughput.py --quick --json
@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 from pkdgan.core.registry import get_config
+from pkdgan.deploy.bench import rate
 from pkdgan.deploy.scores import exported_runner
 from pkdgan.inference.scoring import TorchScorer
 from pkdgan.models.edegan import score_both
@@ -29,15 +29,6 @@ from pkdgan.models.nets import build_generator
 # dataset -> (teacher config, student config)
 PAIRS = {"mnist": ("teacher", "student-mnist"), "fmnist": ("teacher", "student-fmnist"),
          "cifar10": ("teacher-cifar10", "student-cifar10")}
-
-
-def rate(fn: Callable[[], object], n_images: int, seconds: float) -> float:
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        fn()
-        n += 1
-    return n * n_images / elapsed
 
 
 def backends(name: str, batch: int, use_ort: bool, compile_: bool = False

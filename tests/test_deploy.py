@@ -21,6 +21,7 @@ from PIL import Image
 from pkdgan.cli import main
 from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
+from pkdgan.data.image_files import expand_paths
 from pkdgan.deploy import backends, lean, runtimes
 from pkdgan.deploy import cache as deploy_cache
 from pkdgan.deploy.load import load
@@ -160,7 +161,7 @@ def test_lean_preprocessing_and_format_equal_the_torch_paths(tmp_path: Path) -> 
     ours = lean.to_input(lean.decode_chunk(files, 1), 16, "pad")
     theirs = np.concatenate([to_tensor(read_image(p, 1)[None], 16, "pad").numpy() for p in files])
     assert np.array_equal(ours, theirs)
-    assert lean.expand_paths([tmp_path]) == files
+    assert expand_paths([tmp_path]) == files
     rows = [{"path": "a.png", "score": 0.123456789123, "label": 1}, {"path": "b", "score": -2.0, "label": 0}]
     assert lean.format_predictions(rows, "csv", {}) == "path,score,label\na.png,0.123456789,1\nb,-2,0\n"
 

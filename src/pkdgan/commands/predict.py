@@ -77,29 +77,16 @@ def torch_main(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:  # cli.main leaves this to the command (torch may not be needed)
         choose_omp_wait_policy()
     from pkdgan.api import load
-    from pkdgan.core import runs
     from pkdgan.core.device import resolve_device
-    from pkdgan.deploy.lean import format_predictions
-    from pkdgan.inference.predict import expand_paths, predict_files
+    from pkdgan.data.image_files import expand_paths
+    from pkdgan.deploy.lean import write_predictions
+    from pkdgan.inference.predict import predict_files
 
-    json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
-    fmt = args.format or ("json" if json_suffix else "csv")
     detector = load(args.run_dir, score=args.score, fpr=args.fpr, contamination=args.contamination,
                     normalize=args.normalize, device=str(resolve_device(args.device)), backend="torch")
     if args.threshold is not None:
         detector.set_threshold(args.threshold)
-    paths = expand_paths(args.paths)
-    rows = predict_files(detector, paths, args.batch_size, args.save_reconstructions, args.save_maps)
-    n_flagged = sum(r["label"] for r in rows)
-    meta = {"run_dir": str(args.run_dir), "score": detector.score_, "normalized": detector.normalize,
-            "threshold": detector.threshold_, "n_images": len(rows), "n_anomalous": n_flagged}
-    text = format_predictions(rows, fmt, meta)
-    summary = (f"{len(rows)} image(s), {n_flagged} flagged anomalous "
-               f"({detector.score_} score > {detector.threshold_:.6g})")
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stderr.write(f"pkdgan predict: {summary}\n")
-    else:
-        runs.atomic_write_bytes(args.output, text.encode())
-        print(f"{summary} -> {args.output}")
+    rows = predict_files(detector, expand_paths(args.paths), args.batch_size, args.save_reconstructions,
+                         args.save_maps)
+    write_predictions(args, rows, detector.score_, detector.threshold_)
     return 0

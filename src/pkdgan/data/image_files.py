@@ -4,24 +4,50 @@ the same pixels and raise the same one-line errors."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pkdgan.core.errors import DataError
+from pkdgan.core.errors import DataError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted); other files are skipped."""
+    """Image files under ``folder`` (recursive, sorted; symlinked folders not followed); other
+    files are skipped. ``os.walk``: one directory scan instead of a stat per entry."""
     if not folder.is_dir():
         raise DataError(f"missing folder: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                f = os.path.join(root, name)
+                if os.path.isfile(f):
+                    files.append(Path(f))
     if not files:
         raise DataError(f"no image files in {folder}")
-    return files
+    return sorted(files)
+
+
+def expand_paths(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their image files (recursive, sorted): what
+    ``predict`` and the API score."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += list_images(p)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"no such file or folder: {p}")
+    if not out:
+        raise UsageError("no images given")
+    return out
 
 
 def read_image(path: Path, channels: int) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import warnings
 from collections import deque
@@ -29,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from pkdgan.core.cpu import default_threads
-from pkdgan.core.errors import DataError, PkdganError, UsageError
+from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.files import atomic_write_bytes
-from pkdgan.data.image_files import IMAGE_SUFFIXES, read_image
+from pkdgan.data.image_files import expand_paths, read_image
 from pkdgan.deploy import backends
 from pkdgan.deploy.cache import Fallback, choose_backend, find, read_info, runner
 
@@ -40,38 +39,6 @@ PROCESS_MIN = 1024  # fewer images than this are decoded in this process (a pool
 
 
 # --- files -> preprocessed arrays (as data.read_image + data.to_tensor) ---------------------------
-
-def expand_paths(items: Sequence[str | Path]) -> list[Path]:
-    """``predict.expand_paths`` without torch: files as given, folders recursively, sorted."""
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            files = _image_files(p)
-            if not files:
-                raise DataError(f"no image files in {p}")
-            out += files
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise DataError(f"no such file or folder: {p}")
-    if not out:
-        raise UsageError("no images given")
-    return out
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """``data.list_images``'s files and order (``rglob``, symlinked folders not followed), by
-    ``os.walk``: one directory scan instead of a stat per entry."""
-    out = []
-    for root, _, names in os.walk(folder):
-        for name in names:
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                f = os.path.join(root, name)
-                if os.path.isfile(f):
-                    out.append(Path(f))
-    return sorted(out)
-
 
 def to_input(arrays: Sequence[np.ndarray], size: int, resize: str) -> np.ndarray:
     """uint8 (H, W, C) images -> float32 (N, C, S, S) in [-1, 1], as ``data.to_tensor`` (pad only)."""
@@ -143,6 +110,25 @@ def format_predictions(rows: list[dict[str, Any]], fmt: str, meta: dict[str, Any
     w.writeheader()
     w.writerows({"path": r["path"], "score": f"{r['score']:.9g}", "label": r["label"]} for r in rows)
     return buf.getvalue()
+
+
+def write_predictions(args: Any, rows: list[dict[str, Any]], score: str, threshold: float,
+                      note: str = "") -> None:
+    """``predict``'s output, the same from either path: CSV or JSON (``--format``, else the
+    ``--output`` suffix) to ``--output`` or stdout, and one summary line."""
+    json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
+    fmt = args.format or ("json" if json_suffix else "csv")
+    n_flagged = sum(r["label"] for r in rows)
+    meta = {"run_dir": str(args.run_dir), "score": score, "normalized": args.normalize,
+            "threshold": threshold, "n_images": len(rows), "n_anomalous": n_flagged}
+    text = format_predictions(rows, fmt, meta)
+    summary = f"{len(rows)} image(s), {n_flagged} flagged anomalous ({score} score > {threshold:.6g}){note}"
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stderr.write(f"pkdgan predict: {summary}\n")
+    else:
+        atomic_write_bytes(args.output, text.encode())
+        print(f"{summary} -> {args.output}")
 
 
 def check_eligible(args: Any) -> None:
@@ -222,21 +208,8 @@ def predict_command(args: Any, build_cache: Callable[[Path, str | None], Path] |
         except PkdganError as e:  # the PyTorch path reports a broken run exactly as before
             raise Fallback(f"no deployable export: {e}") from None
     info = read_info(folder)
-    json_suffix = args.output is not None and args.output.suffix.lower() == ".json"
-    fmt = args.format or ("json" if json_suffix else "csv")
     paths = expand_paths(args.paths)
     backend = choose_backend(info, getattr(args, "backend", "auto"), len(paths))
     rows, threshold, backend = predict_rows(folder, info, backend, paths, args.normalize, args.threshold)
-    n_flagged = sum(r["label"] for r in rows)
-    meta = {"run_dir": str(args.run_dir), "score": info["score"], "normalized": args.normalize,
-            "threshold": threshold, "n_images": len(rows), "n_anomalous": n_flagged}
-    text = format_predictions(rows, fmt, meta)
-    summary = (f"{len(rows)} image(s), {n_flagged} flagged anomalous "
-               f"({info['score']} score > {threshold:.6g}) [backend {backend}]")
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stderr.write(f"pkdgan predict: {summary}\n")
-    else:
-        atomic_write_bytes(args.output, text.encode())
-        print(f"{summary} -> {args.output}")
+    write_predictions(args, rows, info["score"], threshold, f" [backend {backend}]")
     return 0

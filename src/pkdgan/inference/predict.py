@@ -18,30 +18,14 @@ import numpy as np
 import torch
 
 from pkdgan.core import runs
-from pkdgan.core.errors import DataError, UsageError
-from pkdgan.data.image_files import list_images, read_image
+from pkdgan.core.errors import UsageError
+from pkdgan.data.image_files import expand_paths, read_image
 from pkdgan.data.images import read_images, to_tensor
 
 if TYPE_CHECKING:
     from pkdgan.inference.detector import OneClassDetector
 
 PANEL_MIN_SIZE = 96
-
-
-def expand_paths(items: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (recursive, sorted)."""
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out += list_images(p)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise DataError(f"no such file or folder: {p}")
-    if not out:
-        raise UsageError("no images given")
-    return out
 
 
 def infer_channels(X: Any) -> int:
