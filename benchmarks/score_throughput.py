@@ -4,8 +4,8 @@ For each registered model (``pkdgan.core.registry``) prints images/s of ``edegan
 eval-mode training modules, the baseline), ``scoring.TorchScorer`` (folded BatchNorm, sub-pixel
 transposed convolutions, no autograd) and ``deploy.scores.exported_runner`` (ONNX Runtime's
 deploy runner, when installed), then the student/teacher speed ratio per dataset and backend.
-Random weights and images: the speed does not depend on their values. Settings are measured in alternating rounds; the median
-round is reported.
+Random weights and images: the speed does not depend on their values. Settings are measured in
+alternating rounds; the median round is reported.
 
     python benchmarks/score_throughput.py --quick --json
 """

@@ -205,6 +205,34 @@ def test_progressive_beats_chance_and_moves_both_in_step_two(bars_teacher) -> No
     assert info["teacher_auroc_after"] == pytest.approx(auroc(after.generator, split, "latent"), abs=1e-6)
     assert info["schedule"] == [[2, 2], [3, 1]] and info["projection"] == "student side: linear 8 -> 16"
     assert auroc(student.generator, split, "latent") > 0.75, auroc(student.generator, split, "latent")
+    # the student's code read three ways (descriptions): its own view is the run's latent AUROC
+    views = info["latent_view_aurocs"]
+    assert set(views) == {"own", "projected", "agreement"}
+    assert views["own"] == pytest.approx(auroc(student.generator, split, "latent"), abs=1e-6)
+
+
+def test_latent_views_read_the_code_through_the_projection() -> None:
+    from pkdgan.evaluation.latent_views import latent_view_scores
+
+    class Fixed(torch.nn.Module):  # a "generator" with a known code and reconstruction
+        def __init__(self, nz: int, shift: float) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+            self.nz, self.shift = nz, shift
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            z = x.flatten(1)[:, :self.nz]
+            return z, x, z + self.shift
+
+    proj = torch.nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+    x = torch.tensor([[[[1.0, 2.0, 4.0]]], [[[3.0, -1.0, 0.0]]]])
+    s = latent_view_scores(Fixed(2, 0.5), Fixed(3, 0.0), proj, x, batch_size=1)
+    np.testing.assert_allclose(s["own"], [0.25, 0.25])  # mean of (0.5, 0.5)^2
+    np.testing.assert_allclose(s["projected"], [(0.25 + 1.0) / 3] * 2)  # (0.5, 1.0, 0)^2 / 3
+    # agreement: the student's projected code (1, 4, 0), (3, -2, 0) against the teacher's own
+    np.testing.assert_allclose(s["agreement"], [(0 + 4 + 16) / 3, (0 + 1 + 0) / 3], rtol=1e-6)
 
 
 def test_student_inits_like_alone_baseline() -> None:

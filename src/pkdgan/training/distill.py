@@ -42,6 +42,7 @@ from pkdgan.core.registry import (  # noqa: F401  (resolve_student: distill's AP
     resolve_student,
 )
 from pkdgan.data.datasets import OneClassSplit
+from pkdgan.evaluation.latent_views import latent_view_aurocs
 from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
 from pkdgan.evaluation.split_scores import scores_and_choice
 from pkdgan.models.edegan import EDEGANModel
@@ -327,6 +328,8 @@ def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dic
         teacher_changed=pair.teacher_changed, teacher_auroc_before=before, teacher_auroc_after=after,
         projection=(None if isinstance(projection, nn.Identity)
                     else f"student side: linear {student.cfg.nz} -> {teacher.cfg.nz}"),
+        latent_view_aurocs=latent_view_aurocs(student.generator, teacher.generator, projection.eval(),
+                                              split.test, split.test_labels),
         seconds_per_epoch=info["train_seconds"] / max(total, 1),
         images_per_second=n * total / max(info["train_seconds"], 1e-9),
     )
