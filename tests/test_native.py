@@ -3,6 +3,7 @@ registered student, every score kind and image shape, any batch size; absent wit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -38,6 +39,9 @@ def generator(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.3, 0.3)
             m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)):  # per-image norms too
+            m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     return g.eval()
 
@@ -93,6 +97,20 @@ def test_score_kinds_codes_and_shapes_equal_torch(score: str, bounded: bool, cha
     cfg = ModelConfig(image_size=size, channels=channels, nz=7, width=2,
                       latent_constraint="tanh" if bounded else "none")
     check(cfg, tmp_path / "model.c", score, STATS if score == "combined" else None, threads=3)
+
+
+@needs_cc
+@pytest.mark.parametrize(("norm", "student"), [
+    ("instance", "student-mnist"), ("batch-per-image", "student-fmnist"),
+    pytest.param("instance", "student-cifar10", marks=pytest.mark.slow)])
+def test_per_image_norms_equal_torch_in_both_kernels(norm: str, student: str, tmp_path: Path) -> None:
+    """Each image's own statistics per channel (each lane its own in the batch kernel): equal to
+    PyTorch's instance norm, through the batch kernel, the single-image kernel and the score."""
+    cfg = dataclasses.replace(REGISTRY[student].config, norm=norm)
+    plan = native_plan(generator(cfg), (cfg.channels, cfg.image_size, cfg.image_size))
+    assert sum(lay.norm is not None for lay in plan.layers) == sum(
+        isinstance(m, (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)) for m in generator(cfg).modules())
+    check(cfg, tmp_path / "model.c", "combined", STATS)
 
 
 def test_plan_shapes_and_arithmetic() -> None:

@@ -172,10 +172,8 @@ def test_cli_trains_distils_and_deploys_a_per_image_model(folder: Path, tmp_path
         info = read_info(build(run))
         for b in runtimes:
             assert info["parity"][b]["ok"], info["parity"]
-        if "native" in info["parity"]:  # one line saying why, and never chosen
-            assert not info["parity"]["native"]["ok"]
-            assert "no per-image normalisation" in info["parity"]["native"]["reason"]
-            assert "native" not in info["files"]
+        if "native" in info["parity"]:  # the C kernels normalise per image too (both fit its form)
+            assert info["parity"]["native"]["ok"] and info["files"]["native"], info["parity"]["native"]
         # predict without torch (the deploy cache) gives the torch path's scores
         rows = {}
         for backend in ("auto", "torch"):

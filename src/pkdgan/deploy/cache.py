@@ -26,10 +26,11 @@ HASHED_FILES = ("config.json", "checkpoint.safetensors", "calibration.json", "sc
 # below this many images a one-shot predict is dominated by start-up: ONNX Runtime starts faster
 ONE_SHOT_MAX = 100_000
 # bumped whenever what the cache holds changes (graph form, files): older caches are not used
-CACHE_FORMAT = 7  # 3: small students as row-banded matrices (dense.py), model_bf16.xml; 4: native/;
+CACHE_FORMAT = 8  # 3: small students as row-banded matrices (dense.py), model_bf16.xml; 4: native/;
 # 5: native kernels export pk_shape (the runner checks its input against it); 6: native kernels
 # score a lone image with the single-image kernel (native_single); 7: native/parity.npz, the
 # check every object compiled on a CPU must pass (a format-6 cache has none to check against)
+# 8: native kernels normalise per image (norm instance / batch-per-image), so those runs get them
 
 
 class Fallback(Exception):

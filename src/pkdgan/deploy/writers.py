@@ -108,11 +108,10 @@ def export_openvino(generator: nn.Module, model_cfg: ModelConfig, path: Path,
 def export_native(generator: nn.Module, model_cfg: ModelConfig, path: Path, score: str = "latent",
                   stats: Stats | None = None, images: torch.Tensor | None = None,
                   expected: np.ndarray | None = None) -> Path:
-    """``native/model.c``: the scoring path as C (``native.source``), and beside it the
-    check every object compiled from it must pass on its CPU (``native.runner.PARITY_FILE``: ``images``,
-    default seeded ones, with PyTorch's ``expected`` scores). Raises ValueError for a generator
-    outside the form (wider than ``native.form.MAX_CHANNELS``, or normalising per image): the
-    runtimes serve those."""
+    """``native/model.c``: the scoring path as C (``native.source``), and beside it the check
+    every object compiled from it must pass on its CPU (``native.runner.PARITY_FILE``:
+    ``images``, default seeded ones, with PyTorch's ``expected`` scores). Raises ValueError for a
+    generator outside the form (wider than ``native.form.MAX_CHANNELS``): the runtimes serve it."""
     net = copy.deepcopy(generator).float().cpu().eval()
     image = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
     c_path = write_source(native_plan(net, image, score, stats), Path(path))

@@ -18,6 +18,7 @@ from pkdgan.deploy.native.form import (
     activation_c,
     f32,
     final_score,
+    norm_source,
     strides,
     tile,
 )
@@ -27,6 +28,8 @@ def layer_source(k: int, lay: Layer, src: Buffer, dst: Buffer, registers: int) -
     """One function per layer. For every output row and tile of output channels x columns
     (``tile``), the accumulators stay in registers: per input channel and tap, one load per
     column and one broadcast weight per channel feed ``channels x columns`` multiply-adds."""
+    norm_src = norm_source(k, lay, dst, vectors=True)
+    lay = lay.before_norm()
     ci_n, _, co_n = lay.phases[0].weight.shape
     s_c, s_r = strides(src)
     d_c, d_r = strides(dst)
@@ -45,7 +48,7 @@ def layer_source(k: int, lay: Layer, src: Buffer, dst: Buffer, registers: int) -
                 cb = min(cb_max, co_n - j0)
                 out.append(_tile_source(k, q, lay, ph, n_taps, ci_n, co_n, j0, cb, pb, s_c, s_r, d_c))
             out.append("  }\n")
-    out.append("}\n")
+    out.append(norm_src + "}\n")
     return "".join(out)
 
 

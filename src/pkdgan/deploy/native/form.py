@@ -45,6 +45,18 @@ class Phase:
 
 
 @dataclasses.dataclass(frozen=True)
+class Norm:
+    """Per-image normalisation of a layer's whole output map, channel by channel, before its
+    activation: ``(x - mean) / sqrt(var + eps) * weight + bias`` with the image's own mean and
+    (biased) variance over the map: affine InstanceNorm, what ``norm`` instance and
+    batch-per-image score with."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Layer:
     src: int  # buffer indices in the plan
     dst: int
@@ -56,6 +68,11 @@ class Layer:
     bias: np.ndarray
     activation: str = "none"
     negative_slope: float = 0.0
+    norm: Norm | None = None
+
+    def before_norm(self) -> Layer:
+        """The multiply-adds alone: a normalised layer applies its activation after the norm."""
+        return dataclasses.replace(self, activation="none", negative_slope=0.0) if self.norm else self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +201,49 @@ def blocks(n: int, size: int) -> list[int]:
 
 
 def weights_source(k: int, lay: Layer) -> str:
-    """Layer ``k``'s weights ``W{k}_{phase}`` as ``(in channel, tap, out channel)`` and bias ``B{k}``."""
+    """Layer ``k``'s weights ``W{k}_{phase}`` as ``(in channel, tap, out channel)`` and bias
+    ``B{k}``; a normalised layer's affine parameters ``NG{k}``, ``NB{k}``."""
     arrays = [c_array(f"W{k}_{q}", np.ascontiguousarray(ph.weight, np.float32))
               for q, ph in enumerate(lay.phases)]
+    if lay.norm is not None:
+        arrays += [c_array(f"NG{k}", lay.norm.weight), c_array(f"NB{k}", lay.norm.bias)]
     return "".join(arrays) + c_array(f"B{k}", lay.bias)
+
+
+def norm_source(k: int, lay: Layer, dst: Buffer, vectors: bool) -> str:
+    """The per-image normalisation of layer ``k``'s output ``out`` (``Norm``), then its activation.
+    ``vectors``: the batch kernel (every element a vector of one value per image, so each lane
+    gets its own statistics); else the single-image kernel (floats)."""
+    if lay.norm is None:
+        return ""
+    d_c, d_r = strides(dst)
+    h, w, pad = dst.height, dst.width, dst.pad
+    inv_n, eps = f32(1.0 / (h * w)), f32(lay.norm.eps)
+    act = activation_c(lay.activation, lay.negative_slope, "t")
+    loop = f"for (int y = 0; y < {h}; y++) for (int x = 0; x < {w}; x++)"
+    t = "vf" if vectors else "float"
+    zero = "(vf){}" if vectors else "0.0f"
+    out = [f"  for (int c = 0; c < {dst.channels}; c++) {{\n",
+           f"    {t} *p = out + c * {d_c} + {pad * d_r + pad};\n",
+           f"    {t} s = {zero}, v = {zero};\n",
+           f"    {loop} s += p[y * {d_r} + x];\n",
+           f"    {t} mean = s * {inv_n};\n",
+           f"    {loop} {{ {t} d = p[y * {d_r} + x] - mean; v += d * d; }}\n",
+           f"    v = v * {inv_n};\n"]
+    if vectors:
+        out += ["    vf scale;\n",
+                f"    for (int l = 0; l < LANES; l++) scale[l] = NG{k}[c] / __builtin_sqrtf(v[l] + {eps});\n",
+                f"    vf shift = ((vf){{}} + NB{k}[c]) - mean * scale;\n",
+                f"    {loop} {{ vf t = p[y * {d_r} + x] * scale + shift; p[y * {d_r} + x] = {act}; }}\n"]
+    else:  # the affine map and activation on whole vectors of a row
+        out += [f"    float scale = NG{k}[c] / __builtin_sqrtf(v + {eps});\n",
+                f"    float shift = NB{k}[c] - mean * scale;\n",
+                f"    for (int y = 0; y < {h}; y++) for (int x = 0; x < {w}; x += LANES) {{\n",
+                f"      int n = {w} - x < LANES ? {w} - x : LANES;\n",
+                "      vf t = (vf){};\n",
+                f"      memcpy(&t, p + y * {d_r} + x, sizeof(float) * n);\n",
+                f"      t = t * scale + shift; t = {act};\n",
+                f"      memcpy(p + y * {d_r} + x, &t, sizeof(float) * n);\n",
+                "    }\n"]
+    out.append("  }\n")
+    return "".join(out)

@@ -1,6 +1,7 @@
 """A generator's scoring path as a ``form.Plan`` (torch side): BatchNorm folded, every
 transposed convolution split into its output phases, so each layer is plain multiply-adds of
-padded inputs (what the generated C kernels compute)."""
+padded inputs (what the generated C kernels compute); a per-image normalisation (norm instance
+or batch-per-image) stays a step of its layer (``form.Norm``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from torch import nn
 
 from pkdgan.core.errors import UsageError
-from pkdgan.deploy.native.form import MAX_CHANNELS, Buffer, Layer, Phase, Plan
+from pkdgan.deploy.native.form import MAX_CHANNELS, Buffer, Layer, Norm, Phase, Plan
 from pkdgan.evaluation.score_kinds import KINDS, STD_FLOOR, Stats, check_kind, require_stats
 from pkdgan.inference.scoring import fold_bn
 from pkdgan.models.nets import is_per_image
@@ -27,11 +28,16 @@ class _Spec:
     slope: float
     src: int
     dst: int
+    norm: Norm | None = None
     need_pad: int = 0
 
 
-def _units(seq: list[nn.Module]) -> list[tuple[nn.Module, nn.BatchNorm2d | None, nn.Module | None]]:
-    """(convolution, its BatchNorm or None, its activation or None) in order."""
+Unit = tuple[nn.Module, nn.BatchNorm2d | None, Norm | None, nn.Module | None]
+
+
+def _units(seq: list[nn.Module]) -> list[Unit]:
+    """(convolution, its BatchNorm (folded) or None, its per-image norm or None, its activation
+    or None) in order."""
     out = []
     i = 0
     while i < len(seq):
@@ -39,15 +45,22 @@ def _units(seq: list[nn.Module]) -> list[tuple[nn.Module, nn.BatchNorm2d | None,
         if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             raise UsageError(f"the native form cannot start a layer with {type(m).__name__}")
         i += 1
-        if i < len(seq) and is_per_image(seq[i]):
-            raise ValueError("the native kernels have no per-image normalisation (norm "
-                             "instance or batch-per-image)")
-        bn = seq[i] if i < len(seq) and isinstance(seq[i], nn.BatchNorm2d) else None
+        norm = _per_image(seq[i]) if i < len(seq) and is_per_image(seq[i]) else None
+        i += norm is not None
+        bn = seq[i] if norm is None and i < len(seq) and isinstance(seq[i], nn.BatchNorm2d) else None
         i += bn is not None
         act = seq[i] if i < len(seq) and isinstance(seq[i], (nn.LeakyReLU, nn.ReLU, nn.Tanh)) else None
         i += act is not None
-        out.append((m, bn, act))
+        out.append((m, bn, norm, act))
     return out
+
+
+def _per_image(m: nn.Module) -> Norm:
+    """Affine InstanceNorm or ``PerImageBatchNorm2d`` (eval: the same) as a ``Norm``."""
+    c = m.num_features
+    weight = m.weight.detach().double().numpy() if m.weight is not None else np.ones(c)
+    bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(c)
+    return Norm(weight, bias, float(m.eps))
 
 
 def _activation(act: nn.Module | None) -> tuple[str, float]:
@@ -92,8 +105,9 @@ def _transposed_taps(conv: nn.ConvTranspose2d, size: int) -> tuple[int, list[tup
 def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = "latent",
                 stats: Stats | None = None) -> Plan:
     """The ``nets.Generator``'s E1 -> D -> E2 -> ``score`` as a plan (eval mode: BatchNorm's
-    running statistics). Raises ValueError for a generator outside the form (a feature map of
-    more than ``form.MAX_CHANNELS`` channels), UsageError for modules it does not know."""
+    running statistics; per-image norms per image). Raises ValueError for a generator outside the
+    form (a feature map of more than ``form.MAX_CHANNELS`` channels), UsageError for modules it
+    does not know."""
     check_kind(score, KINDS)
     require_stats(score, stats)
     bounded = bool(getattr(generator, "bounded", False))
@@ -102,7 +116,7 @@ def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = 
     heads: dict[str, int] = {}
 
     def add(units: list, src: int, head: str | None = None) -> int:
-        for n, (conv, bn, act) in enumerate(units):
+        for n, (conv, bn, norm, act) in enumerate(units):
             _square(conv)
             channels, size = shapes[src]
             out_dim = 0 if isinstance(conv, nn.Conv2d) else 1
@@ -121,7 +135,7 @@ def native_plan(generator: nn.Module, image: tuple[int, int, int], score: str = 
                                  f"limit of {MAX_CHANNELS}")
             shapes.append((cout, out_size))
             dst = len(shapes) - 1
-            specs.append(_Spec(conv, w.double().numpy(), b.double().numpy(), name, slope, src, dst))
+            specs.append(_Spec(conv, w.double().numpy(), b.double().numpy(), name, slope, src, dst, norm))
             src = dst
         if head:
             heads[head] = src
@@ -158,12 +172,12 @@ def _layer(sp: _Spec, src: Buffer) -> Layer:
         taps = tuple((ky - p + pad, kx - p + pad) for ky in range(k) for kx in range(k))
         weight = w.transpose(1, 2, 3, 0).reshape(w.shape[1], k * k, w.shape[0])  # (ci, tap, co)
         phases = (Phase(0, 0, taps, weight),)
-        return Layer(sp.src, sp.dst, out, out, s, 1, phases, sp.bias, sp.activation, sp.slope)
+        return Layer(sp.src, sp.dst, out, out, s, 1, phases, sp.bias, sp.activation, sp.slope, sp.norm)
     k = conv.kernel_size[0]
     if src.height == 1:  # a code to a k x k map: every output position is its own phase
         phases = tuple(Phase(ky, kx, ((pad, pad),), w[:, :, ky, kx][:, None, :])
                        for ky in range(k) for kx in range(k))
-        return Layer(sp.src, sp.dst, 1, 1, 1, 1, phases, sp.bias, sp.activation, sp.slope)
+        return Layer(sp.src, sp.dst, 1, 1, 1, 1, phases, sp.bias, sp.activation, sp.slope, sp.norm)
     rows, per_row = _transposed_taps(conv, src.height)
     phases = []
     for r, taps_r in per_row:
@@ -172,4 +186,5 @@ def _layer(sp: _Spec, src: Buffer) -> Layer:
             weight = np.stack([w[:, :, ky, kx] for ky, _ in taps_r for kx, _ in taps_c], axis=1)
             phases.append(Phase(r, c, taps, weight))
     s = conv.stride[0]
-    return Layer(sp.src, sp.dst, rows, rows, 1, s, tuple(phases), sp.bias, sp.activation, sp.slope)
+    return Layer(sp.src, sp.dst, rows, rows, 1, s, tuple(phases), sp.bias, sp.activation, sp.slope,
+                 sp.norm)

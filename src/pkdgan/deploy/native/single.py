@@ -76,8 +76,10 @@ def weights_source(k: int, lay: Layer) -> str:
 def layer_source(k: int, lay: Layer, plan: Plan, lanes: int, registers: int) -> str:
     """``single{k}(in, out, x, o)``: layer ``k`` of one image (float buffers, zero borders)."""
     src, dst = plan.buffers[lay.src], plan.buffers[lay.dst]
-    body = [(_matvec if _positions(lay) == 1 else _gemm)(k, q, lay, ph, src, dst, lanes, registers)
+    linear = lay.before_norm()
+    body = [(_matvec if _positions(lay) == 1 else _gemm)(k, q, linear, ph, src, dst, lanes, registers)
             for q, ph in enumerate(lay.phases)]
+    body.append(nf.norm_source(k, lay, dst, vectors=False))
     return (f"static void single{k}(const float *restrict in, float *restrict out, "
             f"float *restrict x, float *restrict o) {{\n  (void)x; (void)o;\n{''.join(body)}}}\n")
 
