@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 31's distillation search: student arms from given teachers, every arm at the same budget
+# of student optimiser steps (the preset's student epochs at its student batch; P-KDGAN splits
+# them 10 + 5), so "alone" is never short-changed. Usage:
+#   scripts/distill_search.sh OUT ARMS TEACHER_RUN...
+# TEACHER_RUN: finished `pkdgan train` run folders (metrics.json written), e.g. the new table's
+# teachers of classes 0-2, seeds 0 and 1:
+#   OMP_NUM_THREADS=1 scripts/distill_search.sh /work/probes/distill "alone single2 pkdgan pk-rel" \
+#       /work/grids/store/edegan/mnist/c{0,1,2}/*-s0-*
+# then: python scripts/student_search_table.py OUT/* --commit docs/results/distill-search/runs
+#
+# Arms (the last word of each run folder's name):
+#   alone     the student trained by itself (its GAN loss only)
+#   single2   structure 2: frozen teacher, K + the student's GAN loss
+#   pkdgan    P-KDGAN 2 -> 3 at the preset's K (Kx 50; K1, K2 off); the teacher joins step 3
+#   pk-rel    P-KDGAN with K1 and K2 on, relative to the teacher code's scale (1 each), Kx 50
+#   pk-safe   pk-rel, and the distillation gradient stopped into the teacher in step 3
+#   pk-samenz pk-safe with the student's code as long as the teacher's (no projection)
+# Each run records the teacher's test AUROC before and after step 3 and the student's code read
+# three ways (metrics.json: latent_view_aurocs), as descriptions only.
+set -euo pipefail
+out=${1:?OUT}; arms=${2:?ARMS}; shift 2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+PKDGAN=${PKDGAN:-pkdgan}
+for teacher in "$@"; do
+  nz=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['model']['nz'])" "$teacher/config.json")
+  for arm in $arms; do
+    case $arm in
+      alone) opts=(--mode alone) ;;
+      single2) opts=(--mode single --structure 2) ;;
+      pkdgan) opts=(--mode progressive) ;;
+      pk-rel) opts=(--mode progressive --k-scale relative --w1 1 --w2 1) ;;
+      pk-safe) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad) ;;
+      pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
+      *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
+    esac
+    "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed 0 --no-progress --resume \
+        --out "$out/$(basename "$teacher")-$arm"
+  done
+done
