@@ -188,4 +188,11 @@ def catch_up(run_dir: Path, cfg: RunConfig, split, on_epoch) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from pkdgan.core.errors import PkdganError
+
+    try:
+        main()
+    except PkdganError as e:  # e.g. --run-dir holding another configuration: one line, no traceback
+        sys.exit(f"preset_probe.py: error: {e}")
