@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -104,8 +105,21 @@ def test_steps_per_epoch_drops_only_a_partial_last_batch():
     assert steps_per_epoch(10, 64, drop_last=True) == 1  # fewer images than a batch: keep them
 
 
-def test_main_study_arms_and_cpu_preset():
+def test_cpu_preset_normalises_per_image_and_the_committed_table_is_cpu_b256():
+    """Issue 30's recipe: instance norm at batch 64, students too. The committed BatchNorm table
+    keeps its cells under the old preset's new name: same settings, same hashes."""
     specs = build_specs(request("main", preset=PRESETS["cpu"], classes=(3,)))
+    teacher = RunConfig.from_dict(specs[0].config)
+    assert (teacher.model.norm, teacher.train.batch_size, teacher.train.epochs) == ("instance", 64, 15)
+    assert all(s.config["distill"]["batch_size"] == 64 for s in specs[1:])
+    old = build_specs(GridRequest("main", "mnist", (3,), (0, 1), PRESETS["cpu-b256"], "../shared/data"))
+    store = Path(__file__).resolve().parents[1] / "docs/results/main/edegan/mnist/c3"
+    committed = {json.loads(p.read_text())["config_hash"] for p in store.glob("*/cell.json")}
+    assert {s.config_hash for s in old if s.arm == "teacher"} == committed == {"f6ea168608ae", "a41b4955675d"}
+
+
+def test_main_study_arms_and_cpu_b256_preset():
+    specs = build_specs(request("main", preset=PRESETS["cpu-b256"], classes=(3,)))
     assert [s.arm for s in specs] == ["teacher", "alone", "single-2", "p-kdgan"]
     teacher = RunConfig.from_dict(specs[0].config)
     assert (teacher.train.batch_size, teacher.train.drop_last, teacher.train.epochs) == (256, True, 15)
@@ -117,12 +131,12 @@ def test_main_study_arms_and_cpu_preset():
     assert all((d.w1, d.wx, d.w2) == (0.0, KX_WEIGHT, 0.0) for a, d in weights.items() if a != "alone")
     assert (weights["alone"].w1, weights["alone"].wx, weights["alone"].w2) == (0.0, 1.0, 0.0)
     # K enters the hash of the arms that learn from a teacher, never the alone baseline's
-    legacy_k = dataclasses.replace(PRESETS["cpu"], k_wx=1.0)
+    legacy_k = dataclasses.replace(PRESETS["cpu-b256"], k_wx=1.0)
     before = {s.arm: s.config_hash for s in build_specs(request("main", legacy_k, classes=(3,)))}
     now = {s.arm: s.config_hash for s in specs}
     assert before["alone"] == now["alone"] and before["teacher"] == now["teacher"]
     assert before["single-2"] != now["single-2"] and before["p-kdgan"] != now["p-kdgan"]
-    assert "k_wx" not in PRESETS["cpu-b64"].key_dict() and PRESETS["cpu"].key_dict()["k_wx"] == KX_WEIGHT
+    assert "k_wx" not in PRESETS["cpu-b64"].key_dict() and PRESETS["cpu-b256"].key_dict()["k_wx"] == KX_WEIGHT
     paper = PRESETS["paper"]
     assert (paper.batch_size, paper.student_batch_size, paper.precision) == (1, 1, "fp32")
 

@@ -101,9 +101,22 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+        batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
+        k_wx=KX_WEIGHT, norm="instance",
+        description="the paper's models and epochs with each image normalised by its own "
+                    "statistics (affine InstanceNorm, in training and scoring: the normalisation "
+                    "comparison, docs/results/norm/): teacher 15 epochs at batch 64 over all "
+                    "normal training images, width 64, nz 100, full test set; students (instance "
+                    f"norm too) 15 epochs at batch 64 (P-KDGAN 10 + 5), distillation loss Kx at "
+                    f"weight {KX_WEIGHT:g} (docs/results/k-search/); partial last batches "
+                    "dropped; float32. Your own folders keep BatchNorm (FOLDER_NORM)",
+    ),
+    "cpu-b256": Preset(
+        "cpu-b256", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=256, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
         k_wx=KX_WEIGHT,
-        description="the paper's models and epochs at the CPU schedule measured best per CPU-minute "
+        description="the second CPU preset (the main table's cells of 2026-12-03 .. 12-06): the "
+                    "paper's models and epochs at the CPU schedule measured best per CPU-minute "
                     "(docs/results/main/preset_search/): teacher 15 epochs at batch 256 over all "
                     "normal training images (its latent score ranks anomalies as normal for the "
                     "first 3 epochs, then passes batch 64), width 64, nz 100, full test set; "
@@ -130,8 +143,8 @@ PRESETS: dict[str, Preset] = {
 FOLDER_NORM = "batch"
 
 # The presets ``pkdgan train`` / ``distill`` and the Python API take their schedule from
-# (``cpu-b64`` so a cell of the committed batch-64 table can be retrained by hand).
-SCHEDULE_PRESETS = ("cpu", "paper", "cpu-b64")
+# (``cpu-b256`` and ``cpu-b64`` so a cell of the committed BatchNorm tables can be retrained by hand).
+SCHEDULE_PRESETS = ("cpu", "paper", "cpu-b256", "cpu-b64")
 DEFAULT_PRESET = "cpu"
 
 
