@@ -16,6 +16,7 @@
 #   pk-rel    P-KDGAN with K1 and K2 on, relative to the teacher code's scale (1 each), Kx 50
 #   pk-safe   pk-rel, and the distillation gradient stopped into the teacher in step 3
 #   pk-samenz pk-safe with the student's code as long as the teacher's (no projection)
+# Each student takes its teacher's seed, as in the main table.
 # Each run records the teacher's test AUROC before and after step 3 and the student's code read
 # three ways (metrics.json: latent_view_aurocs), as descriptions only.
 set -euo pipefail
@@ -23,7 +24,7 @@ out=${1:?OUT}; arms=${2:?ARMS}; shift 2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PKDGAN=${PKDGAN:-pkdgan}
 for teacher in "$@"; do
-  nz=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['model']['nz'])" "$teacher/config.json")
+  read -r nz seed < <(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['model']['nz'], c['train']['seed'])" "$teacher/config.json")
   for arm in $arms; do
     case $arm in
       alone) opts=(--mode alone) ;;
@@ -34,7 +35,7 @@ for teacher in "$@"; do
       pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
-    "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed 0 --no-progress --resume \
+    "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume \
         --out "$out/$(basename "$teacher")-$arm"
   done
 done

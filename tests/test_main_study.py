@@ -176,11 +176,17 @@ def test_a_missing_student_cell_retrains_its_teacher(tmp_path):
     results = tmp_path / "results"
     req = request("main", classes=(1,))
     run_grid(req, tmp_path / "g", store=tmp_path / "s1", results=results, echo=lambda m: None)
-    alone = next(s for s in build_specs(req) if s.arm == "alone")
+    specs = build_specs(req)
+    alone, teacher = (next(s for s in specs if s.arm == arm) for arm in ("alone", "teacher"))
     shutil.rmtree(cells.cell_dir(results, alone))
+    # mark the committed teacher cell, as if trained on another machine (other rounding)
+    mark = cells.cell_dir(results, teacher) / runs.HISTORY
+    mark.write_text(mark.read_text() + "# other machine\n")
     again = run_grid(req, tmp_path / "g", store=tmp_path / "s2", results=results, echo=lambda m: None)
     assert again["done"] == 2  # the teacher (its checkpoint is not committed) and the alone cell
     assert cells.is_committed(results, alone)
+    # the table's teacher row is the teacher the new student learnt from
+    assert mark.read_bytes() == (tmp_path / "s2" / teacher.name / runs.HISTORY).read_bytes()
 
 
 def test_paper_means_per_arm():
@@ -254,3 +260,62 @@ def test_one_worker_finishes_class_by_class(monkeypatch):
     arms = [next(s.arm for s in specs if s.name == n) for n in ran]
     assert arms == ["teacher", "alone", "single-2", "p-kdgan"] * 2
     assert [next(s.normal_class for s in specs if s.name == n) for n in ran] == [0] * 4 + [1] * 4
+
+
+def test_workers_start_students_as_soon_as_their_teacher_is_done(monkeypatch):
+    """With several workers a student starts once its own teacher is finished, in the specs'
+    order, so the pool finishes class 0's row while class 1's teacher is still training."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pkdgan.studies import executors
+
+    specs = build_specs(request("main", classes=(0, 1)))
+    by_name = {s.name: s for s in specs}
+    started: list[str] = []
+    finished: set[str] = set()
+    done_then: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def work(task):
+        spec = task[0]
+        assert all(n in finished for n in spec.needs), f"{spec.name} started before its teacher"
+        time.sleep({0: 0.02, 1: 0.3}[spec.normal_class] if spec.arm == "teacher" else 0.01)
+        with lock:
+            finished.add(spec.name)
+        return [{"name": spec.name, "status": "done", "seconds": 0.0}]
+
+    def start(task):
+        started.append(task[0].name)
+        with lock:
+            done_then[task[0].name] = set(finished)
+        return pool.submit(work, task)
+
+    with ThreadPoolExecutor(2) as pool:
+        executors._schedule(executors.ordered_tasks(specs, 1), None, lambda r: None, start, slots=2)
+    assert [(by_name[n].arm, by_name[n].normal_class) for n in started] == [
+        ("teacher", 0), ("teacher", 1), ("alone", 0), ("single-2", 0), ("p-kdgan", 0),
+        ("alone", 1), ("single-2", 1), ("p-kdgan", 1)]
+    teacher1 = next(s.name for s in specs if s.arm == "teacher" and s.normal_class == 1)
+    assert teacher1 not in done_then[started[4]]  # class 0's row done while teacher 1 trains
+
+
+def test_students_of_a_run_another_process_holds_wait_for_it(monkeypatch):
+    """A teacher another process is training (busy) is waited for before its students start."""
+    from pkdgan.studies import executors
+
+    specs = build_specs(request("main", classes=(0,)))
+    events: list[str] = []
+
+    def fake_task(task, store):
+        s = task[0]
+        events.append(f"run {s.arm}")
+        return [{"name": s.name, "status": executors.BUSY if s.arm == "teacher" else "done",
+                 "seconds": 0.0}]
+
+    monkeypatch.setattr(executors, "execute_task", fake_task)
+    monkeypatch.setattr(executors, "execute_spec", lambda spec, store, wait=False: events.append(
+        f"waited {spec.arm}") or {"name": spec.name, "status": "skipped", "seconds": 0.0})
+    executors.run_local(specs, store=None, workers=1, on_result=lambda r: None)  # type: ignore[arg-type]
+    assert events == ["run teacher", "waited teacher", "run alone", "run single-2", "run p-kdgan"]

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -198,41 +198,68 @@ def _init_worker(threads: int) -> None:
 
 def run_local(specs: list[RunSpec], store: Path, workers: int,
               on_result: Callable[[Result], None], stack: int = 1) -> None:
-    """One worker without stacking: in the specs' order (a class's teacher, then its students,
-    so a long grid finishes whole classes one after another). Otherwise stage by stage, the
-    tasks of a stage sequentially or in a spawn-context process pool."""
-    by_name = {s.name: s for s in specs}
+    """Runs in the specs' order (a class's teacher, then its students), each as soon as the runs it
+    needs are finished, so a long grid stopped half-way has whole rows of the table rather than
+    every teacher and no student. One worker runs the tasks here; more run them in a
+    spawn-context process pool, one thread each where the cores allow no more."""
+    order = ordered_tasks(specs, stack)
+    if workers <= 1:
+        _schedule(order, store, on_result, lambda task: execute_task(task, str(store)))
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        _schedule(order, store, on_result, lambda task: pool.submit(execute_task, task, str(store)),
+                  slots=workers)
+
+
+def ordered_tasks(specs: list[RunSpec], stack: int) -> list[list[RunSpec]]:
+    """The grid's tasks (stacked within a stage, see ``tasks``) in the order of their first run."""
+    pos = {s.name: i for i, s in enumerate(specs)}
+    out = [t for stage in sorted({s.stage for s in specs})
+           for t in tasks([s for s in specs if s.stage == stage], stack)]
+    return sorted(out, key=lambda t: min(pos[s.name] for s in t))
+
+
+def _schedule(order: list[list[RunSpec]], store: Path, on_result: Callable[[Result], None],
+              start: Callable[[list[RunSpec]], Any], slots: int = 1) -> None:
+    """Start the first task whose needs are met while a slot is free; ``start`` returns the task's
+    results, or a future of them. A run another process holds (``busy``) counts as unfinished
+    until ``settle`` has waited for it, so nothing that needs it starts early."""
+    pending = list(order)
+    unfinished = {s.name for t in order for s in t}
+    running: dict[Any, list[RunSpec]] = {}
     busy: list[RunSpec] = []
 
-    def collect(r: Result) -> None:
-        if r.get("status") == BUSY:
-            busy.append(by_name[r["name"]])
-        else:
-            on_result(r)
+    def finish(task: list[RunSpec], results: list[Result]) -> None:
+        held = {r["name"] for r in results if r.get("status") == BUSY}
+        busy.extend(s for s in task if s.name in held)
+        for r in results:
+            if r.get("status") != BUSY:
+                on_result(r)
+        unfinished.difference_update(s.name for s in task if s.name not in held)
 
-    if workers <= 1 and stack <= 1:
-        for spec in specs:  # build_specs puts every run after the runs it needs
-            if any(b.name in spec.needs for b in busy):
-                settle(busy, store, on_result)
-            collect(execute_spec(spec, str(store)))
-        settle(busy, store, on_result)
-        return
-    for stage in sorted({s.stage for s in specs}):
-        todo = tasks([s for s in specs if s.stage == stage], stack)
-        if workers <= 1:
-            for task in todo:
-                for r in execute_task(task, str(store)):
-                    collect(r)
+    while pending or running or busy:
+        while len(running) < slots:
+            task = next((t for t in pending if not any(n in unfinished for s in t for n in s.needs)), None)
+            if task is None:
+                break
+            pending.remove(task)
+            handle = start(task)
+            if isinstance(handle, Future):
+                running[handle] = task
+            else:
+                finish(task, handle)
+        if running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                finish(running.pop(f), f.result())
+        elif busy:  # nothing can start until another process's runs are finished
+            names = {s.name for s in busy}
             settle(busy, store, on_result)
-            continue
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(execute_task, task, str(store)) for task in todo]
-            for f in as_completed(futures):
-                for r in f.result():
-                    collect(r)
-        settle(busy, store, on_result)
+            unfinished.difference_update(names)
+        elif pending:  # needs outside this grid's todo list never block (they are finished)
+            raise RuntimeError("grid tasks wait on runs that are not scheduled")  # pragma: no cover
 
 
 def settle(busy: list[RunSpec], store: Path, on_result: Callable[[Result], None]) -> None:

@@ -135,7 +135,14 @@ def run_grid(req: GridRequest, grid_dir: Path, store: Path | None = None, execut
         auroc = f"auroc {r['auroc']:.4f}" if r.get("auroc") is not None else r.get("error", "")
         echo(f"[{len(done)}/{len(todo)}] {r['status']:7s} {r['name']}  {auroc}  "
              f"({r['seconds']:.1f} s)")
-        export_finished([by_name[r["name"]]], store, results, req.dataset)
+        spec = by_name[r["name"]]
+        if results is not None and r["status"] == "done":
+            # trained now, so copied even over its committed cell: a committed teacher retrained
+            # for its uncommitted students (its checkpoint did not survive) is the one they learn
+            # from, and the table's teacher row must be that one
+            cells.export_cell(run_dir(store, spec), results, spec, req.dataset)
+        else:
+            export_finished([spec], store, results, req.dataset)
 
     if executor == "ray":
         run_ray(todo, store, address, on_result, stack)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 31's search run beside the main table (issue 30 item 5), one (dataset, class, seed) unit
+# at a time so that a cut-off session loses at most one unit: the table's cells of the unit
+# (teacher, alone, single-2, P-KDGAN at the `cpu` preset, committed to RESULTS as they finish)
+# and then the search's extra arms from the same teacher checkpoint (distill_search.sh, in OUT).
+# Usage:
+#   OMP_NUM_THREADS=1 scripts/search_units.sh OUT "ARMS" DATASET:CLASS:SEED[:ARM,ARM...]...
+# (a unit's own arm list replaces ARMS, e.g. cifar10:2:0:pk-rel,pk-safe where the student's nz
+# already equals the teacher's and pk-samenz would repeat pk-safe)
+# e.g. two background workers:
+#   nohup scripts/search_units.sh /work/grids/search "pk-safe pk-samenz" mnist:0:0 mnist:1:0 > a.log 2>&1 &
+# Environment: STORE (run store, /work/grids/store), RESULTS (docs/results/main-next),
+# DATA_ROOT (../shared/data).
+set -euo pipefail
+out=${1:?OUT}; arms=${2:?ARMS}; shift 2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+store=${STORE:-/work/grids/store}
+results=${RESULTS:-docs/results/main-next}
+data_root=${DATA_ROOT:-../shared/data}
+here=$(cd "$(dirname "$0")" && pwd)
+for unit in "$@"; do
+  IFS=: read -r ds cls seed own <<< "$unit"
+  unit_arms=${own:+${own//,/ }}; unit_arms=${unit_arms:-$arms}
+  echo "== $unit $(date -u +%FT%TZ)"
+  # --seeds N runs seeds 0..N-1; cells already committed are skipped, so only this seed trains
+  # (a committed teacher is retrained when one of its students is not committed yet)
+  pkdgan reproduce main --dataset "$ds" --classes "$cls" --seeds $((seed + 1)) --preset cpu \
+      --data-root "$data_root" --store "$store" --results "$results" \
+      --out "$out/grids/$ds-c$cls" --workers 1
+  teacher=$(ls -d "$store/edegan/$ds/c$cls/"bs64-s"$seed"-* 2>/dev/null | head -1)
+  if [[ -z $teacher || ! -f $teacher/metrics.json ]]; then
+    echo "search_units.sh: no finished teacher for $unit in $store (committed before this session?)" >&2
+    continue
+  fi
+  "$here/distill_search.sh" "$out" "$unit_arms" "$teacher"
+done
+echo "== all done $(date -u +%FT%TZ)"
