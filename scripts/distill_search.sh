@@ -16,7 +16,8 @@
 #   pk-rel    P-KDGAN with K1 and K2 on, relative to the teacher code's scale (1 each), Kx 50
 #   pk-safe   pk-rel, and the distillation gradient stopped into the teacher in step 3
 #   pk-samenz pk-safe with the student's code as long as the teacher's (no projection)
-# Each student takes its teacher's seed, as in the main table.
+# Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
+# every epoch (test_trace.csv, a description of the schedule only).
 # Each run records the teacher's test AUROC before and after step 3 and the student's code read
 # three ways (metrics.json: latent_view_aurocs), as descriptions only.
 set -euo pipefail
@@ -35,7 +36,7 @@ for teacher in "$@"; do
       pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
-    "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume \
+    "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume --trace-test \
         --out "$out/$(basename "$teacher")-$arm"
   done
 done

@@ -90,6 +90,13 @@ def add_tracking_args(p: argparse._ActionsContainer) -> None:
                    help="MLflow tracking URI (default: a local file store, mlruns/ beside the run folder)")
 
 
+def add_trace_arg(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--trace-test", action="store_true",
+                   help="after every epoch, write the test AUROC to RUN/test_trace.csv: a "
+                        "description of the schedule, never used to choose anything (the model "
+                        "kept is the last epoch's); costs a scoring pass of the test set per epoch")
+
+
 def add_preset_arg(g: argparse._ArgumentGroup, student: bool = False) -> None:
     g.add_argument("--preset", default=DEFAULT_PRESET, choices=list(SCHEDULE_PRESETS),
                    help="schedule that the epoch, batch-size, precision and drop-last options "

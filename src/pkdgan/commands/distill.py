@@ -11,6 +11,7 @@ from pkdgan.commands._common import (
     add_norm_arg,
     add_preset_arg,
     add_schedule_flags,
+    add_trace_arg,
     add_tracking_args,
     from_preset,
 )
@@ -89,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or alone baselines train together in one vectorised pass, with the same "
                         "results")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_trace_arg(p)
     add_tracking_args(p)
     p.set_defaults(func=main)
 
@@ -153,7 +155,8 @@ def main(args: argparse.Namespace) -> int:
     pairs = teacher_runs(args.teacher, args.out)
     metrics = distill_runs([t for t, _ in pairs], [student_spec(args, t) for t, _ in pairs], dcfg,
                            [out for _, out in pairs], data_root=args.data_root,
-                           progress=not args.no_progress, resume=args.resume, stack=not args.no_stack)
+                           progress=not args.no_progress, resume=args.resume, stack=not args.no_stack,
+                           trace=args.trace_test)
     for (_, out), m in zip(pairs, metrics, strict=True):
         tracking.log_run(args.logger, out, args.tracking_uri)
         keys = ("auroc", "teacher_auroc_before", "teacher_auroc_after")

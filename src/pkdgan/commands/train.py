@@ -9,6 +9,7 @@ from pathlib import Path
 from pkdgan.commands._common import (
     add_data_args,
     add_model_args,
+    add_trace_arg,
     add_tracking_args,
     add_train_args,
     config_from_args,
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_train_args(p)
     add_tracking_args(p)
+    add_trace_arg(p)
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=main)
@@ -69,9 +71,11 @@ def main(args: argparse.Namespace) -> int:
         # batch size 1 leaves the CPU idle: the classes train together, one model each (multi.py)
         from pkdgan.pipeline.train_run import train_runs
 
-        all_metrics = train_runs(configs, dirs, resume=args.resume, progress=not args.no_progress)
+        all_metrics = train_runs(configs, dirs, resume=args.resume, progress=not args.no_progress,
+                                 trace=args.trace_test)
     else:
-        all_metrics = (train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        all_metrics = (train_run(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
+                                 trace=args.trace_test)
                        for cfg, run_dir in zip(configs, dirs, strict=True))
     for cfg, run_dir, metrics in zip(configs, dirs, all_metrics, strict=True):
         tracking.log_run(args.logger, run_dir, args.tracking_uri)

@@ -30,6 +30,7 @@ METRICS = "metrics.json"
 SCORES = "scores.npz"
 MAPS = "maps.npz"  # MVTec-style runs with masks: anomaly map and mask of every test image
 CALIBRATION = "calibration.json"
+TEST_TRACE = "test_trace.csv"  # --trace-test: test AUROC after every epoch (a description only)
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -22,6 +22,7 @@ from pkdgan.core.errors import DataError, DivergenceError, UsageError
 from pkdgan.core.identity import DistillRun
 from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit, one_class_split
+from pkdgan.evaluation.trace import TestTrace
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.flops import model_cost
 from pkdgan.pipeline.results import finish_run
@@ -134,12 +135,13 @@ def complete_run(prep: PreparedRun, dcfg: DistillConfig, student: EDEGANModel,
 
 def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, dcfg: DistillConfig,
                 out_dir: Path, data_root: str | None = None, progress: bool = True,
-                resume: bool = False) -> dict[str, Any]:
+                resume: bool = False, trace: bool = False) -> dict[str, Any]:
     """Teacher run folder -> distilled student run folder (same files as ``train`` writes).
 
     The data and its split are the teacher's (``prepare_run``); ``data_root`` overrides where
     they are read. With ``resume``, a folder that finished with the same config is read back
-    (its metrics returned), as ``train_run`` does.
+    (its metrics returned), as ``train_run`` does. ``trace`` writes the test AUROC after every
+    epoch (``evaluation.trace``, description only).
     """
     with locks.hold(out_dir):
         if resume and runs.is_finished(Path(out_dir)):
@@ -150,7 +152,8 @@ def distill_run(teacher_run_dir: Path, student_name_or_cfg: str | ModelConfig, d
         prep = prepare_run(teacher_run_dir, student_name_or_cfg, dcfg, out_dir, data_root, resume)
         student, teacher, info = distill(prep.teacher, prep.student_cfg, prep.split, dcfg, prep.out_dir,
                                          progress, data=prep.data, resume=prep.resuming,
-                                         config_json=prep.config_json)
+                                         config_json=prep.config_json,
+                                         on_epoch=TestTrace(prep.split, prep.out_dir) if trace else None)
         return complete_run(prep, dcfg, student, teacher, info)
 
 
@@ -161,7 +164,7 @@ def _stderr(message: str) -> None:
 def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | ModelConfig],
                  dcfg: DistillConfig, out_dirs: Sequence[Path], data_root: str | None = None,
                  progress: bool = True, resume: bool = False, stack: bool = True,
-                 note: Callable[[str], None] = _stderr) -> list[dict[str, Any]]:
+                 note: Callable[[str], None] = _stderr, trace: bool = False) -> list[dict[str, Any]]:
     """``distill.distill_run`` for several (teacher run, student, out folder); metrics per folder.
 
     With ``stack`` (and batch size 1, a frozen-teacher structure, several students sharing a
@@ -170,7 +173,8 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
     of one, each runs by itself, and ``note`` says why when several could not stack.
     With ``resume``, folders that finished with the same config are read back, not retrained;
     interrupted ones go on from their last epoch. Runs that finish are written before a
-    divergence of another is reported.
+    divergence of another is reported. ``trace`` (the test AUROC after every epoch, description
+    only) trains each student by itself.
     """
     with locks.hold_all([Path(d) for d in out_dirs]):
         if not len(teacher_run_dirs) == len(students) == len(out_dirs):
@@ -192,7 +196,7 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
                 for i, p in preps.items()}
         groups: dict[Any, list[int]] = {}
         for i in todo:
-            key = (jobs[i].student_cfg, jobs[i].teacher.cfg.nz) if stack else i
+            key = (jobs[i].student_cfg, jobs[i].teacher.cfg.nz) if stack and not trace else i
             groups.setdefault(key, []).append(i)
         errors: list[str] = []
         for members in groups.values():
@@ -209,10 +213,11 @@ def distill_runs(teacher_run_dirs: Sequence[Path], students: Sequence[str | Mode
                 results = []
                 for i in members:
                     j = jobs[i]
+                    probe = TestTrace(j.split, j.run_dir) if trace and j.run_dir is not None else None
                     try:
                         student, teacher, info = distill(j.teacher, j.student_cfg, j.split, dcfg, j.run_dir,
                                                          progress, data=preps[i].data, resume=j.resume,
-                                                         config_json=j.config_json)
+                                                         config_json=j.config_json, on_epoch=probe)
                     except DivergenceError as e:
                         results.append(DistillResult(j.teacher, j.teacher, {}, e))
                         continue

@@ -20,7 +20,7 @@ from pkdgan.core import runs
 from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.studies.specs import MAIN_ARMS, RunSpec
 
-CELL_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY, runs.CALIBRATION)
+CELL_FILES = (runs.CONFIG, runs.METRICS, runs.HISTORY, runs.CALIBRATION, runs.TEST_TRACE)
 INDEX = "cells.csv"
 CELL_META = "cell.json"  # the grid spec of the cell (arm, class, seed, config hash)
 INDEX_COLUMNS = ("dataset", "arm", "normal_class", "seed", "auroc", "scores")

@@ -13,14 +13,15 @@ computed once per frozen step: it is deterministic, so this is exact and saves i
 
 When the student's nz differs from the teacher's, a learned linear map on the **student side**
 (nz_s -> nz_t, trained with the student's generator, used by K1 and K2 only) carries student
-latents into the teacher's space. It is not part of the scoring path: the student's anomaly
-score stays in its own latent space, and its FLOPs are not counted. Projecting the teacher down
-instead would let the map shrink the target toward zero.
-"""
+latents into the teacher's space. It is not part of the scoring path (the student's score
+stays in its own latent space; its FLOPs are not counted). A map on the teacher's side could
+shrink the target toward zero."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,18 @@ def _postfix(m: Member, losses: dict[str, float]) -> dict[str, Any]:
 
 
 DISTILL_HOOKS = Hooks(distill_row, distill_save, postfix=_postfix)
+EpochProbe = Callable[[int, nn.Module, nn.Module | None], None]
+
+
+def distill_hooks(on_epoch: EpochProbe | None) -> Hooks:
+    """``DISTILL_HOOKS``, and ``on_epoch(epochs done, student generator, the teacher's generator
+    if that epoch trained it else None)`` after every epoch (e.g. ``evaluation.trace``)."""
+
+    def after(m: Member) -> None:
+        teacher = m.owner.teacher.model.generator if m.plan[m.epoch - 1][1].teacher_trained else None
+        on_epoch(m.epoch, m.owner.student.model.generator, teacher)  # type: ignore[misc]
+
+    return DISTILL_HOOKS if on_epoch is None else dataclasses.replace(DISTILL_HOOKS, after_epoch=after)
 
 
 def make_plan(dcfg: DistillConfig) -> list[tuple[int, Structure]]:
@@ -307,10 +320,10 @@ def distill_member(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneCla
 
 
 def train_member(m: Member, split: OneClassSplit, dcfg: DistillConfig, device: torch.device,
-                 progress: bool) -> None:
+                 progress: bool, on_epoch: EpochProbe | None = None) -> None:
     """The member's remaining epochs through the one loop with the module engine."""
-    run_loop([m], ModuleDistillEngine(split.train, dcfg, device), DISTILL_HOOKS, desc="distill",
-             progress=progress)
+    run_loop([m], ModuleDistillEngine(split.train, dcfg, device), distill_hooks(on_epoch),
+             desc="distill", progress=progress)
 
 
 def finish_info(pair: Pair, split: OneClassSplit, dcfg: DistillConfig, info: dict[str, Any],
@@ -357,15 +370,15 @@ def alone_info(info: dict[str, Any], before: float | None) -> dict[str, Any]:
 
 def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit,
             dcfg: DistillConfig, run_dir: Path | None = None, progress: bool = True, *,
-            data: DataConfig | None = None, resume: bool = False,
-            config_json: str = "{}") -> tuple[EDEGANModel, EDEGANModel, dict[str, Any]]:
+            data: DataConfig | None = None, resume: bool = False, config_json: str = "{}",
+            on_epoch: EpochProbe | None = None) -> tuple[EDEGANModel, EDEGANModel, dict[str, Any]]:
     """Train a student from ``teacher`` on ``split.train``; returns (student, teacher, info).
 
     The teacher is fine-tuned in place in joint steps. ``mode="alone"`` trains the student
     without the teacher through ``train.fit`` (``data`` then names the data in its run config).
     ``info`` holds ``teacher_auroc_before`` / ``teacher_auroc_after`` (equal when the teacher
     never trained) and timings. With ``run_dir``, each epoch is checkpointed (``resume`` goes on
-    from the last one).
+    from the last one). ``on_epoch`` is a probe after every epoch (``distill_hooks``).
     """
     check_student_shape(student_cfg, teacher.cfg)
     device = resolve_device(dcfg.device)
@@ -374,12 +387,14 @@ def distill(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneClassSplit
         warn_if_few_steps(len(split.train), dcfg.train_config())
     before = teacher_auroc_before(teacher, split, dcfg, device)
     if dcfg.mode == "alone":
+        probe = None if on_epoch is None else (
+            lambda epoch, model: on_epoch(epoch, model.generator, None))
         student, info = fit(alone_config(student_cfg, dcfg, data), split, run_dir, resume=resume,
-                            progress=progress)
+                            progress=progress, on_epoch=probe)
         return student, teacher, alone_info(info, before)
 
     m = distill_member(teacher, student_cfg, split, dcfg, device, run_dir, resume, config_json)
-    train_member(m, split, dcfg, device, progress)
+    train_member(m, split, dcfg, device, progress, on_epoch)
     if m.error is not None:
         raise m.error
     return m.owner.student.model, teacher, finish_info(m.owner, split, dcfg, m.info, before)

@@ -1,0 +1,126 @@
+"""Issue 31's search table: every student arm of a (dataset, class, seed) beside its teacher.
+
+Reads the main table's cells (``--cells``, e.g. docs/results/main-next: teacher, alone, single-2,
+P-KDGAN at the preset's recipe) and the search's extra arms (folders written by
+``scripts/distill_search.sh``, named ``TEACHER-ARM``, or their committed copies). Checks that each
+AUROC recomputes from its scores, copies search runs from outside ``docs/`` into ``--commit``
+(small files and lean scores, no checkpoints), and prints Markdown: one row per unit with every
+arm, the teacher's AUROC before and after the joint step of each P-KDGAN arm, and per dataset
+each arm's paired difference against ``alone`` and against ``p-kdgan`` with its 95 % interval.
+Test AUROCs describe a fixed schedule; nothing here selects an epoch.
+
+    python scripts/distill_search_table.py --cells docs/results/main-next /work/grids/search \\
+        --commit docs/results/distill-search/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pkdgan.core import runs
+from pkdgan.evaluation.metrics import evaluate_scores
+from pkdgan.studies import cells
+from pkdgan.studies.stats import paired
+
+DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
+SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz")  # distill_search.sh
+TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
+ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz")
+RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative (1 each)",
+          "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz"}
+Unit = tuple[str, int, int]  # dataset, class, seed
+
+
+def checked(d: Path) -> dict[str, Any]:
+    """metrics.json of a finished run whose AUROC recomputes from its own scores."""
+    m = runs.read_json(d / runs.METRICS)
+    z = runs.read_npz(d / runs.SCORES)
+    got = evaluate_scores(z["scores"], z["labels"].astype("int64"))["auroc"]
+    if abs(got - m["auroc"]) > 1e-6:
+        raise SystemExit(f"{d}: metrics.json auroc {m['auroc']} but its scores give {got}")
+    return m
+
+
+def table_cells(results: Path) -> dict[Unit, dict[str, dict[str, Any]]]:
+    out: dict[Unit, dict[str, dict[str, Any]]] = {}
+    for meta_path in sorted(results.rglob(cells.CELL_META)):
+        d = meta_path.parent
+        if runs.is_finished(d):
+            meta = runs.read_json(meta_path)
+            unit = (meta["dataset"], int(meta["normal_class"]), int(meta["seed"]))
+            out.setdefault(unit, {})[meta["arm"]] = checked(d)
+    return out
+
+
+def search_runs(paths: list[Path], commit: Path | None) -> dict[Unit, dict[str, dict[str, Any]]]:
+    out: dict[Unit, dict[str, dict[str, Any]]] = {}
+    for p in paths:
+        for d in [p, *sorted(p.rglob("*"))]:
+            arm = next((a for a in SEARCH_ARMS if d.name.endswith("-" + a) or d.name == a), None)
+            if arm is None or not d.is_dir() or not runs.is_finished(d):
+                continue
+            m = checked(d)
+            unit = (m["dataset"], int(m["normal_class"]), int(m["seed"]))
+            out.setdefault(unit, {})[TABLE_ARM.get(arm, arm)] = m
+            if commit is not None and not d.resolve().is_relative_to(DOCS):
+                dst = commit / unit[0] / f"c{unit[1]}" / f"s{unit[2]}-{arm}"
+                dst.mkdir(parents=True, exist_ok=True)
+                for name in cells.CELL_FILES:
+                    if (d / name).is_file():
+                        shutil.copyfile(d / name, dst / name)
+                cells.write_lean_scores(d / runs.SCORES, dst / runs.SCORES)
+                shutil.copyfile(d / runs.METRICS, dst / runs.METRICS)
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="search run folders, or folders holding them")
+    ap.add_argument("--cells", type=Path, required=True, help="the main table's results store")
+    ap.add_argument("--commit", type=Path, help="copy search runs from outside docs/ here")
+    args = ap.parse_args()
+    found = search_runs(args.runs, args.commit)
+    table = table_cells(args.cells)
+    units = sorted(found)  # the search's units; the table's cells fill in their other arms
+    arms = [a for a in ORDER if any(a in table.get(u, {}) or a in found[u] for u in units)]
+    cell = {u: table.get(u, {}) | found[u] for u in units}
+    print("| dataset | class | seed | teacher | " + " | ".join(arms) + " | teacher after step 3 ("
+          + ", ".join(a for a in arms if a in RECIPE) + ") | P-KDGAN code agreement |")
+    print("|---|---:|---:|---:|" + "---:|" * len(arms) + "---|---|")
+    for u in units:
+        c = cell[u]
+        teacher = c.get("teacher", next(iter(c.values())))
+        t0 = c["teacher"]["auroc"] if "teacher" in c else teacher.get("teacher_auroc_before")
+        after = ", ".join(pct(c[a].get("teacher_auroc_after")) if a in c else "–"
+                          for a in arms if a in RECIPE)
+        agree = pct(c["p-kdgan"].get("latent_view_aurocs", {}).get("agreement")) if "p-kdgan" in c else "–"
+        print(f"| {u[0]} | {u[1]} | {u[2]} | {pct(t0)} | "
+              + " | ".join(pct(c[a]["auroc"]) if a in c else "–" for a in arms)
+              + f" | {after} | {agree} |")
+    print("\n" + "; ".join(f"**{a}**: {r}" for a, r in RECIPE.items() if a in arms) + ".\n")
+    print("| dataset | comparison | n | mean difference | 95 % CI | higher / lower |")
+    print("|---|---|---:|---:|---|---|")
+    for ds in sorted({u[0] for u in units}):
+        cols = {a: {(u[1], u[2]): 100 * cell[u][a]["auroc"] for u in units if u[0] == ds and a in cell[u]}
+                for a in arms}
+        cols["teacher"] = {(u[1], u[2]): 100 * cell[u]["teacher"]["auroc"]
+                           for u in units if u[0] == ds and "teacher" in cell[u]}
+        pairs = [(a, "alone") for a in arms if a != "alone"] + [
+            (a, "p-kdgan") for a in arms if a in RECIPE and a != "p-kdgan"] + [
+            (a, "teacher") for a in arms if a in RECIPE]
+        for better, worse in pairs:
+            c = paired(cols, better, worse)
+            if c.n:
+                print(f"| {ds} | {better} − {worse} | {c.n} | {c.mean:+.2f} | {c.lo:+.2f} .. {c.hi:+.2f} "
+                      f"| {c.wins} / {c.losses} |")
+
+
+if __name__ == "__main__":
+    main()
