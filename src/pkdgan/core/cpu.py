@@ -13,7 +13,9 @@ from ~30 to 2-14 images/s and student scoring from ~70,000 to ~1,300 images/s, w
 from __future__ import annotations
 
 import os
+import platform
 import time
+from typing import Any
 
 BUSY_CORES_FOR_PASSIVE = 0.5
 
@@ -62,3 +64,25 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def describe() -> dict[str, Any]:
+    """The CPU's model and the vector units that set its speed and which kernels (so which
+    float32 rounding) oneDNN runs: sessions here land on different CPUs, and every committed
+    timing or AUROC must say which one made it."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from pkdgan.core import runs
+from pkdgan.core import cpu, runs
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
 from pkdgan.evaluation.score_kinds import (
@@ -23,6 +24,12 @@ from pkdgan.evaluation.score_kinds import (
 )
 from pkdgan.evaluation.split_scores import calibrate, scores_and_choice
 from pkdgan.reports import plots
+
+
+def machine() -> dict[str, Any]:
+    """Where a run was trained: CPU model and vector units, threads, torch (and a GPU's name)."""
+    gpu = {"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}
+    return cpu.describe() | {"torch": torch.__version__, "threads": torch.get_num_threads()} | gpu
 
 
 def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score: str,
@@ -54,7 +61,7 @@ def finish_run(run_dir: Path, generator: nn.Module, split: OneClassSplit, score:
         labels = split.test_labels.astype(bool)
         metrics["test_fpr_at_threshold"] = float(flagged[~labels].mean())
         metrics["test_tpr_at_threshold"] = float(flagged[labels].mean())
-    metrics |= {"score": kind, "note": split.note, **extra}
+    metrics |= {"score": kind, "note": split.note, **extra, "machine": machine()}
     if score != kind:
         metrics |= {"score_requested": score} | {
             k: choice[k] for k in ("synthetic_auroc", "fallback") if k in choice}

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pkdgan.core import runs
+from pkdgan.core import cpu, runs
 from pkdgan.core.errors import UsageError
 from pkdgan.studies import cells
 from pkdgan.studies.executors import EXECUTORS, Result, run_dir, run_local, run_ray
@@ -72,9 +72,8 @@ def read_grid(grid_dir: Path) -> tuple[dict[str, Any], list[RunSpec], Path]:
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": sys.version.split()[0], "torch": torch.__version__,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    return {"platform": platform.platform(), **cpu.describe(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def committed_skips(specs: list[RunSpec], store: Path, results: Path | None) -> set[str]:
