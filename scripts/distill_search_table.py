@@ -64,6 +64,8 @@ def search_runs(paths: list[Path], commit: Path | None) -> dict[Unit, dict[str, 
                 continue
             m = checked(d)
             unit = (m["dataset"], int(m["normal_class"]), int(m["seed"]))
+            if (d / runs.TEST_TRACE).is_file():
+                m = m | {"trace": runs.read_history(d / runs.TEST_TRACE)}
             out.setdefault(unit, {})[TABLE_ARM.get(arm, arm)] = m
             if commit is not None and not d.resolve().is_relative_to(DOCS):
                 dst = commit / unit[0] / f"c{unit[1]}" / f"s{unit[2]}-{arm}"
@@ -105,6 +107,18 @@ def main() -> None:
               + " | ".join(pct(c[a]["auroc"]) if a in c else "–" for a in arms)
               + f" | {after} | {agree} |")
     print("\n" + "; ".join(f"**{a}**: {r}" for a, r in RECIPE.items() if a in arms) + ".\n")
+    traced = [(u, a, cell[u][a]["trace"]) for u in units for a in arms if "trace" in cell[u].get(a, {})]
+    if traced:
+        print("Test AUROC after every epoch of the runs that traced it (`test_trace.csv`; a "
+              "description of the fixed schedule, never a selection):\n")
+        print("| dataset | class | seed | arm | student, epochs 1–15 | teacher in the joint epochs |")
+        print("|---|---:|---:|---|---|---|")
+        for u, a, rows in traced:
+            student = " ".join(f"{100 * float(r['auroc_latent']):.1f}" for r in rows)
+            teacher = " ".join(f"{100 * float(r['teacher_auroc_latent']):.1f}"
+                               for r in rows if r.get("teacher_auroc_latent"))
+            print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {student} | {teacher or '–'} |")
+        print()
     print("| dataset | comparison | n | mean difference | 95 % CI | higher / lower |")
     print("|---|---|---:|---:|---|---|")
     for ds in sorted({u[0] for u in units}):

@@ -10,7 +10,8 @@
 # e.g. two background workers:
 #   nohup scripts/search_units.sh /work/grids/search "pk-safe pk-samenz" mnist:0:0 mnist:1:0 > a.log 2>&1 &
 # Environment: STORE (run store, /work/grids/store), RESULTS (docs/results/main-next),
-# DATA_ROOT (../shared/data).
+# DATA_ROOT (../shared/data), STOP_BY (a time, e.g. 05:30: no unit starts after it less
+# UNIT_MINUTES, default 50, so a session that ends then does not cut a teacher half-way).
 set -euo pipefail
 out=${1:?OUT}; arms=${2:?ARMS}; shift 2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -19,6 +20,10 @@ results=${RESULTS:-docs/results/main-next}
 data_root=${DATA_ROOT:-../shared/data}
 here=$(cd "$(dirname "$0")" && pwd)
 for unit in "$@"; do
+  if [[ -n ${STOP_BY:-} ]] && (( $(date +%s) + ${UNIT_MINUTES:-50} * 60 > $(date -d "$STOP_BY" +%s) )); then
+    echo "== stopping before $unit: it would not finish by $STOP_BY"
+    break
+  fi
   IFS=: read -r ds cls seed own <<< "$unit"
   unit_arms=${own:+${own//,/ }}; unit_arms=${unit_arms:-$arms}
   echo "== $unit $(date -u +%FT%TZ)"
