@@ -319,3 +319,23 @@ def test_students_of_a_run_another_process_holds_wait_for_it(monkeypatch):
         f"waited {spec.arm}") or {"name": spec.name, "status": "skipped", "seconds": 0.0})
     executors.run_local(specs, store=None, workers=1, on_result=lambda r: None)  # type: ignore[arg-type]
     assert events == ["run teacher", "waited teacher", "run alone", "run single-2", "run p-kdgan"]
+
+
+def test_trace_test_marks_runs_without_moving_them(tmp_path):
+    """``--trace-test students``: the students write test_trace.csv (committed with their cell),
+    the teacher does not, and no run changes its name, hash or results."""
+    results = tmp_path / "results"
+    plain = build_specs(request("main", classes=(0,)))
+    req = dataclasses.replace(request("main", classes=(0,)), trace="students")
+    traced = build_specs(req)
+    assert [s.name for s in traced] == [s.name for s in plain]
+    assert [s.trace for s in traced] == [s.kind == "distill" for s in traced]
+    # a grid folder made without tracing is extended, and its runs take the new request's mark
+    run_grid(request("main", classes=(0,)), tmp_path / "g", store=tmp_path / "s", echo=lambda m: None,
+             train=False)
+    run_grid(req, tmp_path / "g", store=tmp_path / "s", results=results, echo=lambda m: None)
+    for s in traced:
+        assert (tmp_path / "s" / s.name / runs.TEST_TRACE).is_file() == s.trace, s.arm
+        assert (cells.cell_dir(results, s) / runs.TEST_TRACE).is_file() == s.trace, s.arm
+    with pytest.raises(UsageError, match="--trace-test"):
+        dataclasses.replace(req, trace="teachers")

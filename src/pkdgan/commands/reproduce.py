@@ -10,7 +10,14 @@ from pathlib import Path
 from pkdgan.commands._common import parse_classes
 from pkdgan.core.config import PRECISIONS
 from pkdgan.core.errors import UsageError
-from pkdgan.studies.specs import DEFAULT_BATCH_SIZES, PRESETS, STUDIES, STUDY_DATASETS, GridRequest
+from pkdgan.studies.specs import (
+    DEFAULT_BATCH_SIZES,
+    PRESETS,
+    STUDIES,
+    STUDY_DATASETS,
+    TRACE_CHOICES,
+    GridRequest,
+)
 
 INT_OVERRIDES = ("epochs", "width", "nz", "image_size", "max_train", "max_test", "batch_size",
                  "student_epochs", "student_batch_size", "step2_epochs")
@@ -61,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="batch-size study: the sizes compared")
     p.add_argument("--constraint", default="tanh", choices=["tanh", "l2"],
                    help="latent-constraint study: the constraint compared with none")
+    p.add_argument("--trace-test", default="none", choices=TRACE_CHOICES,
+                   help="runs that write their test AUROC after every epoch (test_trace.csv, a "
+                        "description of the schedule, never a selection; not part of a run's "
+                        "identity): students cost little, a teacher about a third of an epoch more")
     g = p.add_argument_group("preset overrides (change the config hash, so the runs too)")
     for name in INT_OVERRIDES:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
@@ -90,7 +101,7 @@ def request(args: argparse.Namespace) -> GridRequest:
     return GridRequest(study=args.study, dataset=args.dataset,
                        classes=tuple(parse_classes(args.classes)), seeds=tuple(range(args.seeds)),
                        preset=preset, data_root=args.data_root, device=args.device,
-                       batch_sizes=sizes, constraint=args.constraint)
+                       batch_sizes=sizes, constraint=args.constraint, trace=args.trace_test)
 
 
 def canonical_command(args: argparse.Namespace) -> str:
@@ -107,6 +118,8 @@ def canonical_command(args: argparse.Namespace) -> str:
     for name in ("data_root", "store", "results", "address"):
         if getattr(args, name):
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.trace_test != "none":
+        parts += ["--trace-test", args.trace_test]
     parts += ["--executor", args.executor, "--workers", str(args.workers), "--stack", str(args.stack),
               "--out", str(args.out)]
     return " ".join(shlex.quote(p) for p in parts)

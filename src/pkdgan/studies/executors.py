@@ -61,7 +61,7 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
         cfg = RunConfig.from_dict(spec.config)
         if cfg.hash() != spec.config_hash:
             raise UsageError(f"{spec.name}: config does not match its hash (edited grid.json?)")
-        return train_run(cfg, run_dir(store, spec), resume=True, progress=False)
+        return train_run(cfg, run_dir(store, spec), resume=True, progress=False, trace=spec.trace)
     if spec.kind == "distill":
 
         c = spec.config
@@ -70,7 +70,7 @@ def _train(spec: RunSpec, store: Path) -> dict[str, Any]:
         _check_student(spec)
         return distill_run(store / c["teacher"], c["student"], DistillConfig.from_dict(c["distill"]),
                            run_dir(store, spec), data_root=c.get("data_root"), progress=False,
-                           resume=True)
+                           resume=True, trace=spec.trace)
     raise UsageError(f"unknown run kind {spec.kind!r}")
 
 
@@ -96,13 +96,15 @@ def _train_stacked(todo: list[RunSpec], store: Path) -> None:
         c = todo[0].config
         distill_runs([store / s.config["teacher"] for s in todo], [s.config["student"] for s in todo],
                      DistillConfig.from_dict(c["distill"]), [run_dir(store, s) for s in todo],
-                     data_root=c.get("data_root"), progress=False, resume=True)
+                     data_root=c.get("data_root"), progress=False, resume=True,
+                     trace=any(s.trace for s in todo))
         return
 
     cfgs = [RunConfig.from_dict(s.config) for s in todo]
     if any(c.hash() != s.config_hash for c, s in zip(cfgs, todo, strict=True)):
         raise UsageError("a run's config does not match its hash (edited grid.json?)")
-    train_runs(cfgs, [run_dir(store, s) for s in todo], resume=True, progress=False)
+    train_runs(cfgs, [run_dir(store, s) for s in todo], resume=True, progress=False,
+               trace=any(s.trace for s in todo))
 
 
 def execute_stacked(specs: list[RunSpec], store: str) -> list[Result]:

@@ -47,8 +47,9 @@ def write_grid(grid_dir: Path, req: GridRequest, specs: list[RunSpec], store: Pa
                 f"preset {saved.get('preset', {}).get('name')}); choose another --out"
             )
         old = [s for s in map(RunSpec.from_dict, saved["specs"]) if not stale_student(s.config)]
-    names = {s.name for s in old}
-    merged = old + [s for s in specs if s.name not in names]
+    names, asked = {s.name for s in old}, {s.name: s for s in specs}
+    # a run asked for again takes this invocation's spec (same name, same config; its trace may differ)
+    merged = [asked.get(s.name, s) for s in old] + [s for s in specs if s.name not in names]
     runs.write_json(path, {
         "format": 1, "key": key, "study": req.study, "dataset": req.dataset,
         "preset": req.preset.to_dict(), "batch_sizes": list(req.batch_sizes),

@@ -45,6 +45,7 @@ STUDIES: dict[str, str] = {
             "P-KDGAN (2 -> 3) on every class",
 }
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
+TRACE_CHOICES = ("none", "students", "all")  # students: cheap; a teacher's costs ~1/3 epoch more
 
 # The paper's reported mean AUROC (percent). It gives class means only, so per-class cells
 # of our tables have no paper column. Sources: IJCAI 2020 P-KDGAN and arXiv 2109.07295.
@@ -67,6 +68,7 @@ class RunSpec:
     seed: int
     stage: int = 0
     needs: tuple[str, ...] = field(default_factory=tuple)
+    trace: bool = False  # write the test AUROC after every epoch: a description, not in the hash
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -91,6 +93,7 @@ class GridRequest:
     device: str = "auto"
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     constraint: str = "tanh"
+    trace: str = "none"  # which runs write test_trace.csv: none, students or all (TRACE_CHOICES)
 
     def __post_init__(self) -> None:
         if self.study not in STUDIES:
@@ -101,6 +104,8 @@ class GridRequest:
             raise UsageError("a study needs at least one class and one seed")
         if self.constraint == "none":
             raise UsageError("--constraint must name a constraint (tanh or l2), not none")
+        if self.trace not in TRACE_CHOICES:
+            raise UsageError(f"--trace-test must be one of {', '.join(TRACE_CHOICES)}, not {self.trace!r}")
 
 
 def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: int | None = None,
@@ -131,7 +136,12 @@ def _edegan_spec(cfg: RunConfig, arm: str) -> RunSpec:
 
 
 def build_specs(req: GridRequest) -> list[RunSpec]:
-    """The grid of ``req.study``: one spec per (arm, class, seed)."""
+    """The grid of ``req.study``: one spec per (arm, class, seed), marked to trace as asked."""
+    traced = {"none": (), "students": ("distill",), "all": ("edegan", "distill")}[req.trace]
+    return [dataclasses.replace(s, trace=s.kind in traced) for s in _specs(req)]
+
+
+def _specs(req: GridRequest) -> list[RunSpec]:
     specs: list[RunSpec] = []
     for k in req.classes:
         for s in req.seeds:
