@@ -31,7 +31,7 @@ for unit in "$@"; do
   # (a committed teacher is retrained when one of its students is not committed yet)
   pkdgan reproduce main --dataset "$ds" --classes "$cls" --seeds $((seed + 1)) --preset cpu \
       --data-root "$data_root" --store "$store" --results "$results" \
-      --out "$out/grids/$ds-c$cls" --workers 1
+      --out "$out/grids/$ds-c$cls" --workers 1 --trace-test students
   teacher=$(ls -d "$store/edegan/$ds/c$cls/"bs64-s"$seed"-* 2>/dev/null | head -1)
   if [[ -z $teacher || ! -f $teacher/metrics.json ]]; then
     echo "search_units.sh: no finished teacher for $unit in $store (committed before this session?)" >&2
