@@ -71,7 +71,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @needs_runtime
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_runtimes_equal_torch_on_real_images(trained: tuple[Path, Path], cache: Path, precision: str) -> None:
-    from pkdgan.deploy.writers import torch_scores
+    from pkdgan.deploy.export import torch_scores
 
     root, run = trained
     info = deploy_cache.read_info(cache)

@@ -18,13 +18,14 @@ from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.registry import REGISTRY
 from pkdgan.deploy import backends
+from pkdgan.deploy.export import torch_scores
 from pkdgan.deploy.native import block as native_block
 from pkdgan.deploy.native import form as native_form
 from pkdgan.deploy.native import runner as native
 from pkdgan.deploy.native import source as native_source
 from pkdgan.deploy.native.plan import native_plan
 from pkdgan.deploy.parity import PARITY_RTOL
-from pkdgan.deploy.writers import export_native, torch_scores
+from pkdgan.deploy.writers import export_native
 from pkdgan.models.nets import build_generator
 
 needs_cc = pytest.mark.skipif(not native.available(), reason="no C compiler")

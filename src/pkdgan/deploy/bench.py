@@ -44,11 +44,11 @@ from pkdgan.deploy import backends
 from pkdgan.deploy.backends import AUROC_TOLERANCE
 from pkdgan.deploy.build import build
 from pkdgan.deploy.cache import OV_DIR, read_info
-from pkdgan.deploy.export import parity_images
+from pkdgan.deploy.export import parity_images, torch_scores
 from pkdgan.deploy.native.runner import timed_compile
 from pkdgan.deploy.parity import PARITY_RTOL, parity
 from pkdgan.deploy.runtimes import OvRunner
-from pkdgan.deploy.writers import export_openvino, quantize_openvino, torch_scores
+from pkdgan.deploy.writers import export_openvino, quantize_openvino
 from pkdgan.inference.graph import ScoreGraph
 from pkdgan.inference.loading import load
 from pkdgan.inference.scoring import InferenceGenerator

@@ -32,9 +32,8 @@ from pkdgan.core import runs
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.deploy import backends
 from pkdgan.deploy.cache import DEPLOY_JSON, cache_dirs, cache_key
-from pkdgan.deploy.export import parity_images, preprocessing
+from pkdgan.deploy.export import parity_images, preprocessing, torch_scores
 from pkdgan.deploy.parity import PARITY_RTOL, parity
-from pkdgan.deploy.writers import torch_scores
 from pkdgan.inference.detector import OneClassDetector
 from pkdgan.inference.loading import load
 

@@ -19,10 +19,11 @@ from pkdgan.deploy.export import (
     parity_images,
     preprocessing,
     sidecar_path,
+    torch_scores,
 )
 from pkdgan.deploy.parity import parity
 from pkdgan.deploy.runtimes import OvRunner
-from pkdgan.deploy.writers import export_openvino, torch_scores
+from pkdgan.deploy.writers import export_openvino
 from pkdgan.evaluation.score_kinds import COMBINED
 from pkdgan.inference.graph import INPUT_NAME, OUTPUT_NAME, SCORE_RULES, export_onnx
 from pkdgan.inference.loading import load

@@ -9,7 +9,6 @@ passed the parity check against PyTorch on seeded images.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,8 @@ from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.deploy import backends
 from pkdgan.deploy.build import build
 from pkdgan.deploy.cache import Fallback, choose_backend, find, read_info, runner
-from pkdgan.deploy.export import parity_images
 from pkdgan.deploy.parity import parity
-from pkdgan.deploy.writers import torch_scores
+from pkdgan.deploy.scores import open_export, parity_set
 from pkdgan.inference import loading
 from pkdgan.inference.detector import OneClassDetector
 
@@ -88,16 +86,10 @@ def _exported(detector: OneClassDetector, backend: str) -> tuple[Any | None, str
     names = [backend] if strict else [b for b in backends.runtimes() if backends.installed(b)]
     cfg, gen = detector.model_config_, detector.generator_
     kind, stats = detector.score_, detector.score_choice_["standardization"]
-    images = parity_images(cfg, 16)
-    expected = torch_scores(gen, images, kind, stats)
+    images, expected = checked = parity_set(gen, cfg, kind, stats)
     for name in names:
-        b = backends.get(name)
-        assert b.file is not None
-        tmp = tempfile.TemporaryDirectory(prefix="pkdgan-deploy-")
-        path = Path(tmp.name) / Path(b.file).name
         try:
-            b.write(path, gen, cfg, kind, stats, images, expected)
-            made = b.open(path)
+            made = open_export(name, gen, cfg, kind, stats, checked)
         except ValueError as e:  # outside the backend's form (the native kernels' size limit)
             if strict:
                 raise UsageError(f"the {name} backend does not fit this generator: {e}") from None
@@ -109,7 +101,6 @@ def _exported(detector: OneClassDetector, backend: str) -> tuple[Any | None, str
                 raise
             warnings.warn(f"{name} backend unavailable here ({e}); trying the next", stacklevel=3)
             continue
-        made.tmp_dir = tmp  # the files live as long as the runner
         if parity(made, expected, images.numpy(), strict=strict)["ok"]:
             return made, name
     return None, "torch"

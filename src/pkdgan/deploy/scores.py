@@ -17,11 +17,31 @@ from torch import nn
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import UsageError
 from pkdgan.deploy import backends
-from pkdgan.deploy.export import parity_images
+from pkdgan.deploy.export import parity_images, torch_scores
 from pkdgan.deploy.parity import parity
-from pkdgan.deploy.writers import torch_scores
 from pkdgan.evaluation.score_kinds import KINDS, Stats, check_kind, kind_scores
 from pkdgan.inference.scoring import TorchScorer
+
+
+def parity_set(generator: nn.Module, model_cfg: ModelConfig, score: str = "latent",
+               stats: Stats | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """The images every export of ``generator`` is checked on, and PyTorch's scores of them."""
+    images = parity_images(model_cfg, 16)
+    return images, torch_scores(generator, images, score, stats)
+
+
+def open_export(backend: str, generator: nn.Module, model_cfg: ModelConfig, score: str,
+                stats: Stats | None, checked: tuple[torch.Tensor, np.ndarray],
+                threads: int | None = None) -> backends.Runner:
+    """``backend``'s export of ``generator`` written to a temporary folder (kept as long as the
+    runner) and opened; the caller checks parity on ``checked`` (``parity_set``)."""
+    b = backends.get(backend)
+    assert b.file is not None, f"{backend} scores in PyTorch"
+    tmp = tempfile.TemporaryDirectory(prefix="pkdgan-deploy-")
+    path = b.write(Path(tmp.name) / Path(b.file).name, generator, model_cfg, score, stats, *checked)
+    runner = b.open(path, "fp32", threads)
+    runner.tmp_dir = tmp  # type: ignore[attr-defined]
+    return runner
 
 
 def exported_runner(generator: nn.Module, model_cfg: ModelConfig, backend: str, score: str = "latent",
@@ -31,12 +51,8 @@ def exported_runner(generator: nn.Module, model_cfg: ModelConfig, backend: str, 
     if b.file is None:
         raise UsageError(f"{backend} scores in PyTorch; choose one of {', '.join(backends.runtimes())}")
     b.require()
-    images = parity_images(model_cfg, 16)
-    expected = torch_scores(generator, images, score, stats)
-    tmp = tempfile.TemporaryDirectory(prefix="pkdgan-scores-")
-    path = b.write(Path(tmp.name) / Path(b.file).name, generator, model_cfg, score, stats, images, expected)
-    runner = b.open(path, "fp32", threads)
-    runner.tmp_dir = tmp  # type: ignore[attr-defined]  # the files live as long as the runner
+    images, expected = checked = parity_set(generator, model_cfg, score, stats)
+    runner = open_export(backend, generator, model_cfg, score, stats, checked, threads)
     parity(runner, expected, images.numpy())
     return runner
 

@@ -20,7 +20,7 @@ from torch import nn
 from pkdgan.core.config import ModelConfig
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.deploy.dense import GATHER_COST, MatrixScoreGraph
-from pkdgan.deploy.export import parity_images
+from pkdgan.deploy.export import parity_images, torch_scores
 from pkdgan.deploy.native.plan import native_plan
 from pkdgan.deploy.native.runner import write_parity
 from pkdgan.deploy.native.source import write_source
@@ -142,14 +142,6 @@ def quantize_openvino(model_xml: Path, calibration: np.ndarray, path: Path) -> P
         quantized = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(calib))
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     return path
-
-
-def torch_scores(generator: nn.Module, images: torch.Tensor, score: str, stats: Stats | None
-                 ) -> np.ndarray:
-    """The reference: ``ScoreGraph`` (what the export computes) in PyTorch, float64 out."""
-    graph = ScoreGraph(copy.deepcopy(generator).float().cpu().eval(), score, stats).eval()
-    with torch.inference_mode():
-        return graph(images.float().cpu()).numpy().astype(np.float64)
 
 
 # --- each backend's writer: (path, generator, model config, score, stats, images, expected) ------
