@@ -1,0 +1,63 @@
+"""scripts/distill_search_table.py: a unit's search arms sit beside its table cells, every AUROC
+is recomputed from its scores (a mismatch stops the table), and paired differences are exact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pkdgan.core import runs
+from pkdgan.evaluation.metrics import evaluate_scores
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "distill_search_table.py"
+LABELS = np.array([0] * 10 + [1] * 10)
+
+
+def finished(d: Path, separation: float, **metrics: object) -> float:
+    """A run folder whose scores give an AUROC set by ``separation``; returns that AUROC."""
+    d.mkdir(parents=True)
+    scores = np.r_[np.linspace(0, 1, 10), np.linspace(0, 1, 10) + separation].astype(np.float32)
+    auroc = float(evaluate_scores(scores, LABELS)["auroc"])
+    runs.write_npz(d / runs.SCORES, scores=scores, labels=LABELS, classes=LABELS)
+    runs.write_json(d / runs.METRICS, {"auroc": auroc, **metrics})
+    return auroc
+
+
+def cell(results: Path, arm: str, cls: int, separation: float) -> float:
+    d = results / f"{arm}-c{cls}"
+    auroc = finished(d, separation, teacher_auroc_after=0.9)
+    runs.write_json(d / "cell.json", {"dataset": "mnist", "arm": arm, "normal_class": cls, "seed": 0})
+    return auroc
+
+
+def test_units_arms_and_paired_differences(tmp_path: Path) -> None:
+    results, search = tmp_path / "cells", tmp_path / "search"
+    got = {}
+    for cls in (0, 1):
+        for arm, sep in (("teacher", 0.5), ("alone", 0.1 * cls), ("p-kdgan", 0.2)):
+            got[arm, cls] = cell(results, arm, cls, sep)
+        got["pk-safe", cls] = finished(search / f"bs64-s0-t{cls}-pk-safe", 0.3, dataset="mnist",
+                                       normal_class=cls, seed=0, teacher_auroc_after=0.95)
+    out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results),
+                          "--commit", str(tmp_path / "runs")],
+                         capture_output=True, text=True, check=True).stdout
+    row0 = (f"| mnist | 0 | 0 | {100 * got['teacher', 0]:.2f} | {100 * got['alone', 0]:.2f} | "
+            f"{100 * got['p-kdgan', 0]:.2f} | {100 * got['pk-safe', 0]:.2f} | 90.00, 95.00 |")
+    assert row0 in out
+    diff = np.mean([got["pk-safe", k] - got["alone", k] for k in (0, 1)]) * 100
+    assert f"| mnist | pk-safe − alone | 2 | {diff:+.2f} |" in out
+    assert (tmp_path / "runs" / "mnist" / "c1" / "s0-pk-safe" / runs.SCORES).is_file()
+
+
+def test_an_auroc_its_scores_do_not_give_stops_the_table(tmp_path: Path) -> None:
+    results, search = tmp_path / "cells", tmp_path / "search"
+    cell(results, "alone", 0, 0.1)
+    d = search / "t-pk-safe"
+    finished(d, 0.3, dataset="mnist", normal_class=0, seed=0)
+    runs.write_json(d / runs.METRICS, {"auroc": 0.99, "dataset": "mnist", "normal_class": 0, "seed": 0})
+    r = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "but its scores give" in r.stderr
