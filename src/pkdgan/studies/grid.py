@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pkdgan.core import cpu, runs
+from pkdgan.core import runs
 from pkdgan.core.errors import UsageError
+from pkdgan.pipeline.results import machine as run_machine
 from pkdgan.studies import cells
 from pkdgan.studies.executors import EXECUTORS, Result, run_dir, run_local, run_ray
 from pkdgan.studies.specs import GridRequest, RunSpec, build_specs, grid_key, stale_student
@@ -71,10 +72,9 @@ def read_grid(grid_dir: Path) -> tuple[dict[str, Any], list[RunSpec], Path]:
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
-    return {"platform": platform.platform(), **cpu.describe(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    """A run's machine (``results.machine``) and what else the grid's processes share."""
+    return {"platform": platform.platform(), **run_machine(), "python": sys.version.split()[0],
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def committed_skips(specs: list[RunSpec], store: Path, results: Path | None) -> set[str]:
