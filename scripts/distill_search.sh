@@ -16,6 +16,10 @@
 #   pk-rel    P-KDGAN with K1 and K2 on, relative to the teacher code's scale (1 each), Kx 50
 #   pk-safe   pk-rel, and the distillation gradient stopped into the teacher in step 3
 #   pk-samenz pk-safe with the student's code as long as the teacher's (no projection)
+#   alone-avg alone, keeping the mean of the student's weights over its last 5 epochs
+#   pk-avg    pkdgan, keeping the mean of the student's weights over its last 5 (the joint) epochs
+#             (both: the same trajectory as without averaging, so the trace's last row is the
+#             plain arm's model and the kept mean is paired with it inside one run)
 # Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
 # every epoch (test_trace.csv, a description of the schedule only).
 # Each run records the teacher's test AUROC before and after step 3 and the student's code read
@@ -34,6 +38,8 @@ for teacher in "$@"; do
       pk-rel) opts=(--mode progressive --k-scale relative --w1 1 --w2 1) ;;
       pk-safe) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad) ;;
       pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
+      alone-avg) opts=(--mode alone --average-last 5) ;;
+      pk-avg) opts=(--mode progressive --average-last 5) ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
     "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume --trace-test \

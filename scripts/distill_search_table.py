@@ -26,11 +26,14 @@ from pkdgan.studies import cells
 from pkdgan.studies.stats import paired
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
-SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz")  # distill_search.sh
+SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg",
+               "pk-avg")  # distill_search.sh
 TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
-ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz")
+ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg")
 RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative (1 each)",
-          "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz"}
+          "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz",
+          "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs"}
+AVERAGED = {"alone-avg": "alone", "pk-avg": "p-kdgan"}  # arms that keep a tail average
 Unit = tuple[str, int, int]  # dataset, class, seed
 
 
@@ -82,6 +85,32 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
+def averaging_table(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]],
+                    arms: list[str]) -> None:
+    """Arms that keep a tail average: the kept mean against the live last epoch of the same run
+    (the trace's last row, identical to the run without averaging), paired per dataset."""
+    rows = [(u, a, cell[u][a]) for u in units for a in arms
+            if a in AVERAGED and "trace" in cell[u].get(a, {})]
+    if not rows:
+        return
+    print("Tail averaging, within each run (`--average-last 5`; the trajectory is the same as "
+          "without it, so its last live epoch is the plain arm's model):\n")
+    print("| dataset | class | seed | arm | last epoch (live) | mean of the last 5 (kept) | kept − last |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    cols: dict[tuple[str, str], dict[str, dict[tuple[int, int], float]]] = {}
+    for u, a, m in rows:
+        last, kept = 100 * float(m["trace"][-1]["auroc_latent"]), 100 * m["auroc"]
+        print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {last:.2f} | {kept:.2f} | {kept - last:+.2f} |")
+        c = cols.setdefault((u[0], a), {"kept": {}, "last": {}})
+        c["kept"][(u[1], u[2])], c["last"][(u[1], u[2])] = kept, last
+    print("\n| dataset | arm | n | kept − last, mean | 95 % CI | higher / lower |")
+    print("|---|---|---:|---:|---|---|")
+    for (ds, a), c in sorted(cols.items()):
+        d = paired(c, "kept", "last")
+        print(f"| {ds} | {a} | {d.n} | {d.mean:+.2f} | {d.lo:+.2f} .. {d.hi:+.2f} | {d.wins} / {d.losses} |")
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="search run folders, or folders holding them")
@@ -119,6 +148,7 @@ def main() -> None:
                                for r in rows if r.get("teacher_auroc_latent"))
             print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {student} | {teacher or '–'} |")
         print()
+    averaging_table(units, cell, arms)
     print("| dataset | comparison | n | mean difference | 95 % CI | higher / lower |")
     print("|---|---|---:|---:|---|---|")
     for ds in sorted({u[0] for u in units}):

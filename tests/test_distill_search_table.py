@@ -61,3 +61,19 @@ def test_an_auroc_its_scores_do_not_give_stops_the_table(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "but its scores give" in r.stderr
+
+
+def test_averaged_arms_are_paired_with_their_own_last_epoch(tmp_path: Path) -> None:
+    results, search = tmp_path / "cells", tmp_path / "search"
+    kept = {}
+    for cls, last in ((0, 0.70), (1, 0.80)):
+        cell(results, "alone", cls, 0.1)
+        d = search / f"bs64-s0-t{cls}-alone-avg"
+        kept[cls] = finished(d, 0.4 + 0.1 * cls, dataset="mnist", normal_class=cls, seed=0)
+        for epoch, auroc in ((1, 0.5), (2, last)):
+            runs.append_history(d / runs.TEST_TRACE, {"epoch": epoch, "auroc_latent": auroc})
+    out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"| mnist | 0 | 0 | alone-avg | 70.00 | {100 * kept[0]:.2f} | {100 * kept[0] - 70:+.2f} |" in out
+    diff = np.mean([100 * kept[0] - 70, 100 * kept[1] - 80])
+    assert f"| mnist | alone-avg | 2 | {diff:+.2f} |" in out

@@ -93,8 +93,9 @@ def add_tracking_args(p: argparse._ActionsContainer) -> None:
 def add_trace_arg(p: argparse._ActionsContainer) -> None:
     p.add_argument("--trace-test", action="store_true",
                    help="after every epoch, write the test AUROC to RUN/test_trace.csv: a "
-                        "description of the schedule, never used to choose anything (the model "
-                        "kept is the last epoch's); costs a scoring pass of the test set per epoch")
+                        "description of the schedule, never used to choose anything (it scores "
+                        "the live weights; the model kept is the last epoch's or, with "
+                        "--average-last, their mean); costs a scoring pass of the test set per epoch")
 
 
 def add_preset_arg(g: argparse._ArgumentGroup, student: bool = False) -> None:
@@ -130,6 +131,11 @@ def add_schedule_flags(g: argparse._ArgumentGroup) -> None:
                    help="skip each epoch's final partial batch: a batch of a few images gives "
                         "batch norm noisy statistics (on Fashion-MNIST's 4-image last batches it "
                         "cost the teacher 10-17 AUROC points) (default: the preset's)")
+    g.add_argument("--average-last", type=int, default=None, metavar="N",
+                   help="keep the mean of the weights at the ends of the last N epochs instead "
+                        "of the last epoch's (stochastic weight averaging; 0 = off; default: the "
+                        "preset's): a GAN's AUROC swings from epoch to epoch, and no test label "
+                        "may choose the epoch")
 
 
 def from_preset(args: argparse.Namespace, name: str, preset_field: str | None = None) -> Any:
@@ -180,5 +186,6 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
             lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
             score=args.score or default_score(args.dataset), on_divergence=args.on_divergence,
             precision=from_preset(args, "precision"), drop_last=from_preset(args, "drop_last"),
+            average_last=from_preset(args, "average_last"),
         ),
     )

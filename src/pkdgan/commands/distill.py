@@ -111,6 +111,7 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         score=args.score, precision=from_preset(args, "precision"),
         drop_last=from_preset(args, "drop_last"), on_divergence=args.on_divergence,
         k_scale=args.k_scale, teacher_k_grad=args.teacher_k_grad,
+        average_last=from_preset(args, "average_last"),
     )
 
 

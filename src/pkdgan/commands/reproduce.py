@@ -20,7 +20,7 @@ from pkdgan.studies.specs import (
 )
 
 INT_OVERRIDES = ("epochs", "width", "nz", "image_size", "max_train", "max_test", "batch_size",
-                 "student_epochs", "student_batch_size", "step2_epochs")
+                 "student_epochs", "student_batch_size", "step2_epochs", "average_last")
 OVERRIDES = (*INT_OVERRIDES, "precision")
 
 

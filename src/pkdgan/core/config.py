@@ -34,7 +34,8 @@ Norm = Literal["batch", "batch-per-image", "instance"]
 # A config hash leaves such a field out while it holds that value, so the hashes (and folder
 # names) of committed runs stay valid; any other value makes it part of the run's identity.
 LEGACY_DEFAULTS: dict[str, object] = {"drop_last": False, "precision": "fp32", "norm": "batch",
-                                      "layout": "auto", "k_scale": "raw", "teacher_k_grad": True}
+                                      "layout": "auto", "k_scale": "raw", "teacher_k_grad": True,
+                                      "average_last": 0}
 K_SCALES = ("raw", "relative")
 LAYOUTS = ("auto", "plain", "mvtec")
 
@@ -160,6 +161,9 @@ class TrainConfig:
     # cost its teacher 10-17 AUROC points (docs/results/main-cpu-b64/README.md).
     drop_last: bool = False
     precision: Literal["fp32", "bf16"] = "fp32"
+    # Legacy-valued (LEGACY_DEFAULTS): the model kept is the mean of the weights at the ends of
+    # the last ``average_last`` epochs (training.averaging), 0 = the last epoch's weights.
+    average_last: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -177,6 +181,7 @@ class TrainConfig:
         if self.score not in SCORE_KINDS:
             raise UsageError(f"score must be one of {', '.join(SCORE_KINDS)}, got {self.score!r}")
         check_precision(self.precision)
+        check_average_last(self.average_last, self.epochs)
 
     def steps_per_epoch(self, n: int) -> int:
         """Optimiser steps over ``n`` images; a partial last batch counts unless dropped."""
@@ -187,6 +192,11 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
     """A dropped partial batch is kept when it is the only one (fewer images than a batch)."""
     full = n // batch_size
     return full if drop_last and full > 0 else math.ceil(n / batch_size)
+
+
+def check_average_last(last: int, epochs: int) -> None:
+    if not 0 <= last <= epochs:
+        raise UsageError(f"average last must be between 0 (off) and the {epochs} epochs, got {last}")
 
 
 def check_precision(precision: str) -> None:
@@ -299,6 +309,8 @@ class DistillConfig:
     # refined by its own GAN loss only, and K trains the student alone).
     k_scale: Literal["raw", "relative"] = "raw"
     teacher_k_grad: bool = True
+    # Legacy-valued: TrainConfig's, over the whole schedule (the student's weights and projection).
+    average_last: int = 0
 
     def __post_init__(self) -> None:
         if self.k_scale not in K_SCALES:
@@ -353,13 +365,15 @@ class DistillConfig:
             beta2=self.beta2, seed=self.seed, device=self.device,
             d_reinit_threshold=self.d_reinit_threshold, score=self.score,
             drop_last=self.drop_last, precision=self.precision, on_divergence=self.on_divergence,
+            average_last=self.average_last,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Fields added later are left out at their legacy value, so earlier runs keep their hash."""
         d = asdict(self)
         for name, legacy in {"on_divergence": "stop", "k_scale": LEGACY_DEFAULTS["k_scale"],
-                             "teacher_k_grad": LEGACY_DEFAULTS["teacher_k_grad"]}.items():
+                             "teacher_k_grad": LEGACY_DEFAULTS["teacher_k_grad"],
+                             "average_last": LEGACY_DEFAULTS["average_last"]}.items():
             if d[name] == legacy:
                 del d[name]
         return d

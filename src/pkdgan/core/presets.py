@@ -43,6 +43,8 @@ class Preset:
     k_w2: float = LEGACY_DISTILL_WEIGHTS["w2"]
     # ModelConfig.norm of the preset's teachers and students (legacy-valued: BatchNorm).
     norm: str = "batch"
+    # TrainConfig.average_last of teachers and students (legacy-valued: the last epoch's weights).
+    average_last: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,7 +74,10 @@ class Preset:
                 f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
                 f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
                 f"joint), distillation loss K = {self.k_w1:g}*K1 + {self.k_wx:g}*Kx + "
-                f"{self.k_w2:g}*K2; {self.norm} normalisation; {self.precision}{partial}")
+                f"{self.k_w2:g}*K2; {self.norm} normalisation; {self.precision}{partial}{self._kept()}")
+
+    def _kept(self) -> str:
+        return f"; models kept: mean of the last {self.average_last} epochs" if self.average_last else ""
 
     def distill_weights(self) -> dict[str, float]:
         """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""

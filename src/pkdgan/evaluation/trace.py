@@ -2,8 +2,10 @@
 
 Research on the recipe asks how a fixed schedule ends (does the last epoch sit on a plateau or on
 a swing?), which only the test labels can show. ``TestTrace`` writes those AUROCs to
-``test_trace.csv`` and nothing reads them back: the model kept is always the last epoch's, and
-no epoch, threshold, score or normalisation is chosen from the file. It costs one scoring pass
+``test_trace.csv`` and nothing reads them back: the model kept is the last epoch's (or the mean
+of the last few, ``--average-last``, fixed before training; the trace scores the live weights, so
+its last row against ``metrics.json`` shows what the average did), and no epoch, threshold,
+score or normalisation is chosen from the file. It costs one scoring pass
 of the test set per epoch (and of the teacher's, in epochs that train it), so it is opt-in
 (``--trace-test``).
 """

@@ -38,7 +38,7 @@ class EDEGAN(OneClassDetector):
     Parameters mirror ``pkdgan train``: model shape (``image_size``, ``channels`` inferred from
     X when None, ``nz``, ``width``, ``latent_constraint``, ``norm``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
-    ``precision``, ``lr``), ``score``
+    ``precision``, ``lr``, ``average_last``: keep the mean of the last N epochs), ``score``
     (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
     images, see ``score_kinds``; or ``latent``, the paper's, ``reconstruction``, ``combined``;
     ``score_`` is the kind in use), and the threshold settings above.
@@ -49,6 +49,7 @@ class EDEGAN(OneClassDetector):
                  norm: str = FOLDER_NORM, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
                  epochs: int = CPU_PRESET.epochs, batch_size: int = CPU_PRESET.batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
+                 average_last: int = CPU_PRESET.average_last,
                  lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
@@ -67,6 +68,7 @@ class EDEGAN(OneClassDetector):
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.precision = precision
+        self.average_last = average_last
         self.lr = lr
         self.score = score
         self.fpr = fpr
@@ -95,7 +97,8 @@ class EDEGAN(OneClassDetector):
                             holdout_fraction=self.holdout_fraction),
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                               seed=self.seed, device=self.device, score=self.score,  # type: ignore[arg-type]
-                              drop_last=self.drop_last, precision=self.precision),  # type: ignore[arg-type]
+                              drop_last=self.drop_last, precision=self.precision,  # type: ignore[arg-type]
+                              average_last=self.average_last),
         )
 
     def _train(self, split: OneClassSplit, channels: int
@@ -139,6 +142,7 @@ class PKDGAN(OneClassDetector):
                  wx: float = CPU_PRESET.k_wx, w2: float = CPU_PRESET.k_w2,
                  batch_size: int = CPU_PRESET.student_batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
+                 average_last: int = CPU_PRESET.average_last,
                  lr: float = 2e-4, teacher_lr: float | None = None,
                  k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO,
                  fpr: float = 0.05, contamination: float | None = None,
@@ -159,6 +163,7 @@ class PKDGAN(OneClassDetector):
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.precision = precision
+        self.average_last = average_last
         self.lr = lr
         self.teacher_lr = teacher_lr
         self.k_scale = k_scale

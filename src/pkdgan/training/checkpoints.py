@@ -21,6 +21,7 @@ from pkdgan.core.errors import DataError, UsageError
 from pkdgan.models.nets import build_generator
 
 if TYPE_CHECKING:  # annotations only: train and distill import this module
+    from pkdgan.training.averaging import TailAverage
     from pkdgan.training.distill import Pair
     from pkdgan.training.train import GanState
 
@@ -54,32 +55,40 @@ def write_state(run_dir: Path, epoch: int, weights: dict[str, torch.Tensor],
                 optimizers: dict[str, torch.optim.Optimizer], shuffle: torch.Generator,
                 extra: dict[str, Any], config_json: str, *,
                 state_only: dict[str, torch.Tensor] | None = None,
-                meta: dict[str, str] | None = None) -> None:
+                meta: dict[str, str] | None = None, average: TailAverage | None = None) -> None:
     """The one checkpoint writer, after a completed epoch of any run.
 
-    ``train_state`` holds everything a resume needs (the scoring ``weights``, ``state_only``
-    tensors, optimiser states, the global and shuffle RNGs) and is written first, so a kill
-    between the two writes can never pair weights and optimiser state of different epochs;
-    ``checkpoint`` holds ``weights`` alone, what scoring reads.
+    ``train_state`` holds everything a resume needs (the live ``weights``, ``state_only``
+    tensors, the running ``average``, optimiser states, the global and shuffle RNGs) and is
+    written first, so a kill between the two writes can never pair weights and optimiser state
+    of different epochs; ``checkpoint`` holds ``weights`` (with the average in place of the
+    averaged modules' once it has begun) alone, what scoring reads.
     """
     state = dict(weights) | (state_only or {})
     head = {"format": FORMAT, "epoch": str(epoch), **(meta or {}), "extra": json.dumps(extra)}
+    scoring = dict(weights)
+    if average is not None:
+        state |= average.tensors()
+        head |= average.meta()
+        scoring |= average.scoring()
     for name, opt in optimizers.items():
         tensors, groups = runs.optimizer_to_tensors(name, opt)
         state |= tensors
         head[name] = json.dumps(groups)
     state |= {"rng.torch": torch.get_rng_state(), "rng.shuffle": shuffle.get_state()}
     runs.save_tensors(run_dir / runs.TRAIN_STATE, state, head)
-    runs.save_tensors(run_dir / runs.CHECKPOINT, weights, {"config": config_json, "epoch": str(epoch)})
+    runs.save_tensors(run_dir / runs.CHECKPOINT, scoring, {"config": config_json, "epoch": str(epoch)})
 
 
 def read_state(run_dir: Path, modules: dict[str, nn.Module],
                optimizers: dict[str, torch.optim.Optimizer], shuffle: torch.Generator, *,
                what: str = "training state",
                optional: Callable[[dict[str, str]], dict[str, nn.Module]] | None = None,
+               average: TailAverage | None = None,
                ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The one checkpoint reader: restores ``modules`` (by prefix), ``optional(meta)``'s modules,
-    the optimisers and both RNGs; returns (epochs done, extra, metadata).
+    the running ``average``, the optimisers and both RNGs; returns (epochs done, extra,
+    metadata).
 
     Reads every state written so far (GAN and distillation runs, with or without ``format``),
     including the oldest GAN states whose weights were only in ``checkpoint``.
@@ -98,6 +107,8 @@ def read_state(run_dir: Path, modules: dict[str, nn.Module],
             raise ValueError(f"format {meta['format']} is newer than this pkdgan reads ({FORMAT})")
         for prefix, module in (optional(meta) if optional is not None else {}).items():
             runs.load_module_state(module, runs.unflatten_state(prefix, ts), ts_path)
+        if average is not None:
+            average.load(ts, meta)
         for name, opt in optimizers.items():
             runs.optimizer_from_tensors(name, opt, ts, json.loads(meta[name]))
         torch.set_rng_state(ts["rng.torch"])
@@ -113,18 +124,20 @@ def read_state(run_dir: Path, modules: dict[str, nn.Module],
 
 
 def save_gan(run_dir: Path, state: GanState, epoch: int, shuffle: torch.Generator,
-             config_json: str, info: dict[str, Any]) -> None:
+             config_json: str, info: dict[str, Any], average: TailAverage | None = None) -> None:
     weights = (runs.flatten_state("generator", state.model.generator.state_dict())
                | runs.flatten_state("discriminator", state.model.discriminator.state_dict()))
     write_state(run_dir, epoch, weights, {"opt_g": state.opt_g, "opt_d": state.opt_d}, shuffle,
-                info | {"d_reinits": state.d_reinits}, config_json)
+                info | {"d_reinits": state.d_reinits}, config_json, average=average)
 
 
-def load_gan(run_dir: Path, state: GanState, shuffle: torch.Generator) -> tuple[int, dict[str, Any]]:
+def load_gan(run_dir: Path, state: GanState, shuffle: torch.Generator,
+             average: TailAverage | None = None) -> tuple[int, dict[str, Any]]:
     """Restore the last completed epoch of an EDE-GAN run; returns (epochs done, extra info)."""
     m = state.model
     epoch, extra, _ = read_state(run_dir, {"generator": m.generator, "discriminator": m.discriminator},
-                                 {"opt_g": state.opt_g, "opt_d": state.opt_d}, shuffle)
+                                 {"opt_g": state.opt_g, "opt_d": state.opt_d}, shuffle,
+                                 average=average)
     state.d_reinits = int(extra.get("d_reinits", 0))
     return epoch, extra
 
@@ -148,7 +161,7 @@ def _optimizers(pair: Pair) -> dict[str, torch.optim.Optimizer]:
 
 
 def save_state(run_dir: Path, pair: Pair, epoch: int, shuffle: torch.Generator,
-               config_json: str, info: dict[str, Any]) -> None:
+               config_json: str, info: dict[str, Any], average: TailAverage | None = None) -> None:
     """Per-epoch checkpoint of a distillation (the teacher's weights too once it has trained)."""
     state_only = {}
     if pair.teacher_changed:
@@ -158,10 +171,11 @@ def save_state(run_dir: Path, pair: Pair, epoch: int, shuffle: torch.Generator,
                 info | {"d_reinits": pair.student.d_reinits,
                         "teacher_d_reinits": pair.teacher.d_reinits},
                 config_json, state_only=state_only,
-                meta={"teacher_changed": json.dumps(pair.teacher_changed)})
+                meta={"teacher_changed": json.dumps(pair.teacher_changed)}, average=average)
 
 
-def load_state(run_dir: Path, pair: Pair, shuffle: torch.Generator) -> tuple[int, dict[str, Any]]:
+def load_state(run_dir: Path, pair: Pair, shuffle: torch.Generator,
+               average: TailAverage | None = None) -> tuple[int, dict[str, Any]]:
     """Restore the last completed epoch of an interrupted distillation."""
     s, t = pair.student.model, pair.teacher.model
 
@@ -174,7 +188,7 @@ def load_state(run_dir: Path, pair: Pair, shuffle: torch.Generator) -> tuple[int
     epoch, extra, _ = read_state(
         run_dir, {"generator": s.generator, "discriminator": s.discriminator,
                   "projection": pair.projection},
-        _optimizers(pair), shuffle, what="distillation state", optional=teacher)
+        _optimizers(pair), shuffle, what="distillation state", optional=teacher, average=average)
     pair.student.d_reinits = int(extra.pop("d_reinits", 0))
     pair.teacher.d_reinits = int(extra.pop("teacher_d_reinits", 0))
     return epoch, extra

@@ -30,13 +30,7 @@ import torch
 from torch import nn
 
 from pkdgan.core import runs
-from pkdgan.core.config import (
-    DataConfig,
-    DistillConfig,
-    ModelConfig,
-    RunConfig,
-    steps_per_epoch,
-)
+from pkdgan.core.config import DataConfig, DistillConfig, ModelConfig, RunConfig, steps_per_epoch
 from pkdgan.core.device import resolve_device
 from pkdgan.core.registry import (  # noqa: F401  (resolve_student: distill's API)
     check_student_shape,
@@ -48,6 +42,7 @@ from pkdgan.evaluation.metrics import evaluate_scores, has_both_labels
 from pkdgan.evaluation.split_scores import scores_and_choice
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import distillation_loss
+from pkdgan.training.averaging import tail_average
 from pkdgan.training.checkpoints import load_state, save_state
 from pkdgan.training.loop import (
     EpochLog,
@@ -252,7 +247,7 @@ def distill_row(m: Member, seconds: float) -> dict[str, Any]:
 
 def distill_save(m: Member) -> None:
     assert m.run_dir is not None
-    save_state(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info)
+    save_state(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info, m.average)
 
 
 def _postfix(m: Member, losses: dict[str, float]) -> dict[str, Any]:
@@ -308,15 +303,17 @@ def distill_member(teacher: EDEGANModel, student_cfg: ModelConfig, split: OneCla
     """``distill``'s set-up of one student as a loop member: a fresh start, or the last
     checkpoint of an interrupted run; with ``stream`` its global-RNG stream is kept aside."""
     pair, shuffle = make_pair(teacher, student_cfg, dcfg, device)
+    n, plan = len(split.train), make_plan(dcfg)
+    average = tail_average({"generator": pair.student.model.generator,
+                            "projection": pair.projection}, dcfg.average_last, len(plan))
     if run_dir is not None and resume and (run_dir / runs.TRAIN_STATE).is_file():
-        start, info = load_state(run_dir, pair, shuffle)
+        start, info = load_state(run_dir, pair, shuffle, average)
     else:
         start, info = 0, {"train_seconds": 0.0, "step_seconds": [0.0] * len(dcfg.schedule())}
-    n, plan = len(split.train), make_plan(dcfg)
     return Member(pair, n, dcfg.batch_size, steps_per_epoch(n, dcfg.batch_size, dcfg.drop_last),
                   plan, len(plan), start, shuffle, info, run_dir,
                   dcfg.train_config().on_divergence, RngStream(device) if stream else None,
-                  config_json)
+                  config_json, average=average)
 
 
 def train_member(m: Member, split: OneClassSplit, dcfg: DistillConfig, device: torch.device,

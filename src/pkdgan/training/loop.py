@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from pkdgan.core import runs
 from pkdgan.core.errors import DivergenceError
+from pkdgan.training.averaging import TailAverage
 
 MAX_RECOVERIES = 3
 
@@ -136,6 +137,7 @@ class Member:
     config_json: str = "{}"  # the run's config, as its checkpoints record it
     tag: Any = None  # whatever else the builder keeps per member
     offset: int = 0  # where its images start in a stacked engine's joint tensor
+    average: TailAverage | None = None  # the model kept is a mean over its last epochs
     pos: int = 0
     perm: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     log: EpochLog = field(default_factory=EpochLog)
@@ -212,14 +214,25 @@ def _end(engine: Engine, hooks: Hooks, i: int, m: Member) -> None:
     if "step_seconds" in m.info:
         m.info["step_seconds"][phase] += seconds
     m.epoch += 1
-    if m.run_dir is not None or m.done or hooks.after_epoch is not None:
+    averaged = m.average is not None and m.average.wants(m.epoch)
+    if m.run_dir is not None or m.done or hooks.after_epoch is not None or averaged:
         engine.sync(i, m)  # the member's modules hold its weights for whoever reads them next
+    if m.average is not None:
+        m.average.update(m.epoch)
     if m.run_dir is not None:
         runs.append_history(m.run_dir / runs.HISTORY, hooks.row(m, seconds))
         with active(m.rng):
             hooks.save(m)
     if hooks.after_epoch is not None:
         hooks.after_epoch(m)
+
+
+def keep_average(m: Member) -> None:
+    """A member past its whole plan (not only this loop's ``stop``) keeps its tail average, if it
+    has one, as its modules' weights: once the loop is over, after the last checkpoint and probe
+    (they see the live weights) and the engine's last write-back."""
+    if m.average is not None and m.error is None and m.epoch >= len(m.plan):
+        m.average.apply()
 
 
 def _diverged(engine: Engine, i: int, m: Member, err: DivergenceError) -> None:
@@ -271,3 +284,5 @@ def run_loop(members: list[Member], engine: Engine, hooks: Hooks, *, desc: str,
                 active_ = [active_[i] for i in keep]
     finally:
         bar.close()
+    for m in members:
+        keep_average(m)

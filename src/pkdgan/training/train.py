@@ -3,7 +3,8 @@ one loop (``loop.run_loop``) and ``fit``, which is K = 1 of that loop.
 
 Per step: generator update (adversarial feature matching + contextual + latent [+ constraint]),
 then discriminator update on the same, detached reconstruction (GANomaly's order). The model
-kept is the last epoch: nothing here looks at test labels.
+kept is the last epoch (or the mean of the last few, ``averaging``): nothing here looks at test
+labels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pkdgan.core.errors import UsageError
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.models.edegan import EDEGANModel
 from pkdgan.models.losses import discriminator_loss, generator_loss
+from pkdgan.training.averaging import tail_average
 from pkdgan.training.checkpoints import load_gan, save_gan
 from pkdgan.training.loop import (  # noqa: F401  (MAX_RECOVERIES, check_finite, EpochLog: API)
     GAN,
@@ -229,13 +231,14 @@ def gan_member(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None, resum
     torch.manual_seed(t.seed)
     shuffle = torch.Generator().manual_seed(t.seed)
     state = GanState.create(cfg.model, t, device)
+    average = tail_average({"generator": state.model.generator}, t.average_last, t.epochs)
     start, info = 0, {"train_seconds": 0.0}
     if run_dir is not None and prepare_run_dir(run_dir, cfg, resume):
-        start, info = load_gan(run_dir, state, shuffle)
+        start, info = load_gan(run_dir, state, shuffle, average)
     n = len(split.train)
     return Member(state, n, t.batch_size, t.steps_per_epoch(n), expand([Phase(GAN, t.epochs)]),
                   t.epochs, start, shuffle, info, run_dir, t.on_divergence,
-                  RngStream(device) if stream else None, cfg.to_json())
+                  RngStream(device) if stream else None, cfg.to_json(), average=average)
 
 
 def gan_hooks(on_epoch: Callable[[int, EDEGANModel], None] | None = None) -> Hooks:
@@ -248,7 +251,7 @@ def gan_hooks(on_epoch: Callable[[int, EDEGANModel], None] | None = None) -> Hoo
 
     def save(m: Member) -> None:
         assert m.run_dir is not None
-        save_gan(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info)
+        save_gan(m.run_dir, m.owner, m.epoch, m.shuffle, m.config_json, m.info, m.average)
 
     def after(m: Member) -> None:
         if on_epoch is not None:
@@ -274,8 +277,9 @@ def fit(cfg: RunConfig, split: OneClassSplit, run_dir: Path | None = None,
         ) -> tuple[EDEGANModel, dict[str, Any]]:
     """Train one EDE-GAN on ``split.train``; checkpoints each epoch when ``run_dir`` is given.
 
-    ``on_epoch(epochs_done, model)`` is for research probes (e.g. AUROC against training time);
-    the model kept is always the last epoch's. K = 1 of the one loop (``loop.run_loop``).
+    ``on_epoch(epochs_done, model)`` is for research probes (e.g. AUROC against training time)
+    and sees the live weights; the model kept is the last epoch's, or the mean of the last
+    ``average_last`` epochs'. K = 1 of the one loop (``loop.run_loop``).
     """
     device = resolve_device(cfg.train.device)
     warn_if_emulated(cfg.train.precision, device)
