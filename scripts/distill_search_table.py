@@ -27,13 +27,15 @@ from pkdgan.studies.stats import paired
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
 SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg",
-               "pk-avg")  # distill_search.sh
+               "pk-avg", "teacher-avg")  # distill_search.sh, teacher_average.sh
 TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
-ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg")
+ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg",
+         "teacher-avg")
 RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative (1 each)",
           "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz",
           "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs"}
-AVERAGED = {"alone-avg": "alone", "pk-avg": "p-kdgan"}  # arms that keep a tail average
+# arms that keep a tail average (teacher-avg: the teacher's recipe, scripts/teacher_average.sh)
+AVERAGED = {"alone-avg": "alone", "pk-avg": "p-kdgan", "teacher-avg": "teacher"}
 Unit = tuple[str, int, int]  # dataset, class, seed
 
 
@@ -94,12 +96,12 @@ def averaging_table(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]
     if not rows:
         return
     print("Tail averaging, within each run (`--average-last 5`; the trajectory is the same as "
-          "without it, so its last live epoch is the plain arm's model):\n")
+          "without it, so its last live epoch is the plain arm's model; latent-score AUROC %):\n")
     print("| dataset | class | seed | arm | last epoch (live) | mean of the last 5 (kept) | kept − last |")
     print("|---|---:|---:|---|---:|---:|---:|")
     cols: dict[tuple[str, str], dict[str, dict[tuple[int, int], float]]] = {}
     for u, a, m in rows:
-        last, kept = 100 * float(m["trace"][-1]["auroc_latent"]), 100 * m["auroc"]
+        last, kept = 100 * float(m["trace"][-1]["auroc_latent"]), 100 * m["auroc_latent"]
         print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {last:.2f} | {kept:.2f} | {kept - last:+.2f} |")
         c = cols.setdefault((u[0], a), {"kept": {}, "last": {}})
         c["kept"][(u[1], u[2])], c["last"][(u[1], u[2])] = kept, last
@@ -156,7 +158,7 @@ def main() -> None:
                 for a in arms}
         cols["teacher"] = {(u[1], u[2]): 100 * cell[u]["teacher"]["auroc"]
                            for u in units if u[0] == ds and "teacher" in cell[u]}
-        pairs = [(a, "alone") for a in arms if a != "alone"] + [
+        pairs = [(a, "alone") for a in arms if a not in ("alone", "teacher-avg")] + [
             (a, "p-kdgan") for a in arms if a in RECIPE and a != "p-kdgan"] + [
             (a, "teacher") for a in arms if a in RECIPE]
         for better, worse in pairs:

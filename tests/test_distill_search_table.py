@@ -70,6 +70,8 @@ def test_averaged_arms_are_paired_with_their_own_last_epoch(tmp_path: Path) -> N
         cell(results, "alone", cls, 0.1)
         d = search / f"bs64-s0-t{cls}-alone-avg"
         kept[cls] = finished(d, 0.4 + 0.1 * cls, dataset="mnist", normal_class=cls, seed=0)
+        runs.write_json(d / runs.METRICS, runs.read_json(d / runs.METRICS)
+                        | {"auroc_latent": kept[cls]})
         for epoch, auroc in ((1, 0.5), (2, last)):
             runs.append_history(d / runs.TEST_TRACE, {"epoch": epoch, "auroc_latent": auroc})
     out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
