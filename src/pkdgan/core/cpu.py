@@ -69,20 +69,25 @@ def default_threads() -> int:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+def cpuinfo_lines() -> list[str] | None:
+    """The model-name and flag lines of /proc/cpuinfo (every core's, as written), or None where
+    there is no such file: what identifies this CPU's kind."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+    except OSError:
+        return None
+
+
 def describe() -> dict[str, Any]:
     """The CPU's model and the vector units that set its speed and which kernels (so which
     float32 rounding) oneDNN runs: sessions here land on different CPUs, and every committed
     timing or AUROC must say which one made it."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features"):
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
+    model, flags = platform.processor() or platform.machine(), set[str]()
+    for line in reversed(cpuinfo_lines() or []):  # reversed: the first core's lines win
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        else:
+            flags = set(value.split())
     return {"cpu": model, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count()}

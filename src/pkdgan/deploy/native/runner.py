@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from pkdgan.core.cpu import default_threads
+from pkdgan.core.cpu import cpuinfo_lines, default_threads
 from pkdgan.core.errors import PkdganError, UsageError
 from pkdgan.core.files import atomic_write_bytes, cache_root
 from pkdgan.deploy.parity import differences
@@ -75,13 +75,8 @@ def available() -> bool:
 
 def cpu_tag() -> str:
     """What a ``-march=native`` object depends on: the CPU's model and flags, the compiler."""
-    info = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
-        info += "".join(sorted(set(lines)))
-    except OSError:
-        info += platform.processor()
+    info, lines = platform.machine(), cpuinfo_lines()
+    info += "".join(sorted(set(lines))) if lines is not None else platform.processor()
     return hashlib.sha256(f"{info}{compiler()}".encode()).hexdigest()[:12]
 
 
