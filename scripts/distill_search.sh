@@ -20,6 +20,11 @@
 #   pk-avg    pkdgan, keeping the mean of the student's weights over its last 5 (the joint) epochs
 #             (both: the same trajectory as without averaging, so the trace's last row is the
 #             plain arm's model and the kept mean is paired with it inside one run)
+# The student schedule (issue 31 item 3), at the preset's budget of optimiser steps (15 epochs
+# at batch 64; the step counts below are for 4,750-5,627 training images, last batch dropped):
+#   alone-b128, pk-b128  batch 128 for 30 epochs (P-KDGAN 20 + 10): the same steps within 1 %
+#   alone-b32, pk-b32    batch 32 for 8 epochs (P-KDGAN 5 + 3): 7 % more steps (whole epochs)
+#   pk-split5, pk-split13  P-KDGAN 5 + 10 and 13 + 2 at batch 64 (today: 10 + 5)
 # Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
 # every epoch (test_trace.csv, a description of the schedule only).
 # Each run records the teacher's test AUROC before and after step 3 and the student's code read
@@ -40,6 +45,12 @@ for teacher in "$@"; do
       pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
       alone-avg) opts=(--mode alone --average-last 5) ;;
       pk-avg) opts=(--mode progressive --average-last 5) ;;
+      alone-b128) opts=(--mode alone --batch-size 128 --epochs 30) ;;
+      pk-b128) opts=(--mode progressive --batch-size 128 --step1-epochs 20 --step2-epochs 10) ;;
+      alone-b32) opts=(--mode alone --batch-size 32 --epochs 8) ;;
+      pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3) ;;
+      pk-split5) opts=(--mode progressive --step1-epochs 5 --step2-epochs 10) ;;
+      pk-split13) opts=(--mode progressive --step1-epochs 13 --step2-epochs 2) ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
     "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume --trace-test \

@@ -26,14 +26,17 @@ from pkdgan.studies import cells
 from pkdgan.studies.stats import paired
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
+SCHEDULE_ARMS = ("alone-b128", "pk-b128", "alone-b32", "pk-b32", "pk-split5", "pk-split13")
 SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg",
-               "pk-avg", "teacher-avg")  # distill_search.sh, teacher_average.sh
+               "pk-avg", "teacher-avg", *SCHEDULE_ARMS)  # distill_search.sh, teacher_average.sh
 TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
 ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg",
-         "teacher-avg")
+         "teacher-avg", *SCHEDULE_ARMS)
 RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative (1 each)",
           "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz",
-          "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs"}
+          "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs",
+          "pk-b128": "p-kdgan at batch 128, 20 + 10 epochs", "pk-b32": "p-kdgan at batch 32, 5 + 3",
+          "pk-split5": "p-kdgan 5 + 10", "pk-split13": "p-kdgan 13 + 2"}
 # arms that keep a tail average (teacher-avg: the teacher's recipe, scripts/teacher_average.sh)
 AVERAGED = {"alone-avg": "alone", "pk-avg": "p-kdgan", "teacher-avg": "teacher"}
 Unit = tuple[str, int, int]  # dataset, class, seed
