@@ -163,7 +163,8 @@ def main() -> None:
                            for u in units if u[0] == ds and "teacher" in cell[u]}
         pairs = [(a, "alone") for a in arms if a not in ("alone", "teacher-avg")] + [
             (a, "p-kdgan") for a in arms if a in RECIPE and a != "p-kdgan"] + [
-            (a, "teacher") for a in arms if a in RECIPE]
+            (a, "teacher") for a in arms if a in RECIPE] + [
+            (a, "alone-" + a[3:]) for a in arms if a.startswith("pk-") and "alone-" + a[3:] in arms]
         for better, worse in pairs:
             c = paired(cols, better, worse)
             if c.n:

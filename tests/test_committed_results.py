@@ -63,3 +63,25 @@ def test_every_committed_auroc_recomputes_from_its_scores(index: Path):
             assert len(labels) == 1000, where
             note = json.loads((path.parent / "metrics.json").read_text()).get("note", "")
             assert "first 1000 test images" in note, where
+
+
+SEARCH_RUNS = sorted((RESULTS / "distill-search" / "runs").rglob("metrics.json"))
+
+
+def test_the_distillation_search_commits_its_runs():
+    assert len(SEARCH_RUNS) >= 20, "docs/results/distill-search/runs lost its raw scores"
+
+
+@pytest.mark.parametrize("metrics", SEARCH_RUNS,
+                         ids=lambda p: str(p.parent.relative_to(RESULTS / "distill-search" / "runs")))
+def test_every_search_run_auroc_recomputes_from_its_scores(metrics: Path):
+    m = json.loads(metrics.read_text())
+    with np.load(metrics.parent / "scores.npz", allow_pickle=False) as z:
+        labels, classes = z["labels"], z["classes"]
+        k = int(m["normal_class"])
+        assert np.array_equal(labels, (classes != k).astype(labels.dtype))
+        for key, auroc in (("latent", "auroc_latent"), ("reconstruction", "auroc_reconstruction"),
+                           ("scores", "auroc")):
+            assert mann_whitney_auroc(z[key], labels) == pytest.approx(m[auroc], abs=1e-9), key
+    if m["dataset"] == "cifar10":
+        assert len(labels) == 1000 and "first 1000 test images" in m["note"]
