@@ -185,3 +185,45 @@ def test_stacked_distill_averages_like_distill(float64: None) -> None:  # noqa: 
     dcfg = DistillConfig(mode="progressive", step1_epochs=2, step2_epochs=1, batch_size=1,
                          device="cpu", average_last=3)
     check_members([dcfg, dataclasses.replace(dcfg, seed=1)], (4, 3))
+
+
+def test_cpu_preset_students_keep_their_last_five_epochs_teachers_their_last() -> None:
+    """The distillation search's averaging rule held for students (docs/results/distill-search);
+    the teachers' is decided separately, so the two windows are separate preset fields."""
+    from pkdgan.api import EDEGAN, PKDGAN
+    from pkdgan.cli import build_parser
+    from pkdgan.commands.distill import distill_config
+    from pkdgan.core.presets import PRESETS
+
+    cpu = PRESETS["cpu"]
+    assert (cpu.average_last, cpu.student_average) == (0, 5)
+    assert all(PRESETS[n].student_average == 0 and "student_average_last" not in PRESETS[n].key_dict()
+               for n in ("paper", "quick", "cpu-b256", "cpu-b64"))  # their grids keep their hash
+    base = ["distill", "--teacher", "t", "--out", "o", "--preset", "cpu"]
+    assert distill_config(build_parser().parse_args(base)).average_last == 5
+    # a shorter run averages what it has instead of failing; an explicit window is kept as given
+    short = distill_config(build_parser().parse_args([*base, "--mode", "alone", "--epochs", "3"]))
+    assert short.average_last == 3
+    assert distill_config(build_parser().parse_args([*base, "--average-last", "0"])).average_last == 0
+    assert PKDGAN().distill_config().average_last == 5
+    assert PKDGAN(mode="single", epochs=2).distill_config().average_last == 2
+    assert PKDGAN(average_last=1).distill_config().average_last == 1
+    assert EDEGAN().run_config(1).train.average_last == 0
+
+
+def test_reproduce_overrides_each_window_and_its_grid_follows() -> None:
+    from pkdgan.cli import build_parser
+    from pkdgan.commands.reproduce import request
+    from pkdgan.studies.specs import build_specs
+
+    def students(*extra: str) -> dict[str, int]:
+        args = build_parser().parse_args(["reproduce", "main", "--preset", "cpu", "--classes", "0",
+                                          "--out", "o", *extra])
+        return {s.arm: s.config["train" if s.arm == "teacher" else "distill"].get("average_last", 0)
+                for s in build_specs(request(args))}
+
+    assert students() == {"teacher": 0, "alone": 5, "single-2": 5, "p-kdgan": 5}
+    # 0 is an override too (it turns the students' averaging off), not "not given"
+    assert set(students("--student-average-last", "0").values()) == {0}
+    assert students("--average-last", "2")["teacher"] == 2
+    assert students("--student-epochs", "3", "--step2-epochs", "1")["p-kdgan"] == 3

@@ -25,6 +25,7 @@ from pkdgan.core.presets import (
     FOLDER_NORM,
     PRESETS,
     SCHEDULE_PRESETS,
+    capped,
     preset_schedule_help,
 )
 
@@ -186,6 +187,7 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
             lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
             score=args.score or default_score(args.dataset), on_divergence=args.on_divergence,
             precision=from_preset(args, "precision"), drop_last=from_preset(args, "drop_last"),
-            average_last=from_preset(args, "average_last"),
+            average_last=(args.average_last if args.average_last is not None
+                          else capped(PRESETS[args.preset].average_last, from_preset(args, "epochs"))),
         ),
     )

@@ -17,7 +17,7 @@ from pkdgan.commands._common import (
 )
 from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS
+from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS, capped
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def distill_config(args: argparse.Namespace) -> DistillConfig:
     total, step2 = PRESETS[args.preset].student_schedule()
-    return DistillConfig(
+    cfg = DistillConfig(
         mode=args.mode, structure=args.structure,
         epochs=args.epochs if args.epochs is not None else total,
         step1_structure=args.step1_structure, step2_structure=args.step2_structure,
@@ -111,8 +111,10 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         score=args.score, precision=from_preset(args, "precision"),
         drop_last=from_preset(args, "drop_last"), on_divergence=args.on_divergence,
         k_scale=args.k_scale, teacher_k_grad=args.teacher_k_grad,
-        average_last=from_preset(args, "average_last"),
     )
+    window = args.average_last if args.average_last is not None else capped(
+        PRESETS[args.preset].student_average, cfg.total_epochs())
+    return dataclasses.replace(cfg, average_last=window)
 
 
 def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:

@@ -20,7 +20,11 @@ from pkdgan.studies.specs import (
 )
 
 INT_OVERRIDES = ("epochs", "width", "nz", "image_size", "max_train", "max_test", "batch_size",
-                 "student_epochs", "student_batch_size", "step2_epochs", "average_last")
+                 "student_epochs", "student_batch_size", "step2_epochs", "average_last",
+                 "student_average_last")
+OVERRIDE_HELP = {"average_last": "teachers keep the mean of their last N epochs (0: the last epoch's)",
+                 "student_average_last": "students keep the mean of their last N epochs (0: the last "
+                                         "epoch's)"}
 OVERRIDES = (*INT_OVERRIDES, "precision")
 
 
@@ -75,7 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("preset overrides (change the config hash, so the runs too)")
     for name in INT_OVERRIDES:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                       help=f"override the preset's {name.replace('_', ' ')}")
+                       help=f"override the preset's {name.replace('_', ' ')}"
+                            + (f": {OVERRIDE_HELP[name]}" if name in OVERRIDE_HELP else ""))
     g.add_argument("--precision", default=None, choices=list(PRECISIONS),
                    help="override the preset's training precision")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
@@ -87,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def request(args: argparse.Namespace) -> GridRequest:
     preset = PRESETS[args.preset]
-    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     if overrides:
         changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
         preset = dataclasses.replace(preset, **overrides,
@@ -109,7 +114,7 @@ def canonical_command(args: argparse.Namespace) -> str:
     parts = ["pkdgan", "reproduce", args.study, "--dataset", args.dataset, "--classes", args.classes,
              "--seeds", str(args.seeds), "--preset", args.preset]
     for name in OVERRIDES:
-        if getattr(args, name):
+        if getattr(args, name) is not None:
             parts += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.study == "batch-size":
         parts += ["--batch-sizes", args.batch_sizes]

@@ -43,8 +43,11 @@ class Preset:
     k_w2: float = LEGACY_DISTILL_WEIGHTS["w2"]
     # ModelConfig.norm of the preset's teachers and students (legacy-valued: BatchNorm).
     norm: str = "batch"
-    # TrainConfig.average_last of teachers and students (legacy-valued: the last epoch's weights).
+    # TrainConfig.average_last of the teachers (legacy-valued: the last epoch's weights) and of
+    # the students when ``student_average_last`` is None (legacy); a shorter run than the
+    # preset's keeps the mean of at most its own epochs (``capped``).
     average_last: int = 0
+    student_average_last: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -60,6 +63,11 @@ class Preset:
         """(student epochs, P-KDGAN joint-step epochs); the frozen step gets the rest."""
         total = self.student_epochs or max(2, self.epochs)
         return total, self.step2_epochs or max(1, total // 3)
+
+    @property
+    def student_average(self) -> int:
+        """The students' averaging window (``student_average_last``, else the teachers')."""
+        return self.average_last if self.student_average_last is None else self.student_average_last
 
     def summary(self) -> str:
         """The settings themselves, so a report is exact even when flags overrode the preset."""
@@ -77,7 +85,9 @@ class Preset:
                 f"{self.k_w2:g}*K2; {self.norm} normalisation; {self.precision}{partial}{self._kept()}")
 
     def _kept(self) -> str:
-        return f"; models kept: mean of the last {self.average_last} epochs" if self.average_last else ""
+        kept = [f"{who} the mean of their last {n} epochs"
+                for who, n in (("teachers", self.average_last), ("students", self.student_average)) if n]
+        return f"; models kept: {', '.join(kept)}" if kept else ""
 
     def distill_weights(self) -> dict[str, float]:
         """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""
@@ -107,14 +117,16 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
-        k_wx=KX_WEIGHT, norm="instance",
+        k_wx=KX_WEIGHT, norm="instance", student_average_last=5,
         description="the paper's models and epochs with each image normalised by its own "
                     "statistics (affine InstanceNorm, in training and scoring: the normalisation "
                     "comparison, docs/results/norm/): teacher 15 epochs at batch 64 over all "
                     "normal training images, width 64, nz 100, full test set; students (instance "
                     f"norm too) 15 epochs at batch 64 (P-KDGAN 10 + 5), distillation loss Kx at "
-                    f"weight {KX_WEIGHT:g} (docs/results/k-search/); partial last batches "
-                    "dropped; float32. Your own folders keep BatchNorm (FOLDER_NORM)",
+                    f"weight {KX_WEIGHT:g} (docs/results/k-search/), the student kept as the "
+                    "mean of its weights at the ends of its last 5 epochs (docs/results/"
+                    "distill-search/); partial last batches dropped; float32. Your own folders "
+                    "keep BatchNorm (FOLDER_NORM)",
     ),
     "cpu-b256": Preset(
         "cpu-b256", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
@@ -153,6 +165,11 @@ SCHEDULE_PRESETS = ("cpu", "paper", "cpu-b256", "cpu-b64")
 DEFAULT_PRESET = "cpu"
 
 
+def capped(window: int, epochs: int) -> int:
+    """A preset's averaging window for a run of ``epochs``: a shorter run averages all it has."""
+    return min(window, epochs)
+
+
 def preset_schedule_help(student: bool = False) -> str:
     """One line per schedule preset, for ``--preset``'s help."""
     parts = []
@@ -162,5 +179,7 @@ def preset_schedule_help(student: bool = False) -> str:
         sched = (f"{total} epochs at batch {p.student_batch_size} (progressive "
                  f"{total - step2} + {step2})" if student else f"{p.epochs} epochs at batch {p.batch_size}")
         extra = (", partial last batch dropped" if p.drop_last else "") + f", norm {p.norm}"
+        window = p.student_average if student else p.average_last
+        extra += f", mean of the last {window} epochs kept" if window else ""
         parts.append(f"{name}: {sched}, {p.precision}{extra}")
     return "; ".join(parts)

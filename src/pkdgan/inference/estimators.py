@@ -18,7 +18,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.identity import DistillRun
-from pkdgan.core.presets import FOLDER_NORM
+from pkdgan.core.presets import FOLDER_NORM, capped
 from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
@@ -38,7 +38,8 @@ class EDEGAN(OneClassDetector):
     Parameters mirror ``pkdgan train``: model shape (``image_size``, ``channels`` inferred from
     X when None, ``nz``, ``width``, ``latent_constraint``, ``norm``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
-    ``precision``, ``lr``, ``average_last``: keep the mean of the last N epochs), ``score``
+    ``precision``, ``lr``, ``average_last``: keep the mean of the last N epochs, default the
+    preset's at most ``epochs``), ``score``
     (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
     images, see ``score_kinds``; or ``latent``, the paper's, ``reconstruction``, ``combined``;
     ``score_`` is the kind in use), and the threshold settings above.
@@ -49,7 +50,7 @@ class EDEGAN(OneClassDetector):
                  norm: str = FOLDER_NORM, w_adv: float = 1.0, w_con: float = 50.0, w_lat: float = 1.0,
                  epochs: int = CPU_PRESET.epochs, batch_size: int = CPU_PRESET.batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
-                 average_last: int = CPU_PRESET.average_last,
+                 average_last: int | None = None,
                  lr: float = 2e-4, score: str = AUTO, fpr: float = 0.05,
                  contamination: float | None = None, holdout_fraction: float = 0.1,
                  normalize: bool = False, resize: str = "pad", seed: int = 0, device: str = "auto",
@@ -98,7 +99,8 @@ class EDEGAN(OneClassDetector):
             train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                               seed=self.seed, device=self.device, score=self.score,  # type: ignore[arg-type]
                               drop_last=self.drop_last, precision=self.precision,  # type: ignore[arg-type]
-                              average_last=self.average_last),
+                              average_last=(self.average_last if self.average_last is not None
+                                            else capped(CPU_PRESET.average_last, self.epochs))),
         )
 
     def _train(self, split: OneClassSplit, channels: int
@@ -142,7 +144,7 @@ class PKDGAN(OneClassDetector):
                  wx: float = CPU_PRESET.k_wx, w2: float = CPU_PRESET.k_w2,
                  batch_size: int = CPU_PRESET.student_batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
-                 average_last: int = CPU_PRESET.average_last,
+                 average_last: int | None = None,
                  lr: float = 2e-4, teacher_lr: float | None = None,
                  k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO,
                  fpr: float = 0.05, contamination: float | None = None,
@@ -191,7 +193,12 @@ class PKDGAN(OneClassDetector):
 
     def distill_config(self) -> DistillConfig:
         names = {f.name for f in dataclasses.fields(DistillConfig)}
-        return DistillConfig(**{k: v for k, v in self.get_params(deep=False).items() if k in names})
+        params = {k: v for k, v in self.get_params(deep=False).items() if k in names}
+        window = params.pop("average_last")
+        cfg = DistillConfig(**params)
+        if window is None:  # the preset's, at most the epochs this schedule has
+            window = capped(CPU_PRESET.student_average, cfg.total_epochs())
+        return dataclasses.replace(cfg, average_last=window)
 
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:

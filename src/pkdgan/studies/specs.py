@@ -24,7 +24,7 @@ from pkdgan.core.config import (
     drop_legacy,
 )
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import LEGACY_DISTILL_WEIGHTS, PRESETS, Preset
+from pkdgan.core.presets import LEGACY_DISTILL_WEIGHTS, PRESETS, Preset, capped
 from pkdgan.core.registry import get_config
 
 __all__ = ["PRESETS", "Preset"]  # re-exported: studies are where most readers look for them
@@ -118,8 +118,8 @@ def _teacher_config(req: GridRequest, normal_class: int, seed: int, batch_size: 
         data=DataConfig(dataset=req.dataset, data_root=req.data_root, normal_class=normal_class,
                         max_train=p.max_train, max_test=p.max_test),
         train=TrainConfig(epochs=p.epochs, batch_size=batch_size or p.batch_size, seed=seed,
-                          device=req.device, drop_last=p.drop_last, average_last=p.average_last,
-                          precision=p.precision),  # type: ignore[arg-type]
+                          device=req.device, drop_last=p.drop_last, precision=p.precision,  # type: ignore[arg-type]
+                          average_last=capped(p.average_last, p.epochs)),
     )
 
 
@@ -200,7 +200,7 @@ def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str,
     total, step2 = preset.student_schedule()
     common: dict[str, Any] = {"seed": seed, "device": device, "batch_size": preset.student_batch_size,
                               "drop_last": preset.drop_last, "precision": preset.precision,
-                              "average_last": preset.average_last}
+                              "average_last": capped(preset.student_average, total)}
     taught = common | preset.distill_weights()
     # alone has no K: it keeps the legacy weights, so its hash does not move with the preset's K
     alone = common | LEGACY_DISTILL_WEIGHTS
