@@ -10,6 +10,8 @@
 # then: python scripts/student_search_table.py OUT/* --commit docs/results/distill-search/runs
 #
 # Arms (the last word of each run folder's name):
+# Every student keeps the `cpu` preset's model: since 2026-12-07 the mean of its last 5 epochs'
+# weights (so alone and pkdgan are alone-avg and pk-avg of the runs made before that).
 #   alone     the student trained by itself (its GAN loss only)
 #   single2   structure 2: frozen teacher, K + the student's GAN loss
 #   pkdgan    P-KDGAN 2 -> 3 at the preset's K (Kx 50; K1, K2 off); the teacher joins step 3
@@ -25,6 +27,8 @@
 #   alone-b128, pk-b128  batch 128 for 30 epochs (P-KDGAN 20 + 10): the same steps within 1 %
 #   alone-b32, pk-b32    batch 32 for 8 epochs (P-KDGAN 5 + 3): 7 % more steps (whole epochs)
 #   pk-split5, pk-split13  P-KDGAN 5 + 10 and 13 + 2 at batch 64 (today: 10 + 5)
+# each keeping the mean of the last third of its epochs, as the preset does (10 of 30, 3 of 8,
+# 5 of 15); the trace's last row is the same run's last live epoch.
 # Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
 # every epoch (test_trace.csv, a description of the schedule only).
 # Each run records the teacher's test AUROC before and after step 3 and the student's code read
@@ -45,10 +49,10 @@ for teacher in "$@"; do
       pk-samenz) opts=(--mode progressive --k-scale relative --w1 1 --w2 1 --no-teacher-k-grad --nz "$nz") ;;
       alone-avg) opts=(--mode alone --average-last 5) ;;
       pk-avg) opts=(--mode progressive --average-last 5) ;;
-      alone-b128) opts=(--mode alone --batch-size 128 --epochs 30) ;;
-      pk-b128) opts=(--mode progressive --batch-size 128 --step1-epochs 20 --step2-epochs 10) ;;
-      alone-b32) opts=(--mode alone --batch-size 32 --epochs 8) ;;
-      pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3) ;;
+      alone-b128) opts=(--mode alone --batch-size 128 --epochs 30 --average-last 10) ;;
+      pk-b128) opts=(--mode progressive --batch-size 128 --step1-epochs 20 --step2-epochs 10 --average-last 10) ;;
+      alone-b32) opts=(--mode alone --batch-size 32 --epochs 8 --average-last 3) ;;
+      pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3 --average-last 3) ;;
       pk-split5) opts=(--mode progressive --step1-epochs 5 --step2-epochs 10) ;;
       pk-split13) opts=(--mode progressive --step1-epochs 13 --step2-epochs 2) ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;

@@ -37,18 +37,22 @@ RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative
           "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs",
           "pk-b128": "p-kdgan at batch 128, 20 + 10 epochs", "pk-b32": "p-kdgan at batch 32, 5 + 3",
           "pk-split5": "p-kdgan 5 + 10", "pk-split13": "p-kdgan 13 + 2"}
-# arms that keep a tail average (teacher-avg: the teacher's recipe, scripts/teacher_average.sh)
-AVERAGED = {"alone-avg": "alone", "pk-avg": "p-kdgan", "teacher-avg": "teacher"}
 Unit = tuple[str, int, int]  # dataset, class, seed
 
 
 def checked(d: Path) -> dict[str, Any]:
-    """metrics.json of a finished run whose AUROC recomputes from its own scores."""
+    """metrics.json of a finished run whose AUROC recomputes from its own scores, with its
+    averaging window (``window``: the config's ``average_last``, 0 = the last epoch kept) and
+    its per-epoch test trace (``trace``) where it wrote one."""
     m = runs.read_json(d / runs.METRICS)
     z = runs.read_npz(d / runs.SCORES)
     got = evaluate_scores(z["scores"], z["labels"].astype("int64"))["auroc"]
     if abs(got - m["auroc"]) > 1e-6:
         raise SystemExit(f"{d}: metrics.json auroc {m['auroc']} but its scores give {got}")
+    cfg = runs.read_json(d / runs.CONFIG)
+    m = m | {"window": int(cfg.get("distill", cfg.get("train", {})).get("average_last", 0))}
+    if (d / runs.TEST_TRACE).is_file():
+        m = m | {"trace": runs.read_history(d / runs.TEST_TRACE)}
     return m
 
 
@@ -72,8 +76,6 @@ def search_runs(paths: list[Path], commit: Path | None) -> dict[Unit, dict[str, 
                 continue
             m = checked(d)
             unit = (m["dataset"], int(m["normal_class"]), int(m["seed"]))
-            if (d / runs.TEST_TRACE).is_file():
-                m = m | {"trace": runs.read_history(d / runs.TEST_TRACE)}
             out.setdefault(unit, {})[TABLE_ARM.get(arm, arm)] = m
             if commit is not None and not d.resolve().is_relative_to(DOCS):
                 dst = commit / unit[0] / f"c{unit[1]}" / f"s{unit[2]}-{arm}"
@@ -92,20 +94,22 @@ def pct(x: float | None) -> str:
 
 def averaging_table(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]],
                     arms: list[str]) -> None:
-    """Arms that keep a tail average: the kept mean against the live last epoch of the same run
+    """Runs that kept a tail average: the kept mean against the live last epoch of the same run
     (the trace's last row, identical to the run without averaging), paired per dataset."""
-    rows = [(u, a, cell[u][a]) for u in units for a in arms
-            if a in AVERAGED and "trace" in cell[u].get(a, {})]
+    rows = [(u, a, cell[u][a]) for u in units for a in ["teacher", *arms]
+            if cell[u].get(a, {}).get("window") and "trace" in cell[u][a]]
     if not rows:
         return
-    print("Tail averaging, within each run (`--average-last 5`; the trajectory is the same as "
+    print("Tail averaging, within each run (`--average-last N`; the trajectory is the same as "
           "without it, so its last live epoch is the plain arm's model; latent-score AUROC %):\n")
-    print("| dataset | class | seed | arm | last epoch (live) | mean of the last 5 (kept) | kept − last |")
-    print("|---|---:|---:|---|---:|---:|---:|")
+    print("| dataset | class | seed | arm | last epoch (live) | N | mean of the last N (kept) "
+          "| kept − last |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     cols: dict[tuple[str, str], dict[str, dict[tuple[int, int], float]]] = {}
     for u, a, m in rows:
         last, kept = 100 * float(m["trace"][-1]["auroc_latent"]), 100 * m["auroc_latent"]
-        print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {last:.2f} | {kept:.2f} | {kept - last:+.2f} |")
+        print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {last:.2f} | {m['window']} | {kept:.2f} "
+              f"| {kept - last:+.2f} |")
         c = cols.setdefault((u[0], a), {"kept": {}, "last": {}})
         c["kept"][(u[1], u[2])], c["last"][(u[1], u[2])] = kept, last
     print("\n| dataset | arm | n | kept − last, mean | 95 % CI | higher / lower |")

@@ -16,9 +16,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "distill_search_table
 LABELS = np.array([0] * 10 + [1] * 10)
 
 
-def finished(d: Path, separation: float, **metrics: object) -> float:
-    """A run folder whose scores give an AUROC set by ``separation``; returns that AUROC."""
+def finished(d: Path, separation: float, window: int = 0, **metrics: object) -> float:
+    """A run folder whose scores give an AUROC set by ``separation``; returns that AUROC.
+    ``window``: the student's ``average_last`` in its config."""
     d.mkdir(parents=True)
+    runs.write_json(d / runs.CONFIG, {"distill": {"average_last": window} if window else {}})
     scores = np.r_[np.linspace(0, 1, 10), np.linspace(0, 1, 10) + separation].astype(np.float32)
     auroc = float(evaluate_scores(scores, LABELS)["auroc"])
     runs.write_npz(d / runs.SCORES, scores=scores, labels=LABELS, classes=LABELS)
@@ -69,13 +71,14 @@ def test_averaged_arms_are_paired_with_their_own_last_epoch(tmp_path: Path) -> N
     for cls, last in ((0, 0.70), (1, 0.80)):
         cell(results, "alone", cls, 0.1)
         d = search / f"bs64-s0-t{cls}-alone-avg"
-        kept[cls] = finished(d, 0.4 + 0.1 * cls, dataset="mnist", normal_class=cls, seed=0)
+        kept[cls] = finished(d, 0.4 + 0.1 * cls, window=2, dataset="mnist", normal_class=cls, seed=0)
         runs.write_json(d / runs.METRICS, runs.read_json(d / runs.METRICS)
                         | {"auroc_latent": kept[cls]})
         for epoch, auroc in ((1, 0.5), (2, last)):
             runs.append_history(d / runs.TEST_TRACE, {"epoch": epoch, "auroc_latent": auroc})
     out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
                          capture_output=True, text=True, check=True).stdout
-    assert f"| mnist | 0 | 0 | alone-avg | 70.00 | {100 * kept[0]:.2f} | {100 * kept[0] - 70:+.2f} |" in out
+    row = f"| mnist | 0 | 0 | alone-avg | 70.00 | 2 | {100 * kept[0]:.2f} | {100 * kept[0] - 70:+.2f} |"
+    assert row in out
     diff = np.mean([100 * kept[0] - 70, 100 * kept[1] - 80])
     assert f"| mnist | alone-avg | 2 | {diff:+.2f} |" in out
