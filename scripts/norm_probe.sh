@@ -4,6 +4,7 @@
 #
 #   nohup bash scripts/norm_probe.sh A > /work/probes/norm-A.out 2>&1 &
 #   nohup bash scripts/norm_probe.sh B > /work/probes/norm-B.out 2>&1 &
+#   SEEDS=0 DATASETS="fmnist mnist" nohup bash scripts/norm_probe.sh C > /work/probes/norm-C.out 2>&1 &
 #
 # Each worker uses one thread. Rows go to docs/results/norm/probes.jsonl (test AUROC after every
 # epoch: a description of the schedule, never a selection). Settings: CIFAR-10 (first 1,000 test
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 WORKER=${1:?worker A or B}
 EPOCHS=${EPOCHS:-10}
 DATASETS=${DATASETS:-cifar10}
+SEEDS=${SEEDS:-0 1}
 PY=${PYTHON:-.venv/bin/python}
 STORE=${STORE:-/work/probes/norm}
 LOG=docs/results/norm/probes.jsonl
@@ -36,7 +38,7 @@ together() {  # norm dataset seed: classes 0-2 at batch 1, trained as one stack 
 
 case $WORKER in
   D|F)
-    for seed in 0 1; do
+    for seed in $SEEDS; do
       for ds in $DATASETS; do
         together "$([ "$WORKER" = D ] && echo batch-per-image || echo instance)" "$ds" "$seed"
       done
@@ -44,7 +46,7 @@ case $WORKER in
     exit 0 ;;
 esac
 
-for seed in 0 1; do
+for seed in $SEEDS; do
   for ds in $DATASETS; do
     for c in 0 1 2; do
       case $WORKER in
