@@ -22,6 +22,7 @@ from pathlib import Path
 from pkdgan.studies.stats import paired
 
 REFERENCE = "batch b256, running"  # the cpu preset's teacher as the main table scores it
+PRESET = "instance b64, per image"  # the cpu preset's teacher since 2026-12-07
 SCORINGS = {"auroc_latent_per_image": "per image", "auroc_latent_test_batch64": "test batch 64 (record only)"}
 
 
@@ -77,10 +78,10 @@ def dataset_section(ds: str, final: dict, swing: dict, seconds: dict) -> list[st
         rng = f"{max(widths):.1f} max" if widths else "-"
         out.append(f"| {a} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in vals)
                    + f" | {mean} | {rng} |")
-    out += ["", f"Paired against **{REFERENCE}** (points; CI over (class, seed) cells):", ""]
-    for a in arms:
-        if a != REFERENCE and REFERENCE in final:
-            out.append(f"- {paired(final, a, REFERENCE).line()}")
+    for ref in (REFERENCE, PRESET):
+        if ref in final:
+            out += ["", f"Paired against **{ref}** (points; CI over (class, seed) cells):", ""]
+            out += [f"- {paired(final, a, ref).line()}" for a in arms if a != ref]
     costs = defaultdict(list)
     for (d, _, _), by in seconds.items():
         if d == ds:
