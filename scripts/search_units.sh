@@ -6,14 +6,16 @@
 # Usage:
 #   OMP_NUM_THREADS=1 scripts/search_units.sh OUT "ARMS" DATASET:CLASS:SEED[:ARM,ARM...]...
 # (a unit's own arm list replaces ARMS, e.g. cifar10:2:0:pk-rel,pk-safe where the student's nz
-# already equals the teacher's and pk-samenz would repeat pk-safe)
+# already equals the teacher's and pk-samenz would repeat pk-safe; ARMS "" runs the table's
+# cells only, as scripts/table_units.sh does)
 # e.g. two background workers:
 #   nohup scripts/search_units.sh /work/grids/search "pk-safe pk-samenz" mnist:0:0 mnist:1:0 > a.log 2>&1 &
 # Environment: STORE (run store, /work/grids/store), RESULTS (docs/results/main-next),
 # DATA_ROOT (../shared/data), STOP_BY (a time, e.g. 05:30: no unit starts after it less
-# UNIT_MINUTES, default 50, so a session that ends then does not cut a teacher half-way).
+# UNIT_MINUTES, default 50, so a session that ends then does not cut a teacher half-way),
+# TRACE (reproduce --trace-test: students, the default; all; none).
 set -euo pipefail
-out=${1:?OUT}; arms=${2:?ARMS}; shift 2
+out=${1:?OUT}; arms=${2?ARMS}; shift 2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 store=${STORE:-/work/grids/store}
 results=${RESULTS:-docs/results/main-next}
@@ -31,7 +33,8 @@ for unit in "$@"; do
   # (a committed teacher is retrained when one of its students is not committed yet)
   pkdgan reproduce main --dataset "$ds" --classes "$cls" --seeds $((seed + 1)) --preset cpu \
       --data-root "$data_root" --store "$store" --results "$results" \
-      --out "$out/grids/$ds-c$cls" --workers 1 --trace-test students
+      --out "$out/grids/$ds-c$cls" --workers 1 --trace-test "${TRACE:-students}"
+  [[ -z $unit_arms ]] && continue
   teacher=$(ls -d "$store/edegan/$ds/c$cls/"bs64-s"$seed"-* 2>/dev/null | head -1)
   if [[ -z $teacher || ! -f $teacher/metrics.json ]]; then
     echo "search_units.sh: no finished teacher for $unit in $store (committed before this session?)" >&2
