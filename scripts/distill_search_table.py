@@ -1,6 +1,6 @@
 """Issue 31's search table: every student arm of a (dataset, class, seed) beside its teacher.
 
-Reads the main table's cells (``--cells``, e.g. docs/results/main-next: teacher, alone, single-2,
+Reads the main table's cells (``--cells``, e.g. docs/results/main-in64-last: teacher, alone, single-2,
 P-KDGAN at the preset's recipe) and the search's extra arms (folders written by
 ``scripts/distill_search.sh``, named ``TEACHER-ARM``, or their committed copies). Checks that each
 AUROC recomputes from its scores, copies search runs from outside ``docs/`` into ``--commit``
@@ -9,7 +9,7 @@ arm, the teacher's AUROC before and after the joint step of each P-KDGAN arm, an
 each arm's paired difference against ``alone`` and against ``p-kdgan`` with its 95 % interval.
 Test AUROCs describe a fixed schedule; nothing here selects an epoch.
 
-    python scripts/distill_search_table.py --cells docs/results/main-next /work/grids/search \\
+    python scripts/distill_search_table.py --cells docs/results/main-in64-last /work/grids/search \\
         --commit docs/results/distill-search/runs
 """
 

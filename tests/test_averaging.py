@@ -187,16 +187,16 @@ def test_stacked_distill_averages_like_distill(float64: None) -> None:  # noqa: 
     check_members([dcfg, dataclasses.replace(dcfg, seed=1)], (4, 3))
 
 
-def test_cpu_preset_students_keep_their_last_five_epochs_teachers_their_last() -> None:
-    """The distillation search's averaging rule held for students (docs/results/distill-search);
-    the teachers' is decided separately, so the two windows are separate preset fields."""
+def test_cpu_preset_keeps_the_mean_of_the_last_five_epochs() -> None:
+    """The distillation search's averaging rules held for students and then for teachers
+    (docs/results/distill-search); the two windows are separate preset fields."""
     from pkdgan.api import EDEGAN, PKDGAN
     from pkdgan.cli import build_parser
     from pkdgan.commands.distill import distill_config
     from pkdgan.core.presets import PRESETS
 
     cpu = PRESETS["cpu"]
-    assert (cpu.average_last, cpu.student_average) == (0, 5)
+    assert (cpu.average_last, cpu.student_average) == (5, 5)
     assert all(PRESETS[n].student_average == 0 and "student_average_last" not in PRESETS[n].key_dict()
                for n in ("paper", "quick", "cpu-b256", "cpu-b64"))  # their grids keep their hash
     base = ["distill", "--teacher", "t", "--out", "o", "--preset", "cpu"]
@@ -208,7 +208,9 @@ def test_cpu_preset_students_keep_their_last_five_epochs_teachers_their_last() -
     assert PKDGAN().distill_config().average_last == 5
     assert PKDGAN(mode="single", epochs=2).distill_config().average_last == 2
     assert PKDGAN(average_last=1).distill_config().average_last == 1
-    assert EDEGAN().run_config(1).train.average_last == 0
+    assert EDEGAN().run_config(1).train.average_last == 5
+    assert EDEGAN(epochs=2).run_config(1).train.average_last == 2
+    assert EDEGAN(average_last=0).run_config(1).train.average_last == 0
 
 
 def test_reproduce_overrides_each_window_and_its_grid_follows() -> None:
@@ -222,8 +224,10 @@ def test_reproduce_overrides_each_window_and_its_grid_follows() -> None:
         return {s.arm: s.config["train" if s.arm == "teacher" else "distill"].get("average_last", 0)
                 for s in build_specs(request(args))}
 
-    assert students() == {"teacher": 0, "alone": 5, "single-2": 5, "p-kdgan": 5}
+    assert students() == {"teacher": 5, "alone": 5, "single-2": 5, "p-kdgan": 5}
     # 0 is an override too (it turns the students' averaging off), not "not given"
-    assert set(students("--student-average-last", "0").values()) == {0}
-    assert students("--average-last", "2")["teacher"] == 2
+    assert students("--student-average-last", "0") == {"teacher": 5, "alone": 0, "single-2": 0,
+                                                       "p-kdgan": 0}
+    assert students("--average-last", "2") == {"teacher": 2, "alone": 5, "single-2": 5, "p-kdgan": 5}
+    assert students("--epochs", "3")["teacher"] == 3
     assert students("--student-epochs", "3", "--step2-epochs", "1")["p-kdgan"] == 3

@@ -117,14 +117,14 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
-        k_wx=KX_WEIGHT, norm="instance", student_average_last=5,
+        k_wx=KX_WEIGHT, norm="instance", average_last=5, student_average_last=5,
         description="the paper's models and epochs with each image normalised by its own "
                     "statistics (affine InstanceNorm, in training and scoring: the normalisation "
                     "comparison, docs/results/norm/): teacher 15 epochs at batch 64 over all "
                     "normal training images, width 64, nz 100, full test set; students (instance "
                     f"norm too) 15 epochs at batch 64 (P-KDGAN 10 + 5), distillation loss Kx at "
-                    f"weight {KX_WEIGHT:g} (docs/results/k-search/), the student kept as the "
-                    "mean of its weights at the ends of its last 5 epochs (docs/results/"
+                    f"weight {KX_WEIGHT:g} (docs/results/k-search/); teacher and students kept as "
+                    "the mean of their weights at the ends of their last 5 epochs (docs/results/"
                     "distill-search/); partial last batches dropped; float32. Your own folders "
                     "keep BatchNorm (FOLDER_NORM)",
     ),
