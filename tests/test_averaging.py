@@ -201,15 +201,20 @@ def test_cpu_preset_keeps_the_mean_of_the_last_five_epochs() -> None:
                for n in ("paper", "quick", "cpu-b256", "cpu-b64"))  # their grids keep their hash
     base = ["distill", "--teacher", "t", "--out", "o", "--preset", "cpu"]
     assert distill_config(build_parser().parse_args(base)).average_last == 5
-    # a shorter run averages what it has instead of failing; an explicit window is kept as given
-    short = distill_config(build_parser().parse_args([*base, "--mode", "alone", "--epochs", "3"]))
-    assert short.average_last == 3
+    # a run of other length averages the same fraction of its epochs (5 of 15: the last third;
+    # none where that is one epoch); an explicit window is kept as given
+    def window(*extra: str) -> int:
+        return distill_config(build_parser().parse_args([*base, "--mode", "alone", *extra])).average_last
+
+    assert (window("--epochs", "3"), window("--epochs", "6"), window("--epochs", "30")) == (0, 2, 10)
     assert distill_config(build_parser().parse_args([*base, "--average-last", "0"])).average_last == 0
     assert PKDGAN().distill_config().average_last == 5
-    assert PKDGAN(mode="single", epochs=2).distill_config().average_last == 2
+    assert PKDGAN(mode="single", epochs=2).distill_config().average_last == 0
+    assert PKDGAN(mode="single", epochs=9).distill_config().average_last == 3
     assert PKDGAN(average_last=1).distill_config().average_last == 1
     assert EDEGAN().run_config(1).train.average_last == 5
-    assert EDEGAN(epochs=2).run_config(1).train.average_last == 2
+    assert EDEGAN(epochs=2).run_config(1).train.average_last == 0
+    assert EDEGAN(epochs=30).run_config(1).train.average_last == 10
     assert EDEGAN(average_last=0).run_config(1).train.average_last == 0
 
 
@@ -229,5 +234,7 @@ def test_reproduce_overrides_each_window_and_its_grid_follows() -> None:
     assert students("--student-average-last", "0") == {"teacher": 5, "alone": 0, "single-2": 0,
                                                        "p-kdgan": 0}
     assert students("--average-last", "2") == {"teacher": 2, "alone": 5, "single-2": 5, "p-kdgan": 5}
-    assert students("--epochs", "3")["teacher"] == 3
-    assert students("--student-epochs", "3", "--step2-epochs", "1")["p-kdgan"] == 3
+    assert students("--epochs", "3")["teacher"] == 0  # one epoch's worth: the last epoch
+    assert students("--epochs", "6", "--average-last", "6")["teacher"] == 6
+    assert students("--student-epochs", "3", "--step2-epochs", "1")["p-kdgan"] == 0
+    assert students("--student-epochs", "9", "--step2-epochs", "3")["p-kdgan"] == 3

@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import shlex
 from pathlib import Path
+from typing import Any
 
 from pkdgan.commands._common import parse_classes
 from pkdgan.core.config import PRECISIONS
 from pkdgan.core.errors import UsageError
+from pkdgan.core.presets import Preset, scaled
 from pkdgan.studies.specs import (
     DEFAULT_BATCH_SIZES,
     PRESETS,
@@ -90,12 +92,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def rescaled_windows(preset: Preset, overrides: dict[str, Any]) -> dict[str, int]:
+    """Averaging windows not given, for overridden epochs: the same fraction of the new epochs
+    (presets.scaled), so ``--epochs 3`` does not average a short run's untrained epochs."""
+    out = {}
+    if "epochs" in overrides and "average_last" not in overrides and preset.average_last:
+        out["average_last"] = scaled(preset.average_last, preset.epochs, overrides["epochs"])
+    total = preset.student_schedule()[0]
+    new_total = dataclasses.replace(preset, **overrides).student_schedule()[0]
+    if new_total != total and "student_average_last" not in overrides and preset.student_average:
+        out["student_average_last"] = scaled(preset.student_average, total, new_total)
+    return out
+
+
 def request(args: argparse.Namespace) -> GridRequest:
     preset = PRESETS[args.preset]
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     if overrides:
         changed = ", ".join(f"{k}={v}" for k, v in overrides.items())
-        preset = dataclasses.replace(preset, **overrides,
+        preset = dataclasses.replace(preset, **overrides, **rescaled_windows(preset, overrides),
                                      description=f"{preset.name} overridden by {changed}")
     try:
         sizes = tuple(int(b) for b in args.batch_sizes.split(","))

@@ -44,8 +44,8 @@ class Preset:
     # ModelConfig.norm of the preset's teachers and students (legacy-valued: BatchNorm).
     norm: str = "batch"
     # TrainConfig.average_last of the teachers (legacy-valued: the last epoch's weights) and of
-    # the students when ``student_average_last`` is None (legacy); a shorter run than the
-    # preset's keeps the mean of at most its own epochs (``capped``).
+    # the students when ``student_average_last`` is None (legacy); a run of other length than the
+    # preset's averages the same fraction of its epochs (``scaled``).
     average_last: int = 0
     student_average_last: int | None = None
 
@@ -166,8 +166,17 @@ DEFAULT_PRESET = "cpu"
 
 
 def capped(window: int, epochs: int) -> int:
-    """A preset's averaging window for a run of ``epochs``: a shorter run averages all it has."""
-    return min(window, epochs)
+    """An averaging window that fits ``epochs`` (0 where it is one epoch: the mean of one epoch
+    is that epoch's weights, and 0 keeps the hash of a run that averages nothing)."""
+    n = min(window, epochs)
+    return n if n > 1 else 0
+
+
+def scaled(window: int, of_epochs: int, epochs: int) -> int:
+    """A preset's window of its ``of_epochs``, for a run of ``epochs``: the same fraction of the
+    run (5 of 15: its last third). Averaging the early epochs of a short run would mix in
+    weights that have not learnt yet (a 3-epoch folder run averaged over all 3 scored 0.002)."""
+    return capped(int(window * epochs / of_epochs + 0.5), epochs) if window else 0
 
 
 def preset_schedule_help(student: bool = False) -> str:

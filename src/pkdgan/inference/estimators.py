@@ -18,7 +18,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.identity import DistillRun
-from pkdgan.core.presets import FOLDER_NORM, capped
+from pkdgan.core.presets import FOLDER_NORM, scaled
 from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
@@ -39,7 +39,7 @@ class EDEGAN(OneClassDetector):
     X when None, ``nz``, ``width``, ``latent_constraint``, ``norm``), loss weights (``w_adv``, ``w_con``,
     ``w_lat``), schedule (``epochs``, ``batch_size`` 1 = the paper's best, ``drop_last``,
     ``precision``, ``lr``, ``average_last``: keep the mean of the last N epochs, default the
-    preset's at most ``epochs``), ``score``
+    preset's as the same fraction of ``epochs``), ``score``
     (``auto``, the default: the kind that best separates synthetic anomalies of the held-out
     images, see ``score_kinds``; or ``latent``, the paper's, ``reconstruction``, ``combined``;
     ``score_`` is the kind in use), and the threshold settings above.
@@ -100,7 +100,8 @@ class EDEGAN(OneClassDetector):
                               seed=self.seed, device=self.device, score=self.score,  # type: ignore[arg-type]
                               drop_last=self.drop_last, precision=self.precision,  # type: ignore[arg-type]
                               average_last=(self.average_last if self.average_last is not None
-                                            else capped(CPU_PRESET.average_last, self.epochs))),
+                                            else scaled(CPU_PRESET.average_last, CPU_PRESET.epochs,
+                                                        self.epochs))),
         )
 
     def _train(self, split: OneClassSplit, channels: int
@@ -196,8 +197,9 @@ class PKDGAN(OneClassDetector):
         params = {k: v for k, v in self.get_params(deep=False).items() if k in names}
         window = params.pop("average_last")
         cfg = DistillConfig(**params)
-        if window is None:  # the preset's, at most the epochs this schedule has
-            window = capped(CPU_PRESET.student_average, cfg.total_epochs())
+        if window is None:  # the preset's, as the same fraction of this schedule's epochs
+            window = scaled(CPU_PRESET.student_average, CPU_PRESET.student_schedule()[0],
+                            cfg.total_epochs())
         return dataclasses.replace(cfg, average_last=window)
 
     def _train(self, split: OneClassSplit, channels: int
