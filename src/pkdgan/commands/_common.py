@@ -26,7 +26,6 @@ from pkdgan.core.presets import (
     PRESETS,
     SCHEDULE_PRESETS,
     preset_schedule_help,
-    scaled,
 )
 
 SCORE_HELP = ("anomaly score: latent distance (the paper's), image reconstruction error, "
@@ -188,7 +187,6 @@ def config_from_args(args: argparse.Namespace, normal_class: int, channels: int)
             score=args.score or default_score(args.dataset), on_divergence=args.on_divergence,
             precision=from_preset(args, "precision"), drop_last=from_preset(args, "drop_last"),
             average_last=(args.average_last if args.average_last is not None
-                          else scaled(PRESETS[args.preset].average_last, PRESETS[args.preset].epochs,
-                                      from_preset(args, "epochs"))),
+                          else PRESETS[args.preset].teacher_window(from_preset(args, "epochs"))),
         ),
     )

@@ -17,7 +17,7 @@ from pkdgan.commands._common import (
 )
 from pkdgan.core.config import DISTILL_MODES, SCORE_KINDS, DistillConfig, LossWeights
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS, scaled
+from pkdgan.core.presets import PRESETS, SCHEDULE_PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,8 +112,8 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         drop_last=from_preset(args, "drop_last"), on_divergence=args.on_divergence,
         k_scale=args.k_scale, teacher_k_grad=args.teacher_k_grad,
     )
-    window = args.average_last if args.average_last is not None else scaled(
-        PRESETS[args.preset].student_average, total, cfg.total_epochs())
+    window = (args.average_last if args.average_last is not None
+              else PRESETS[args.preset].student_window(cfg.total_epochs()))
     return dataclasses.replace(cfg, average_last=window)
 
 

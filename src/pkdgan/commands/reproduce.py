@@ -11,7 +11,7 @@ from typing import Any
 from pkdgan.commands._common import parse_classes
 from pkdgan.core.config import PRECISIONS
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import Preset, scaled
+from pkdgan.core.presets import Preset
 from pkdgan.studies.specs import (
     DEFAULT_BATCH_SIZES,
     PRESETS,
@@ -97,11 +97,11 @@ def rescaled_windows(preset: Preset, overrides: dict[str, Any]) -> dict[str, int
     (presets.scaled), so ``--epochs 3`` does not average a short run's untrained epochs."""
     out = {}
     if "epochs" in overrides and "average_last" not in overrides and preset.average_last:
-        out["average_last"] = scaled(preset.average_last, preset.epochs, overrides["epochs"])
-    total = preset.student_schedule()[0]
+        out["average_last"] = preset.teacher_window(overrides["epochs"])
     new_total = dataclasses.replace(preset, **overrides).student_schedule()[0]
-    if new_total != total and "student_average_last" not in overrides and preset.student_average:
-        out["student_average_last"] = scaled(preset.student_average, total, new_total)
+    if (new_total != preset.student_schedule()[0] and "student_average_last" not in overrides
+            and preset.student_average):
+        out["student_average_last"] = preset.student_window(new_total)
     return out
 
 

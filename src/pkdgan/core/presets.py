@@ -69,6 +69,14 @@ class Preset:
         """The students' averaging window (``student_average_last``, else the teachers')."""
         return self.average_last if self.student_average_last is None else self.student_average_last
 
+    def teacher_window(self, epochs: int) -> int:
+        """The teachers' averaging window for a run of ``epochs`` (``scaled``)."""
+        return scaled(self.average_last, self.epochs, epochs)
+
+    def student_window(self, epochs: int) -> int:
+        """The students' averaging window for a schedule of ``epochs`` in all (``scaled``)."""
+        return scaled(self.student_average, self.student_schedule()[0], epochs)
+
     def summary(self) -> str:
         """The settings themselves, so a report is exact even when flags overrode the preset."""
         train = "all normal training images" if self.max_train is None else (

@@ -18,7 +18,7 @@ from pkdgan.core.config import (
 )
 from pkdgan.core.errors import UsageError
 from pkdgan.core.identity import DistillRun
-from pkdgan.core.presets import FOLDER_NORM, scaled
+from pkdgan.core.presets import FOLDER_NORM
 from pkdgan.core.registry import resolve_student
 from pkdgan.data.datasets import OneClassSplit
 from pkdgan.evaluation.score_kinds import (
@@ -100,8 +100,7 @@ class EDEGAN(OneClassDetector):
                               seed=self.seed, device=self.device, score=self.score,  # type: ignore[arg-type]
                               drop_last=self.drop_last, precision=self.precision,  # type: ignore[arg-type]
                               average_last=(self.average_last if self.average_last is not None
-                                            else scaled(CPU_PRESET.average_last, CPU_PRESET.epochs,
-                                                        self.epochs))),
+                                            else CPU_PRESET.teacher_window(self.epochs))),
         )
 
     def _train(self, split: OneClassSplit, channels: int
@@ -198,8 +197,7 @@ class PKDGAN(OneClassDetector):
         window = params.pop("average_last")
         cfg = DistillConfig(**params)
         if window is None:  # the preset's, as the same fraction of this schedule's epochs
-            window = scaled(CPU_PRESET.student_average, CPU_PRESET.student_schedule()[0],
-                            cfg.total_epochs())
+            window = CPU_PRESET.student_window(cfg.total_epochs())
         return dataclasses.replace(cfg, average_last=window)
 
     def _train(self, split: OneClassSplit, channels: int
