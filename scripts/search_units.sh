@@ -35,7 +35,14 @@ for unit in "$@"; do
       --data-root "$data_root" --store "$store" --results "$results" \
       --out "$out/grids/$ds-c$cls" --workers 1 --trace-test "${TRACE:-students}"
   [[ -z $unit_arms ]] && continue
-  teacher=$(ls -d "$store/edegan/$ds/c$cls/"bs64-s"$seed"-* 2>/dev/null | head -1)
+  # the teacher this unit's grid trained (whatever the preset's batch), from its grid.json
+  teacher=$(python - "$out/grids/$ds-c$cls" "$seed" <<'PY'
+import sys
+from pkdgan.studies.grid import read_grid
+_, specs, store = read_grid(sys.argv[1])
+print(next(store / s.name for s in specs if s.arm == "teacher" and s.seed == int(sys.argv[2])))
+PY
+)
   if [[ -z $teacher || ! -f $teacher/metrics.json ]]; then
     echo "search_units.sh: no finished teacher for $unit in $store (committed before this session?)" >&2
     continue

@@ -26,7 +26,7 @@ NORMAL = bars(120, 16, vertical=False, seed=0)
 TEST_NORMAL = bars(20, 16, vertical=False, seed=1)
 TEST_ABNORMAL = bars(20, 16, vertical=True, seed=2)
 # the threshold machinery is tested on the paper's latent score (the default, auto, in
-# test_score_kinds) at batch 1: the cpu preset's batch 64 would take one step on these images
+# test_score_kinds) at batch 1: the cpu preset's batch 16 would take six steps an epoch on these images
 TINY = {"image_size": 16, "nz": 16, "width": 8, "epochs": 2, "batch_size": 1, "holdout_fraction": 0.2,
         "device": "cpu", "score": "latent"}
 

@@ -30,7 +30,7 @@ def test_train_then_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert z["labels"].sum() == (z["classes"] != 3).sum()
     config = json.loads((out / "config.json").read_text())
     # the measured cpu preset is the default schedule; the paper's is one flag away
-    assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 64
+    assert config["data"]["normal_class"] == 3 and config["train"]["batch_size"] == 16
     assert config["train"]["drop_last"] is True and config["train"]["precision"] == "fp32"
     assert config["model"]["norm"] == "instance"  # a benchmark dataset takes the preset's norm
     assert main(["test", str(out)]) == 0
@@ -88,7 +88,7 @@ def test_help_shows_defaults() -> None:
     r = run_cli("train", "--help")
     assert r.returncode == 0 and "(default: 0.0002)" in r.stdout and "--normal-class" in r.stdout
     help_text = " ".join(r.stdout.split())  # the presets' schedules
-    assert "cpu: 15 epochs at batch 64, fp32, partial last batch dropped, norm instance" in help_text
+    assert "cpu: 15 epochs at batch 16, fp32, partial last batch dropped, norm instance" in help_text
     assert "cpu-b256: 15 epochs at batch 256, fp32" in help_text
 
 
@@ -156,10 +156,10 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_once(tmp_path: Path,
 
 
 def test_a_batch_too_large_for_the_folder_says_how_few_steps(tmp_path: Path) -> None:
-    """The cpu preset's batch 64 on 38 images is one step an epoch: one line with the fix."""
+    """The cpu preset's batch 16 on 38 images is two steps an epoch: one line with the fix."""
     args = ["train", *TINY, "--max-train", "40", "--max-test", "40"]
-    with pytest.warns(UserWarning, match=r"38 training images at batch 64 make 1 optimiser "
-                                         r"step\(s\) per epoch, 1 in all: .*--batch-size") as caught:
+    with pytest.warns(UserWarning, match=r"38 training images at batch 16 make 2 optimiser "
+                                         r"step\(s\) per epoch, 2 in all: .*--batch-size") as caught:
         assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert sum("optimiser step" in str(w.message) for w in caught) == 1
     with warnings.catch_warnings(record=True) as quiet:

@@ -106,16 +106,32 @@ def test_steps_per_epoch_drops_only_a_partial_last_batch():
 
 
 def test_cpu_preset_normalises_per_image_and_the_committed_table_is_cpu_b256():
-    """Issue 30's recipe: instance norm at batch 64, students too. The committed BatchNorm table
-    keeps its cells under the old preset's new name: same settings, same hashes."""
+    """Issue 30's recipe: instance norm, teachers at batch 16, students at 64. The committed
+    BatchNorm table keeps its cells under the old preset's new name: same settings, same hashes."""
     specs = build_specs(request("main", preset=PRESETS["cpu"], classes=(3,)))
     teacher = RunConfig.from_dict(specs[0].config)
-    assert (teacher.model.norm, teacher.train.batch_size, teacher.train.epochs) == ("instance", 64, 15)
+    assert (teacher.model.norm, teacher.train.batch_size, teacher.train.epochs) == ("instance", 16, 15)
     assert all(s.config["distill"]["batch_size"] == 64 for s in specs[1:])
     old = build_specs(GridRequest("main", "mnist", (3,), (0, 1), PRESETS["cpu-b256"], "../shared/data"))
     store = Path(__file__).resolve().parents[1] / "docs/results/main/edegan/mnist/c3"
     committed = {json.loads(p.read_text())["config_hash"] for p in store.glob("*/cell.json")}
     assert {s.config_hash for s in old if s.arm == "teacher"} == committed == {"f6ea168608ae", "a41b4955675d"}
+
+
+def test_cpu_in64_preset_retrains_the_committed_batch_64_cells():
+    """The cells of docs/results/main-in64-last were trained on the cpu preset before its teacher
+    batch went to 16 and before averaging: ``cpu-in64`` without averaging gives their hashes."""
+    root = Path(__file__).resolve().parents[1] / "docs/results/main-in64-last"
+    committed: dict[tuple[str, int, int], set[str]] = {}
+    for r in csv.DictReader((root / "cells.csv").open()):
+        cell = json.loads((root / r["scores"]).with_name("cell.json").read_text())
+        key = (r["dataset"], int(r["normal_class"]), int(r["seed"]))
+        committed.setdefault(key, set()).add(cell["config_hash"])
+    assert len(committed) == 8
+    in64 = dataclasses.replace(PRESETS["cpu-in64"], average_last=0, student_average_last=0)
+    for (ds, cls, seed), hashes in committed.items():
+        specs = build_specs(GridRequest("main", ds, (cls,), (seed,), in64, "../shared/data"))
+        assert hashes == {s.config_hash for s in specs}, (ds, cls, seed)
 
 
 def test_main_study_arms_and_cpu_b256_preset():
