@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pkdgan.core import runs
 from pkdgan.evaluation.metrics import evaluate_scores
 from pkdgan.studies import cells
@@ -120,6 +122,58 @@ def averaging_table(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]
     print()
 
 
+VARIANT_POOLED_MIN = 0.5  # points: README "How the recipe is chosen"
+TEACHER_LOSS_MAX = 1.0  # points a variant's joint step may cost the teacher on average
+BATCH_ARMS = ("pk-b128", "pk-b32")  # with alone-b128, alone-b32: one batch serves every student
+SPLIT_ARMS = ("pk-split5", "pk-split13")
+
+
+def rule_verdict(diffs: dict[str, list[float]], teacher_change: list[float] | None = None) -> str:
+    """The search's variant rule on paired differences (points) per dataset: the mean is
+    positive on every dataset with units and the pooled mean is at least +0.5; with
+    ``teacher_change``, the teacher also loses at most 1 point in step 3 on average."""
+    pooled = [d for ds in diffs.values() for d in ds]
+    if not pooled:
+        return "no units"
+    fails = [f"{ds} {np.mean(d):+.2f}" for ds, d in sorted(diffs.items()) if np.mean(d) <= 0]
+    if np.mean(pooled) < VARIANT_POOLED_MIN:
+        fails.append(f"pooled {np.mean(pooled):+.2f} < +{VARIANT_POOLED_MIN}")
+    if teacher_change and np.mean(teacher_change) < -TEACHER_LOSS_MAX:
+        fails.append(f"teacher {np.mean(teacher_change):+.2f} in step 3")
+    return "fails (" + "; ".join(fails) + ")" if fails else "passes"
+
+
+def schedule_rule(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]]) -> None:
+    """README "The student schedule": each schedule arm against today's arm of the same unit
+    (same teacher checkpoint and seed), the rule applied by code rather than by reading."""
+    rows = [(a, "p-kdgan") for a in (*BATCH_ARMS, *SPLIT_ARMS)] + [
+        ("alone-" + a[3:], "alone") for a in BATCH_ARMS]
+    rows = [(a, b) for a, b in rows if any(a in cell[u] and b in cell[u] for u in units)]
+    if not rows:
+        return
+    print("The student schedule's rule (README): each arm − today's arm of the same unit, "
+          "points; per dataset mean (n), pooled mean, the teacher's change in step 3:\n")
+    print("| arm | against | " + " | ".join(sorted({u[0] for u in units})) + " | pooled (n) "
+          "| teacher in step 3 | rule |")
+    print("|---|---|" + "---:|" * len({u[0] for u in units}) + "---:|---:|---|")
+    for arm, base in rows:
+        both = [u for u in units if arm in cell[u] and base in cell[u]]
+        diffs: dict[str, list[float]] = {}
+        for u in both:
+            diffs.setdefault(u[0], []).append(100 * (cell[u][arm]["auroc"] - cell[u][base]["auroc"]))
+        change = [100 * (cell[u][arm]["teacher_auroc_after"] - cell[u]["teacher"]["auroc"])
+                  for u in both if cell[u][arm].get("teacher_auroc_after") is not None
+                  and "teacher" in cell[u]] if arm.startswith("pk-") else []
+        per_ds = " | ".join(f"{np.mean(diffs[ds]):+.2f} ({len(diffs[ds])})" if ds in diffs else "–"
+                            for ds in sorted({u[0] for u in units}))
+        pooled = [d for ds in diffs.values() for d in ds]
+        teacher = f"{np.mean(change):+.2f} ({len(change)})" if change else "–"
+        verdict = rule_verdict(diffs, change if arm in SPLIT_ARMS else None)
+        print(f"| {arm} | {base} | {per_ds} | {np.mean(pooled):+.2f} ({len(pooled)}) | {teacher} "
+              f"| {verdict} |")
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="search run folders, or folders holding them")
@@ -158,6 +212,7 @@ def main() -> None:
             print(f"| {u[0]} | {u[1]} | {u[2]} | {a} | {student} | {teacher or '–'} |")
         print()
     averaging_table(units, cell, arms)
+    schedule_rule(units, cell)
     print("| dataset | comparison | n | mean difference | 95 % CI | higher / lower |")
     print("|---|---|---:|---:|---|---|")
     for ds in sorted({u[0] for u in units}):

@@ -82,3 +82,26 @@ def test_averaged_arms_are_paired_with_their_own_last_epoch(tmp_path: Path) -> N
     assert row in out
     diff = np.mean([100 * kept[0] - 70, 100 * kept[1] - 80])
     assert f"| mnist | alone-avg | 2 | {diff:+.2f} |" in out
+
+
+def test_the_schedule_rule_is_applied_by_code(tmp_path: Path) -> None:
+    """README "The student schedule": a variant passes only if it is ahead of p-kdgan on every
+    dataset and by +0.5 pooled; a split must also leave the teacher within 1 point."""
+    results, search = tmp_path / "cells", tmp_path / "search"
+    for cls in (0, 1):
+        cell(results, "teacher", cls, 0.5)  # teacher_auroc_after is 0.9 in every cell()
+        cell(results, "alone", cls, 0.1)
+        cell(results, "p-kdgan", cls, 0.1)
+        unit = {"dataset": "mnist", "normal_class": cls, "seed": 0}
+        finished(search / f"t{cls}-pk-b32", 0.3, **unit, teacher_auroc_after=0.9)  # ahead
+        finished(search / f"t{cls}-alone-b32", 0.0, **unit)  # behind alone
+        # ahead, but the joint step costs the teacher 20 points
+        finished(search / f"t{cls}-pk-split5", 0.3, **unit, teacher_auroc_after=0.7)
+    out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
+                         capture_output=True, text=True, check=True).stdout
+    rule = {line.split(" | ")[0].strip("| "): line for line in out.splitlines()
+            if line.startswith("| pk-") or line.startswith("| alone-b")}
+    assert rule["pk-b32"].endswith("| passes |")
+    assert "fails (mnist -" in rule["alone-b32"] and "pooled -" in rule["alone-b32"]
+    teacher = 100 * (0.7 - runs.read_json(results / "teacher-c0" / runs.METRICS)["auroc"])
+    assert f"teacher {teacher:+.2f} in step 3" in rule["pk-split5"]
