@@ -27,6 +27,7 @@
 #   alone-b128, pk-b128  batch 128 for 30 epochs (P-KDGAN 20 + 10): the same steps within 1 %
 #   alone-b32, pk-b32    batch 32 for 8 epochs (P-KDGAN 5 + 3): 7 % more steps (whole epochs)
 #   pk-split5, pk-split13  P-KDGAN 5 + 10 and 13 + 2 at batch 64 (today: 10 + 5)
+#   pk-tlr    P-KDGAN with the teacher's learning rate 2e-5 (a tenth of the student's) in step 3
 # each keeping the mean of the last third of its epochs, as the preset does (10 of 30, 3 of 8,
 # 5 of 15); the trace's last row is the same run's last live epoch.
 # Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
@@ -55,6 +56,7 @@ for teacher in "$@"; do
       pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3 --average-last 3) ;;
       pk-split5) opts=(--mode progressive --step1-epochs 5 --step2-epochs 10) ;;
       pk-split13) opts=(--mode progressive --step1-epochs 13 --step2-epochs 2) ;;
+      pk-tlr) opts=(--mode progressive --teacher-lr 2e-5) ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
     "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume --trace-test \

@@ -28,7 +28,7 @@ from pkdgan.studies import cells
 from pkdgan.studies.stats import paired
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
-SCHEDULE_ARMS = ("alone-b128", "pk-b128", "alone-b32", "pk-b32", "pk-split5", "pk-split13")
+SCHEDULE_ARMS = ("alone-b128", "pk-b128", "alone-b32", "pk-b32", "pk-split5", "pk-split13", "pk-tlr")
 SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg",
                "pk-avg", "teacher-avg", *SCHEDULE_ARMS)  # distill_search.sh, teacher_average.sh
 TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
@@ -38,7 +38,8 @@ RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative
           "pk-safe": "+ no K gradient into the teacher", "pk-samenz": "+ student nz = teacher nz",
           "pk-avg": "p-kdgan keeping the mean of the student's last 5 epochs",
           "pk-b128": "p-kdgan at batch 128, 20 + 10 epochs", "pk-b32": "p-kdgan at batch 32, 5 + 3",
-          "pk-split5": "p-kdgan 5 + 10", "pk-split13": "p-kdgan 13 + 2"}
+          "pk-split5": "p-kdgan 5 + 10", "pk-split13": "p-kdgan 13 + 2",
+          "pk-tlr": "p-kdgan, the teacher's lr 2e-5 (x0.1) in step 3"}
 Unit = tuple[str, int, int]  # dataset, class, seed
 
 
@@ -126,6 +127,9 @@ VARIANT_POOLED_MIN = 0.5  # points: README "How the recipe is chosen"
 TEACHER_LOSS_MAX = 1.0  # points a variant's joint step may cost the teacher on average
 BATCH_ARMS = ("pk-b128", "pk-b32")  # with alone-b128, alone-b32: one batch serves every student
 SPLIT_ARMS = ("pk-split5", "pk-split13")
+SAFETY_ARMS = ("pk-tlr",)  # a joint step meant to spare the teacher: the safety rule
+NON_INFERIOR_POOLED = -0.25  # points: a safety arm may cost the student this much pooled
+NON_INFERIOR_DATASET = -0.5  # ... and this much on any dataset
 
 
 def rule_verdict(diffs: dict[str, list[float]], teacher_change: list[float] | None = None) -> str:
@@ -143,16 +147,45 @@ def rule_verdict(diffs: dict[str, list[float]], teacher_change: list[float] | No
     return "fails (" + "; ".join(fails) + ")" if fails else "passes"
 
 
+def safety_verdict(diffs: dict[str, list[float]], teacher_change: list[float],
+                   base_teacher_change: list[float]) -> str:
+    """README "The teacher's step 3": an arm that spares the teacher replaces p-kdgan where
+    p-kdgan's joint step costs its teacher more than 1 point on average, if the student stays
+    within -0.25 pooled (-0.5 on every dataset) and the teacher within 1 point; where p-kdgan's
+    teacher is not damaged, the ordinary variant rule applies."""
+    if not base_teacher_change or np.mean(base_teacher_change) >= -TEACHER_LOSS_MAX:
+        return rule_verdict(diffs, teacher_change) + " (p-kdgan's teacher is not damaged: variant rule)"
+    pooled = [d for ds in diffs.values() for d in ds]
+    fails = [f"{ds} {np.mean(d):+.2f}" for ds, d in sorted(diffs.items())
+             if np.mean(d) < NON_INFERIOR_DATASET]
+    if np.mean(pooled) < NON_INFERIOR_POOLED:
+        fails.append(f"pooled {np.mean(pooled):+.2f} < {NON_INFERIOR_POOLED}")
+    if not teacher_change or np.mean(teacher_change) < -TEACHER_LOSS_MAX:
+        fails.append("teacher " + (f"{np.mean(teacher_change):+.2f}" if teacher_change else "unknown")
+                     + " in step 3")
+    return ("fails (" + "; ".join(fails) + ")" if fails else "passes") + " (safety rule)"
+
+
+def teacher_changes(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]],
+                    arm: str) -> list[float]:
+    """The teacher's AUROC after step 3 minus before (points), over the units that have ``arm``."""
+    return [100 * (cell[u][arm]["teacher_auroc_after"] - cell[u]["teacher"]["auroc"])
+            for u in units if arm in cell[u] and "teacher" in cell[u]
+            and cell[u][arm].get("teacher_auroc_after") is not None]
+
+
 def schedule_rule(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]]) -> None:
     """README "The student schedule": each schedule arm against today's arm of the same unit
     (same teacher checkpoint and seed), the rule applied by code rather than by reading."""
-    rows = [(a, "p-kdgan") for a in (*BATCH_ARMS, *SPLIT_ARMS)] + [
+    rows = [(a, "p-kdgan") for a in (*BATCH_ARMS, *SPLIT_ARMS, *SAFETY_ARMS)] + [
         ("alone-" + a[3:], "alone") for a in BATCH_ARMS]
     rows = [(a, b) for a, b in rows if any(a in cell[u] and b in cell[u] for u in units)]
     if not rows:
         return
+    base = teacher_changes(units, cell, "p-kdgan")
     print("The student schedule's rule (README): each arm − today's arm of the same unit, "
-          "points; per dataset mean (n), pooled mean, the teacher's change in step 3:\n")
+          "points; per dataset mean (n), pooled mean, the teacher's change in step 3 (today's "
+          "p-kdgan: " + (f"{np.mean(base):+.2f} over {len(base)} units" if base else "–") + "):\n")
     print("| arm | against | " + " | ".join(sorted({u[0] for u in units})) + " | pooled (n) "
           "| teacher in step 3 | rule |")
     print("|---|---|" + "---:|" * len({u[0] for u in units}) + "---:|---:|---|")
@@ -161,14 +194,13 @@ def schedule_rule(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]]
         diffs: dict[str, list[float]] = {}
         for u in both:
             diffs.setdefault(u[0], []).append(100 * (cell[u][arm]["auroc"] - cell[u][base]["auroc"]))
-        change = [100 * (cell[u][arm]["teacher_auroc_after"] - cell[u]["teacher"]["auroc"])
-                  for u in both if cell[u][arm].get("teacher_auroc_after") is not None
-                  and "teacher" in cell[u]] if arm.startswith("pk-") else []
+        change = teacher_changes(both, cell, arm) if arm.startswith("pk-") else []
         per_ds = " | ".join(f"{np.mean(diffs[ds]):+.2f} ({len(diffs[ds])})" if ds in diffs else "–"
                             for ds in sorted({u[0] for u in units}))
         pooled = [d for ds in diffs.values() for d in ds]
         teacher = f"{np.mean(change):+.2f} ({len(change)})" if change else "–"
-        verdict = rule_verdict(diffs, change if arm in SPLIT_ARMS else None)
+        verdict = (safety_verdict(diffs, change, teacher_changes(both, cell, base))
+                   if arm in SAFETY_ARMS else rule_verdict(diffs, change if arm in SPLIT_ARMS else None))
         print(f"| {arm} | {base} | {per_ds} | {np.mean(pooled):+.2f} ({len(pooled)}) | {teacher} "
               f"| {verdict} |")
     print()

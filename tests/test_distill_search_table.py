@@ -3,6 +3,7 @@ is recomputed from its scores (a mismatch stops the table), and paired differenc
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,21 @@ def test_the_schedule_rule_is_applied_by_code(tmp_path: Path) -> None:
     assert "fails (mnist -" in rule["alone-b32"] and "pooled -" in rule["alone-b32"]
     teacher = 100 * (0.7 - runs.read_json(results / "teacher-c0" / runs.METRICS)["auroc"])
     assert f"teacher {teacher:+.2f} in step 3" in rule["pk-split5"]
+
+
+def test_the_safety_rule_for_a_joint_step_that_spares_the_teacher() -> None:
+    """README "The teacher's step 3": pk-tlr may cost the student a little (-0.25 pooled, -0.5
+    a dataset) where p-kdgan damages its teacher by more than a point; otherwise the ordinary rule."""
+    spec = importlib.util.spec_from_file_location("distill_search_table", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    damaged, intact = [-3.0, -2.5], [-0.5, 0.2]
+    level = {"cifar10": [-0.2, 0.1], "mnist": [-0.1, -0.2]}
+    assert table.safety_verdict(level, [0.1, -0.4], damaged) == "passes (safety rule)"
+    assert "teacher -2.00" in table.safety_verdict(level, [-2.0, -2.0], damaged)
+    assert "mnist -0.60" in table.safety_verdict({"mnist": [-0.6, -0.6]}, [0.0], damaged)
+    assert "pooled -0.30" in table.safety_verdict({"a": [-0.3], "b": [-0.3]}, [0.0], damaged)
+    # p-kdgan's teacher within a point: pk-tlr must beat it like any variant
+    assert table.safety_verdict(level, [0.0], intact).startswith("fails (cifar10 -0.05; mnist -0.15")
+    assert table.safety_verdict({"a": [1.0]}, [0.0], intact).startswith("passes")
