@@ -106,6 +106,22 @@ class Preset:
 # (docs/results/k-search/) found weight 1 too weak beside the student's own L1 term (weight 50).
 KX_WEIGHT = 50.0
 
+# The default schedule (DEFAULT_PRESET); ``cpu-in64`` is it with the morning's teacher batch.
+CPU = Preset(
+    "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
+    batch_size=16, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
+    k_wx=KX_WEIGHT, norm="instance", average_last=5, student_average_last=5,
+    description="the paper's models and epochs with each image normalised by its own "
+                "statistics (affine InstanceNorm, in training and scoring: the normalisation "
+                "comparison, docs/results/norm/): teacher 15 epochs at batch 16 (the teacher's "
+                "batch, docs/results/norm/) over all normal training images, width 64, nz 100, "
+                "full test set; students (instance norm too) 15 epochs at batch 64 (P-KDGAN "
+                f"10 + 5), distillation loss Kx at weight {KX_WEIGHT:g} (docs/results/k-search/); "
+                "teacher and students kept as the mean of their weights at the ends of their "
+                "last 5 epochs (docs/results/distill-search/); partial last batches dropped; "
+                "float32. Your own folders keep BatchNorm (FOLDER_NORM)",
+)
+
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
@@ -122,28 +138,12 @@ PRESETS: dict[str, Preset] = {
                     "epochs, P-KDGAN 1 + 1): about 8 s per batch-1 run on one free CPU core, "
                     "about 1/150 of the paper's training steps",
     ),
-    "cpu": Preset(
-        "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
-        batch_size=16, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
-        k_wx=KX_WEIGHT, norm="instance", average_last=5, student_average_last=5,
-        description="the paper's models and epochs with each image normalised by its own "
-                    "statistics (affine InstanceNorm, in training and scoring: the normalisation "
-                    "comparison, docs/results/norm/): teacher 15 epochs at batch 16 (the teacher's "
-                    "batch, docs/results/norm/) over all normal training images, width 64, nz 100, "
-                    "full test set; students (instance norm too) 15 epochs at batch 64 (P-KDGAN "
-                    f"10 + 5), distillation loss Kx at weight {KX_WEIGHT:g} (docs/results/k-search/); "
-                    "teacher and students kept as the mean of their weights at the ends of their "
-                    "last 5 epochs (docs/results/distill-search/); partial last batches dropped; "
-                    "float32. Your own folders keep BatchNorm (FOLDER_NORM)",
-    ),
-    "cpu-in64": Preset(
-        "cpu-in64", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
-        batch_size=64, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
-        k_wx=KX_WEIGHT, norm="instance", average_last=5, student_average_last=5,
+    "cpu": CPU,
+    "cpu-in64": dataclasses.replace(
+        CPU, name="cpu-in64", batch_size=64,
         description="the third CPU preset (2026-12-07; the distillation search's units and "
                     "docs/results/main-in64-last/, the latter with --average-last 0 "
-                    "--student-average-last 0): today's cpu preset with its teacher at batch 64",
-    ),
+                    "--student-average-last 0): today's cpu preset with its teacher at batch 64"),
     "cpu-b256": Preset(
         "cpu-b256", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=256, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
