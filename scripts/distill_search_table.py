@@ -11,6 +11,9 @@ Test AUROCs describe a fixed schedule; nothing here selects an epoch.
 
     python scripts/distill_search_table.py --cells docs/results/main-in64-last /work/grids/search \\
         --commit docs/results/distill-search/runs
+
+``--cells`` may be repeated (a unit retrained elsewhere commits its own cells); each unit's arms
+are paired only with the cells of the teacher its search runs started from.
 """
 
 from __future__ import annotations
@@ -89,6 +92,26 @@ def search_runs(paths: list[Path], commit: Path | None) -> dict[Unit, dict[str, 
                 cells.write_lean_scores(d / runs.SCORES, dst / runs.SCORES)
                 shutil.copyfile(d / runs.METRICS, dst / runs.METRICS)
     return out
+
+
+def same_teacher_cells(unit: Unit, search: dict[str, dict[str, Any]],
+                       stores: list[dict[Unit, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """The table's cells of ``unit`` from the first store whose teacher is the one the unit's
+    search runs started from (``teacher_auroc_before``, exact), so that an arm is only ever
+    paired with cells of the same teacher checkpoint: a unit retrained on another machine has
+    its own teacher and its own cells. Search runs of one unit from two teachers are an error."""
+    before = {m["teacher_auroc_before"] for m in search.values()
+              if m.get("teacher_auroc_before") is not None}
+    if len(before) > 1:
+        raise SystemExit(f"{unit}: its search runs started from {len(before)} different teachers")
+    for store in stores:
+        c = store.get(unit, {})
+        if "teacher" in c and all(abs(c["teacher"]["auroc"] - b) < 1e-12 for b in before):
+            return c
+    if before:
+        raise SystemExit(f"{unit}: no --cells store has the teacher its search runs started from "
+                         f"(AUROC {before.pop():.6f})")
+    return next((s[unit] for s in stores if unit in s), {})
 
 
 def pct(x: float | None) -> str:
@@ -209,14 +232,16 @@ def schedule_rule(units: list[Unit], cell: dict[Unit, dict[str, dict[str, Any]]]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="search run folders, or folders holding them")
-    ap.add_argument("--cells", type=Path, required=True, help="the main table's results store")
+    ap.add_argument("--cells", type=Path, required=True, action="append",
+                    help="a results store with the table's cells (repeat: each unit takes the "
+                         "store whose teacher its search runs distilled from)")
     ap.add_argument("--commit", type=Path, help="copy search runs from outside docs/ here")
     args = ap.parse_args()
     found = search_runs(args.runs, args.commit)
-    table = table_cells(args.cells)
+    stores = [table_cells(c) for c in args.cells]
     units = sorted(found)  # the search's units; the table's cells fill in their other arms
-    arms = [a for a in ORDER if any(a in table.get(u, {}) or a in found[u] for u in units)]
-    cell = {u: table.get(u, {}) | found[u] for u in units}
+    cell = {u: same_teacher_cells(u, found[u], stores) | found[u] for u in units}
+    arms = [a for a in ORDER if any(a in cell[u] for u in units)]
     print("| dataset | class | seed | teacher | " + " | ".join(arms) + " | teacher after step 3 ("
           + ", ".join(a for a in arms if a in RECIPE) + ") | P-KDGAN code agreement |")
     print("|---|---:|---:|---:|" + "---:|" * len(arms) + "---|---|")

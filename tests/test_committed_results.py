@@ -86,3 +86,43 @@ def test_every_search_run_auroc_recomputes_from_its_scores(metrics: Path):
             assert mann_whitney_auroc(z[key], labels) == pytest.approx(m[auroc], abs=1e-9), key
     if m["dataset"] == "cifar10":
         assert len(labels) == 1000 and "first 1000 test images" in m["note"]
+
+
+# A search table's arms that exist only as search runs (the table's own arms come from a cells store)
+SEARCH_ONLY_ARMS = {"pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg", "teacher-avg",
+                    "alone-b128", "pk-b128", "alone-b32", "pk-b32", "pk-split5", "pk-split13",
+                    "pk-tlr"}
+SEARCH_TABLES = sorted((RESULTS / "distill-search").rglob("tables.md"))
+
+
+def test_there_are_search_tables_to_check():
+    assert RESULTS / "distill-search" / "tables.md" in SEARCH_TABLES
+
+
+@pytest.mark.parametrize("table", SEARCH_TABLES,
+                         ids=lambda p: str(p.parent.relative_to(RESULTS / "distill-search")))
+def test_every_search_table_number_has_its_raw_scores_committed(table: Path):
+    """A printed AUROC of a search arm must come from a run committed beside its table
+    (``runs/DATASET/cCLASS/sSEED-ARM``): a number whose scores were never committed (or were
+    ignored by git) is not evidence. The first table block is the per-unit one."""
+    lines = table.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| dataset | class | seed |")), None)
+    if start is None:
+        return  # no unit has a search run yet
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    checked = rows = 0
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows += 1
+        row = dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=False))
+        for arm in SEARCH_ONLY_ARMS & set(header):
+            if row[arm] == "–":
+                continue
+            run = table.parent / "runs" / row["dataset"] / f"c{row['class']}" / f"s{row['seed']}-{arm}"
+            where = f"{table.relative_to(RESULTS)}: {row['dataset']} c{row['class']} s{row['seed']} {arm}"
+            assert (run / "metrics.json").is_file(), f"{where}: no committed run at {run}"
+            auroc = json.loads((run / "metrics.json").read_text())["auroc"]
+            assert f"{100 * auroc:.2f}" == row[arm], where
+            checked += 1
+    assert checked or not rows, f"{table}: unit rows but no search arm in them"

@@ -124,3 +124,21 @@ def test_the_safety_rule_for_a_joint_step_that_spares_the_teacher() -> None:
     # p-kdgan's teacher within a point: pk-tlr must beat it like any variant
     assert table.safety_verdict(level, [0.0], intact).startswith("fails (cifar10 -0.05; mnist -0.15")
     assert table.safety_verdict({"a": [1.0]}, [0.0], intact).startswith("passes")
+
+
+def test_a_unit_pairs_with_the_cells_store_of_its_own_teacher(tmp_path: Path) -> None:
+    """A unit retrained on another machine has another teacher: its search arms pair with the
+    cells of the teacher they started from, never with the first store that has the unit."""
+    old, new, search = tmp_path / "old", tmp_path / "new", tmp_path / "search"
+    cell(old, "teacher", 0, 0.5)
+    cell(old, "p-kdgan", 0, 0.0)
+    teacher = cell(new, "teacher", 0, 0.6)
+    kd = cell(new, "p-kdgan", 0, 0.2)
+    unit = {"dataset": "mnist", "normal_class": 0, "seed": 0}
+    arm = finished(search / "t0-pk-b32", 0.3, **unit, teacher_auroc_before=teacher)
+    out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(old),
+                          "--cells", str(new)], capture_output=True, text=True, check=True).stdout
+    assert f"| mnist | 0 | 0 | {100 * teacher:.2f} | {100 * kd:.2f} | {100 * arm:.2f} |" in out
+    r = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(old)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "no --cells store has the teacher" in r.stderr
