@@ -11,8 +11,10 @@
 # e.g. two background workers:
 #   nohup scripts/search_units.sh /work/grids/search "pk-safe pk-samenz" mnist:0:0 mnist:1:0 > a.log 2>&1 &
 # Environment: STORE (run store, /work/grids/store), RESULTS (docs/results/main-next),
-# DATA_ROOT (../shared/data), STOP_BY (a time, e.g. 05:30: no unit starts after it less
-# UNIT_MINUTES, default 50, so a session that ends then does not cut a teacher half-way),
+# DATA_ROOT (../shared/data), STOP_BY (a time, e.g. 05:30, or a date and time: no unit starts
+# after it less UNIT_MINUTES, default 50, so a session that ends then does not cut a teacher
+# half-way; a bare clock time more than 12 hours past means tomorrow's, so 00:10 set at 21:00
+# is after midnight),
 # TRACE (reproduce --trace-test: students, the default; all; none).
 set -euo pipefail
 out=${1:?OUT}; arms=${2?ARMS}; shift 2
@@ -21,8 +23,22 @@ store=${STORE:-/work/grids/store}
 results=${RESULTS:-docs/results/main-next}
 data_root=${DATA_ROOT:-../shared/data}
 here=$(cd "$(dirname "$0")" && pwd)
+deadline=
+if [[ -n ${STOP_BY:-} ]]; then
+  if ! deadline=$(date -d "$STOP_BY" +%s 2> /dev/null); then
+    echo "search_units.sh: STOP_BY must be a time such as 05:30 or '2026-12-08 00:05', got '$STOP_BY'" >&2
+    exit 2
+  fi
+  if [[ $STOP_BY =~ ^[0-9]{1,2}:[0-9]{2}$ ]] && (( deadline < $(date +%s) - 12 * 3600 )); then
+    deadline=$((deadline + 24 * 3600))
+  fi
+fi
+if ! [[ ${UNIT_MINUTES:-50} =~ ^[0-9]+$ ]]; then
+  echo "search_units.sh: UNIT_MINUTES must be a whole number of minutes, got '$UNIT_MINUTES'" >&2
+  exit 2
+fi
 for unit in "$@"; do
-  if [[ -n ${STOP_BY:-} ]] && (( $(date +%s) + ${UNIT_MINUTES:-50} * 60 > $(date -d "$STOP_BY" +%s) )); then
+  if [[ -n $deadline ]] && (( $(date +%s) + ${UNIT_MINUTES:-50} * 60 > deadline )); then
     echo "== stopping before $unit: it would not finish by $STOP_BY"
     break
   fi
