@@ -2,13 +2,16 @@
 
 Prints images/s of (a) ``train.gan_step`` on one model at batch 1 (what ``train.fit`` runs),
 (b) ``multi.StackedGan.step`` for K models at batch 1 each, (c) ``train.gan_step`` on one model
-at batch 64 (a proxy for what the hardware can do), and the ratios b/a and b/c. The three are
+at batch 64 or ``--batch`` (a proxy for what the hardware can do; the batch a batch-1 recipe
+replaces), and the ratios b/a and b/c. The three are
 timed in alternating windows and the median window is reported, so a load change on a shared
 machine hits all three alike. Synthetic images: the speed does not depend on pixel values.
 
     python benchmarks/train_throughput.py --quick            # ~1 minute
     python benchmarks/train_throughput.py --channels 1 --json
     python benchmarks/train_throughput.py --profile          # top ops of the vectorised step
+    python benchmarks/train_throughput.py --norm instance --models 3 --batch 16 --threads 1
+                                   # issue 30's batch-1 cost: a stack of 3 against batch 16
 """
 
 from __future__ import annotations
@@ -119,13 +122,17 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--nz", type=int, default=100)
     p.add_argument("--models", type=int, default=10, help="K models in the vectorised path")
+    p.add_argument("--norm", default="batch", choices=["batch", "instance", "batch-per-image"])
+    p.add_argument("--batch", type=int, default=64, help="batch size of the comparison (c)")
     p.add_argument("--profile", action="store_true", help="print the top ops of the vectorised step")
     add_timing_args(p, 8.0, "about a minute")
     args = p.parse_args()
     apply_timing_args(args)
-    cfg = ModelConfig(image_size=args.image_size, channels=args.channels, nz=args.nz, width=args.width)
+    cfg = ModelConfig(image_size=args.image_size, channels=args.channels, nz=args.nz,
+                      width=args.width, norm=args.norm)
+    big = f"batch{args.batch}"
     settings = {"naive_bs1": naive(cfg, 1), "vectorised_bs1": vectorised(cfg, args.models),
-                "batch64": naive(cfg, 64)}
+                big: naive(cfg, args.batch)}
     if args.profile:
         print(profile(settings["vectorised_bs1"][0], 25))
         return
@@ -133,13 +140,14 @@ def main() -> None:
     out = {
         **{k: round(v, 2) for k, v in med.items()},
         "ratio_vs_naive": round(med["vectorised_bs1"] / med["naive_bs1"], 3),
-        "ratio_vs_batch64": round(med["vectorised_bs1"] / med["batch64"], 3),
+        f"ratio_vs_{big}": round(med["vectorised_bs1"] / med[big], 3),
         "per_cpu_second": {k: round(v, 2) for k, v in med_cpu.items()},
         "cpu_ratio_vs_naive": round(med_cpu["vectorised_bs1"] / med_cpu["naive_bs1"], 3),
-        "cpu_ratio_vs_batch64": round(med_cpu["vectorised_bs1"] / med_cpu["batch64"], 3),
+        f"cpu_ratio_vs_{big}": round(med_cpu["vectorised_bs1"] / med_cpu[big], 3),
         "settings": {"image_size": args.image_size, "channels": args.channels, "width": args.width,
-                     "nz": args.nz, "models": args.models, "threads": torch.get_num_threads(),
-                     "rounds": args.rounds, "window_s": args.window, "torch": torch.__version__},
+                     "nz": args.nz, "models": args.models, "norm": args.norm,
+                     "threads": torch.get_num_threads(), "rounds": args.rounds,
+                     "window_s": args.window, "torch": torch.__version__},
         "samples": {k: [round(x, 2) for x in v] for k, v in samples.items()},
     }
     if args.json:
@@ -149,12 +157,12 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, median of {args.rounds} x {args.window:.0f} s windows")
     print(f"(a) naive batch-1 loop        {med['naive_bs1']:8.1f} images/s")
     print(f"(b) vectorised batch 1, K={args.models:<3d} {med['vectorised_bs1']:8.1f} images/s")
-    print(f"(c) batch 64, one model       {med['batch64']:8.1f} images/s")
-    print(f"b/a = {out['ratio_vs_naive']:.2f}   b/c = {out['ratio_vs_batch64']:.2f}")
+    print(f"(c) batch {args.batch:<3d}, one model      {med[big]:8.1f} images/s")
+    print(f"b/a = {out['ratio_vs_naive']:.2f}   b/c = {out[f'ratio_vs_{big}']:.2f}")
     pc = out["per_cpu_second"]
     print(f"per CPU second of this process: a {pc['naive_bs1']:.1f}, b {pc['vectorised_bs1']:.1f}, "
-          f"c {pc['batch64']:.1f};  b/a = {out['cpu_ratio_vs_naive']:.2f}   "
-          f"b/c = {out['cpu_ratio_vs_batch64']:.2f}")
+          f"c {pc[big]:.1f};  b/a = {out['cpu_ratio_vs_naive']:.2f}   "
+          f"b/c = {out[f'cpu_ratio_vs_{big}']:.2f}")
 
 
 if __name__ == "__main__":

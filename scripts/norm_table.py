@@ -22,7 +22,8 @@ from pathlib import Path
 from pkdgan.studies.stats import paired
 
 REFERENCE = "batch b256, running"  # the cpu preset's teacher as the main table scores it
-PRESET = "instance b64, per image"  # the cpu preset's teacher since 2026-12-07
+PRESET = "instance b16, per image"  # the cpu preset's teacher since 2026-12-07 15:05 UTC
+BATCH1 = ("instance b1, per image", "batch-per-image b1, per image")  # arms F and D
 SCORINGS = {"auroc_latent_per_image": "per image", "auroc_latent_test_batch64": "test batch 64 (record only)"}
 
 
@@ -125,15 +126,61 @@ def folders_section(path: Path) -> list[str]:
     return out
 
 
+def batch1_verdict(final: dict, cost: Path | None) -> list[str]:
+    """The batch-1 rule of docs/results/norm/README.md (fixed 2026-12-07 21:20 UTC), applied to
+    the cells after the last epoch: the better batch-1 arm by its CIFAR-10 mean replaces batch 16
+    if it gains >= +2 points over the 6 CIFAR-10 pairs (classes 0-2, seeds 0-1), then loses at
+    most 0.5 on each of MNIST and Fashion-MNIST (3 pairs each, seed 0), and a stacked batch-1
+    step costs at most 3x a batch-16 step per image (``cost``: train_throughput.py's JSON)."""
+    out = ["## Batch 1 against batch 16 (the rule, applied)", ""]
+    cifar = {a: paired(final.get("cifar10", {}), a, PRESET) for a in BATCH1}
+    for c in cifar.values():
+        out.append(f"- CIFAR-10: {c.line()}")
+    done = {a: c for a, c in cifar.items() if c.n >= 6}
+    if len(done) < len(BATCH1):
+        return out + ["", "Verdict: pending (CIFAR-10 pairs: "
+                      + ", ".join(f"{a} {c.n} of 6" for a, c in cifar.items()) + ")."]
+    best = max(done, key=lambda a: done[a].mean)
+    if done[best].mean < 2.0:
+        return out + ["", f"Verdict: **batch 16 stays** ({best}, the better batch-1 arm, "
+                      f"{done[best].mean:+.2f} on CIFAR-10 < +2); MNIST and Fashion-MNIST not run."]
+    rest = {ds: paired(final.get(ds, {}), best, PRESET) for ds in ("fmnist", "mnist")}
+    out += [f"- {ds}: {c.line()}" for ds, c in rest.items()]
+    if any(c.n < 3 for c in rest.values()):
+        return out + ["", f"Verdict: pending ({best} passes CIFAR-10 at {done[best].mean:+.2f}; "
+                      "MNIST / Fashion-MNIST need 3 pairs each)."]
+    ratio = stacked_cost(cost, best)
+    if any(c.mean < -0.5 for c in rest.values()) or ratio is None or ratio > 3.0:
+        why = "cost unmeasured" if ratio is None else f"{ratio:.2f}x the cost of batch 16"
+        return out + ["", f"Verdict: **batch 16 stays** ({best}: "
+                      + ", ".join(f"{ds} {c.mean:+.2f}" for ds, c in rest.items()) + f"; {why})."]
+    return out + ["", f"Verdict: **{best} replaces batch 16** (CIFAR-10 {done[best].mean:+.2f}, "
+                  + ", ".join(f"{ds} {c.mean:+.2f}" for ds, c in rest.items())
+                  + f"; {ratio:.2f}x the cost of batch 16 per image)."]
+
+
+def stacked_cost(path: Path | None, arm: str) -> float | None:
+    """How many times a batch-16 step's cost per image a stacked batch-1 step of ``arm``'s norm
+    costs: the worst over the measured image shapes (CPU seconds of one process)."""
+    if path is None or not path.exists():
+        return None
+    norm = arm.split(" b1")[0]
+    ratios = [r["cpu_ratio_vs_batch16"] for r in map(json.loads, path.read_text().splitlines())
+              if r["settings"]["norm"] == norm]
+    return 1 / min(ratios) if ratios else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("log", type=Path)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--folders", type=Path, default=None)
+    p.add_argument("--batch1-cost", type=Path, default=None,
+                   help="train_throughput.py --models 3 --batch 16 JSON lines: the batch-1 rule's cost")
     p.add_argument("--also-at", type=int, nargs="*", default=[],
                    help="tables after these earlier epochs too (arms whose runs have not ended)")
     a = p.parse_args()
-    lines = []
+    lines = batch1_verdict(load(a.log, a.epochs)[0], a.batch1_cost) + [""]
     for at in [a.epochs, *a.also_at]:
         final, swing, seconds = load(a.log, a.epochs, at)
         lines += [f"## Benchmark classes: latent AUROC (%) after epoch {at} of {a.epochs}", ""]
