@@ -165,8 +165,9 @@ def stacked_cost(path: Path | None, arm: str) -> float | None:
     if path is None or not path.exists():
         return None
     norm = arm.split(" b1")[0]
-    ratios = [r["cpu_ratio_vs_batch16"] for r in map(json.loads, path.read_text().splitlines())
-              if r["settings"]["norm"] == norm]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    ratios = [r["cpu_ratio_vs_batch16"] for r in rows  # lines measured against another batch: not this rule's
+              if r.get("settings", {}).get("norm") == norm and "cpu_ratio_vs_batch16" in r]
     return 1 / min(ratios) if ratios else None
 
 
