@@ -43,9 +43,10 @@ def test_cells_are_the_last_epoch_and_each_scoring_is_an_arm(tmp_path: Path) -> 
     assert "instance b64, per image vs batch b256, running**: mean difference +24.00 points" in last
 
 
-def verdict(tmp_path: Path, gain: dict[str, float], cost_ratio: float | None) -> str:
+def verdict(tmp_path: Path, gain: dict[str, float], cost_ratio: float | None, arm_d: bool = True) -> str:
     """The batch-1 verdict for batch-1 arms that differ from instance b16 by ``gain[dataset]``
-    (arm F) and by 1 point less (arm D), on the classes and seeds the rule names."""
+    (arm F) and by 1 point less (arm D, left out without ``arm_d``), on the classes and seeds
+    the rule names."""
     rows = []
     for ds, seeds in (("cifar10", (0, 1)), ("fmnist", (0,)), ("mnist", (0,))):
         for seed in seeds:
@@ -53,7 +54,8 @@ def verdict(tmp_path: Path, gain: dict[str, float], cost_ratio: float | None) ->
                 base = 0.6 + 0.05 * cls
                 for norm, batch, auroc in (("instance", 16, base), ("instance", 1, base + gain[ds] / 100),
                                            ("batch-per-image", 1, base + (gain[ds] - 1) / 100)):
-                    rows.append(row(norm, batch, cls, seed, 4, auroc) | {"dataset": ds})
+                    if arm_d or norm != "batch-per-image":
+                        rows.append(row(norm, batch, cls, seed, 4, auroc) | {"dataset": ds})
     log = tmp_path / "probes.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     args = [sys.executable, str(SCRIPT), str(log), "--epochs", "4"]
@@ -75,3 +77,8 @@ def test_batch1_rule_needs_two_points_on_cifar_then_the_other_datasets_then_the_
     # the worst measured shape counts: 1 / 0.3 = 3.33x the cost of batch 16
     assert "3.33x the cost" in verdict(tmp_path, {"cifar10": 3.0, "fmnist": 0.0, "mnist": 0.0}, 0.3)
     assert "cost unmeasured" in verdict(tmp_path, {"cifar10": 3.0, "fmnist": 0.0, "mnist": 0.0}, None)
+    # D is F (one computation): F's pairs alone decide
+    assert "batch 16 stays" in verdict(
+        tmp_path, {"cifar10": 1.0, "fmnist": 0.0, "mnist": 0.0}, 0.45, arm_d=False)
+    assert "instance b1, per image replaces" in verdict(
+        tmp_path, {"cifar10": 2.5, "fmnist": 0.0, "mnist": 0.0}, 0.45, arm_d=False)
