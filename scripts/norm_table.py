@@ -183,9 +183,9 @@ def main() -> None:
     p.add_argument("--also-at", type=int, nargs="*", default=[],
                    help="tables after these earlier epochs too (arms whose runs have not ended)")
     a = p.parse_args()
-    lines = batch1_verdict(load(a.log, a.epochs)[0], a.batch1_cost) + [""]
-    for at in [a.epochs, *a.also_at]:
-        final, swing, seconds = load(a.log, a.epochs, at)
+    tables = {at: load(a.log, a.epochs, at) for at in [a.epochs, *a.also_at]}
+    lines = batch1_verdict(tables[a.epochs][0], a.batch1_cost) + [""]
+    for at, (final, swing, seconds) in tables.items():
         lines += [f"## Benchmark classes: latent AUROC (%) after epoch {at} of {a.epochs}", ""]
         for ds in sorted(final):
             lines += dataset_section(ds, final[ds], swing[ds], seconds)
