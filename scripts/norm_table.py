@@ -92,6 +92,10 @@ def dataset_section(ds: str, final: dict, swing: dict, seconds: dict) -> list[st
         out += ["", "Training minutes per class (one thread each, beside other jobs on the 2 cores: a "
                 "cost description, not a speed measurement): "
                 + "; ".join(f"{a} {statistics.mean(v):.1f} (n {len(v)})" for a, v in sorted(costs.items()))]
+        if any(a.endswith(" b1") for a in costs):
+            # norm_probe.sh trains batch-1 classes as one vectorised stack; each row logs its time
+            out[-1] += (" (b1: the wall time of the stack of 3 classes each run trained in, so a "
+                        "class's share is a third of it)")
     return out + [""]
 
 
