@@ -27,7 +27,13 @@
 #   alone-b128, pk-b128  batch 128 for 30 epochs (P-KDGAN 20 + 10): the same steps within 1 %
 #   alone-b32, pk-b32    batch 32 for 8 epochs (P-KDGAN 5 + 3): 7 % more steps (whole epochs)
 #   pk-split5, pk-split13  P-KDGAN 5 + 10 and 13 + 2 at batch 64 (today: 10 + 5)
-#   pk-tlr    P-KDGAN with the teacher's learning rate 2e-5 (a tenth of the student's) in step 3
+#   pk-tlr    P-KDGAN with the teacher's learning rate 2e-5 (a tenth of the student's) in step 3:
+#             the cpu preset's P-KDGAN since 2026-12-08 (the table's p-kdgan cells of seed 1 on)
+#   pk-before P-KDGAN as it was before that decision (the teacher at the student's lr, 2e-4), so
+#             the seed-1 units replicate seed 0's comparison with the table's new p-kdgan as pk-tlr
+# The schedule's P-KDGAN arms pin the teacher's step-3 lr at the student's (2e-4), as on the
+# seed-0 units (the preset's rate then); the earlier arms (pkdgan, pk-rel, pk-safe, pk-samenz,
+# pk-avg) take the preset's, which is 2e-5 since 2026-12-08.
 # each keeping the mean of the last third of its epochs, as the preset does (10 of 30, 3 of 8,
 # 5 of 15); the trace's last row is the same run's last live epoch.
 # Each student takes its teacher's seed, as in the main table, and writes its test AUROC after
@@ -38,6 +44,7 @@ set -euo pipefail
 out=${1:?OUT}; arms=${2:?ARMS}; shift 2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 PKDGAN=${PKDGAN:-pkdgan}
+before=(--teacher-lr 2e-4)  # the teacher's step-3 lr before 2026-12-08: the student's
 for teacher in "$@"; do
   read -r nz seed < <(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print(c['model']['nz'], c['train']['seed'])" "$teacher/config.json")
   for arm in $arms; do
@@ -51,12 +58,13 @@ for teacher in "$@"; do
       alone-avg) opts=(--mode alone --average-last 5) ;;
       pk-avg) opts=(--mode progressive --average-last 5) ;;
       alone-b128) opts=(--mode alone --batch-size 128 --epochs 30 --average-last 10) ;;
-      pk-b128) opts=(--mode progressive --batch-size 128 --step1-epochs 20 --step2-epochs 10 --average-last 10) ;;
+      pk-b128) opts=(--mode progressive --batch-size 128 --step1-epochs 20 --step2-epochs 10 --average-last 10 "${before[@]}") ;;
       alone-b32) opts=(--mode alone --batch-size 32 --epochs 8 --average-last 3) ;;
-      pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3 --average-last 3) ;;
-      pk-split5) opts=(--mode progressive --step1-epochs 5 --step2-epochs 10) ;;
-      pk-split13) opts=(--mode progressive --step1-epochs 13 --step2-epochs 2) ;;
+      pk-b32) opts=(--mode progressive --batch-size 32 --step1-epochs 5 --step2-epochs 3 --average-last 3 "${before[@]}") ;;
+      pk-split5) opts=(--mode progressive --step1-epochs 5 --step2-epochs 10 "${before[@]}") ;;
+      pk-split13) opts=(--mode progressive --step1-epochs 13 --step2-epochs 2 "${before[@]}") ;;
       pk-tlr) opts=(--mode progressive --teacher-lr 2e-5) ;;
+      pk-before) opts=(--mode progressive "${before[@]}") ;;
       *) echo "distill_search.sh: unknown arm $arm" >&2; exit 2 ;;
     esac
     "$PKDGAN" distill --teacher "$teacher" "${opts[@]}" --seed "$seed" --no-progress --resume --trace-test \

@@ -32,9 +32,12 @@ from pkdgan.studies.stats import paired
 
 DOCS = (Path(__file__).resolve().parents[1] / "docs").resolve()
 SCHEDULE_ARMS = ("alone-b128", "pk-b128", "alone-b32", "pk-b32", "pk-split5", "pk-split13", "pk-tlr")
+# P-KDGAN before the schedule decision (the teacher at the student's lr in step 3), run beside the
+# table's new p-kdgan cells from seed 1 on; in the table it plays p-kdgan, the new cell pk-tlr
+BEFORE_ARM = "pk-before"
 SEARCH_ARMS = ("alone", "single2", "pkdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg",
-               "pk-avg", "teacher-avg", *SCHEDULE_ARMS)  # distill_search.sh, teacher_average.sh
-TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan"}  # its names in the main table
+               "pk-avg", "teacher-avg", *SCHEDULE_ARMS, BEFORE_ARM)  # distill_search.sh, teacher_average.sh
+TABLE_ARM = {"single2": "single-2", "pkdgan": "p-kdgan", BEFORE_ARM: "p-kdgan"}  # its names in the main table
 ORDER = ("alone", "single-2", "p-kdgan", "pk-rel", "pk-safe", "pk-samenz", "alone-avg", "pk-avg",
          "teacher-avg", *SCHEDULE_ARMS)
 RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative (1 each)",
@@ -44,6 +47,7 @@ RECIPE = {"p-kdgan": "Kx 50, teacher joins step 3", "pk-rel": "+ K1, K2 relative
           "pk-split5": "p-kdgan 5 + 10", "pk-split13": "p-kdgan 13 + 2",
           "pk-tlr": "p-kdgan, the teacher's lr 2e-5 (x0.1) in step 3"}
 Unit = tuple[str, int, int]  # dataset, class, seed
+TLR = 2e-5  # pk-tlr's teacher lr in step 3 (distill_search.sh)
 
 
 def checked(d: Path) -> dict[str, Any]:
@@ -62,6 +66,14 @@ def checked(d: Path) -> dict[str, Any]:
     return m
 
 
+def search_arm(d: Path, arm: str) -> str:
+    """A table cell's arm as the search names it: since 2026-12-08 the preset's P-KDGAN is the
+    search's pk-tlr (the teacher at lr 2e-5 in step 3), and p-kdgan is the recipe before it."""
+    if arm == "p-kdgan" and runs.read_json(d / runs.CONFIG)["distill"].get("teacher_lr") == TLR:
+        return "pk-tlr"
+    return arm
+
+
 def table_cells(results: Path) -> dict[Unit, dict[str, dict[str, Any]]]:
     out: dict[Unit, dict[str, dict[str, Any]]] = {}
     for meta_path in sorted(results.rglob(cells.CELL_META)):
@@ -69,7 +81,10 @@ def table_cells(results: Path) -> dict[Unit, dict[str, dict[str, Any]]]:
         if runs.is_finished(d):
             meta = runs.read_json(meta_path)
             unit = (meta["dataset"], int(meta["normal_class"]), int(meta["seed"]))
-            out.setdefault(unit, {})[meta["arm"]] = checked(d)
+            arm = search_arm(d, meta["arm"])
+            if arm in out.get(unit, {}):
+                raise SystemExit(f"{results}: two {arm} cells of {unit}")
+            out.setdefault(unit, {})[arm] = checked(d)
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 from pkdgan.core import runs
 from pkdgan.core.config import DistillConfig, RunConfig, TrainConfig, steps_per_epoch
 from pkdgan.core.errors import UsageError
-from pkdgan.core.presets import KX_WEIGHT
+from pkdgan.core.presets import KX_WEIGHT, TEACHER_JOINT_LR
 from pkdgan.studies import cells, executors
 from pkdgan.studies.grid import read_grid, run_grid, write_grid
 from pkdgan.studies.report import write_report
@@ -262,6 +262,45 @@ def test_distill_cli_takes_k_from_its_preset(preset, wx):
     assert (d.w1, d.wx, d.w2) == (0.0, wx, 0.0)
     d = distill_config(build_parser().parse_args([*base, "--wx", "3", "--w1", "0.5"]))
     assert (d.w1, d.wx, d.w2) == (0.5, 3.0, 0.0)
+
+
+def test_cpu_preset_fine_tunes_the_teacher_at_a_tenth_of_the_students_lr():
+    """The schedule search's decision (docs/results/distill-search/): only the arms that train
+    the teacher take its lr, so the committed teacher, alone and single-2 cells of main-next
+    (trained before the decision) keep their hashes and only P-KDGAN's change."""
+    cpu = PRESETS["cpu"]
+
+    def hashes(preset):  # noqa: ANN001, ANN202
+        specs = build_specs(GridRequest("main", "mnist", (0,), (0,), preset, "../shared/data"))
+        return {s.arm: s for s in specs}
+
+    now, before = hashes(cpu), hashes(dataclasses.replace(cpu, teacher_lr=None))
+    lrs = {a: DistillConfig.from_dict(s.config["distill"]).teacher_lr for a, s in now.items() if a != "teacher"}
+    assert TEACHER_JOINT_LR == 2e-5
+    assert lrs == {"alone": None, "single-2": None, "p-kdgan": 2e-5}
+    assert DistillConfig.from_dict(now["p-kdgan"].config["distill"]).train_config(teacher=True).lr == 2e-5
+    assert {a: before[a].config_hash == s.config_hash for a, s in now.items()} == {
+        "teacher": True, "alone": True, "single-2": True, "p-kdgan": False}
+    root = Path(__file__).resolve().parents[1] / "docs/results/main-next"
+    committed = {json.loads(p.read_text())["config_hash"] for p in root.glob("*/mnist/c0/*/cell.json")}
+    assert {s.config_hash for s in before.values()} <= committed
+    assert PRESETS["cpu-in64"].teacher_lr is None and "teacher_lr" not in PRESETS["cpu-b256"].key_dict()
+
+
+@pytest.mark.parametrize("extra,lr", [([], 2e-5), (["--mode", "single", "--structure", "2"], None),
+                                      (["--mode", "single", "--structure", "3"], 2e-5),
+                                      (["--mode", "alone"], None), (["--teacher-lr", "1e-4"], 1e-4)])
+def test_distill_cli_and_api_take_the_teachers_lr_where_a_step_trains_it(extra, lr):
+    from pkdgan.api import PKDGAN
+    from pkdgan.cli import build_parser
+    from pkdgan.commands.distill import distill_config
+
+    base = ["distill", "--teacher", "t", "--out", "o"]
+    assert distill_config(build_parser().parse_args([*base, *extra])).teacher_lr == lr
+    # the earlier presets fine-tuned the teacher at the student's lr
+    assert distill_config(build_parser().parse_args([*base, "--preset", "cpu-b64"])).teacher_lr is None
+    assert PKDGAN().distill_config().teacher_lr == 2e-5
+    assert PKDGAN(mode="single", structure=2).distill_config().teacher_lr is None
 
 
 def test_one_worker_finishes_class_by_class(monkeypatch):

@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per step (default: the preset's; the paper: 1)")
     add_schedule_flags(g)
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
-    g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps")
+    g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps (default: the preset's; cpu: 2e-5, a tenth of "
+                        "the student's)")
     g.add_argument("--teacher-k-grad", action=argparse.BooleanOptionalAction, default=True,
                    help="in joint steps, let K pull on the teacher too (--no-teacher-k-grad: the "
                         "teacher is refined by its own GAN loss only; metrics.json records its "
@@ -96,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def distill_config(args: argparse.Namespace) -> DistillConfig:
-    total, step2 = PRESETS[args.preset].student_schedule()
+    preset = PRESETS[args.preset]
+    total, step2 = preset.student_schedule()
     cfg = DistillConfig(
         mode=args.mode, structure=args.structure,
         epochs=args.epochs if args.epochs is not None else total,
@@ -113,8 +115,10 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
         k_scale=args.k_scale, teacher_k_grad=args.teacher_k_grad,
     )
     window = (args.average_last if args.average_last is not None
-              else PRESETS[args.preset].student_window(cfg.total_epochs()))
-    return dataclasses.replace(cfg, average_last=window)
+              else preset.student_window(cfg.total_epochs()))
+    teacher_lr = (args.teacher_lr if args.teacher_lr is not None
+                  else preset.joint_teacher_lr(cfg.trains_teacher()))
+    return dataclasses.replace(cfg, average_last=window, teacher_lr=teacher_lr)
 
 
 def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:

@@ -354,6 +354,10 @@ class DistillConfig:
             return ((self.step1_structure, self.step1_epochs), (self.step2_structure, self.step2_epochs))
         return ()
 
+    def trains_teacher(self) -> bool:
+        """Whether a step fine-tunes the teacher (structures 3 and 4), so ``teacher_lr`` is used."""
+        return any(s in (3, 4) for s, _ in self.schedule())
+
     def total_epochs(self) -> int:
         return sum(e for _, e in self.schedule()) if self.mode != "alone" else self.epochs
 

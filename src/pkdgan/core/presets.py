@@ -48,6 +48,9 @@ class Preset:
     # preset's averages the same fraction of its epochs (``scaled``).
     average_last: int = 0
     student_average_last: int | None = None
+    # DistillConfig.teacher_lr of the students whose schedule fine-tunes the teacher (P-KDGAN's
+    # joint step, single-step structures 3 and 4); legacy-valued: the student's learning rate.
+    teacher_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,7 +93,11 @@ class Preset:
                 f"{self.image_size}x{self.image_size} images, {test}; students: {total} epoch(s) "
                 f"at batch {self.student_batch_size} (P-KDGAN {total - step2} frozen + {step2} "
                 f"joint), distillation loss K = {self.k_w1:g}*K1 + {self.k_wx:g}*Kx + "
-                f"{self.k_w2:g}*K2; {self.norm} normalisation; {self.precision}{partial}{self._kept()}")
+                f"{self.k_w2:g}*K2{self._joint_lr()}; {self.norm} normalisation; {self.precision}"
+                f"{partial}{self._kept()}")
+
+    def _joint_lr(self) -> str:
+        return f", teacher fine-tuned at lr {self.teacher_lr:g} in joint steps" if self.teacher_lr else ""
 
     def _kept(self) -> str:
         kept = [f"{who} the mean of their last {n} epochs"
@@ -101,22 +108,36 @@ class Preset:
         """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""
         return {"w1": self.k_w1, "wx": self.k_wx, "w2": self.k_w2}
 
+    def joint_teacher_lr(self, joint: bool) -> float | None:
+        """``DistillConfig.teacher_lr`` for a student schedule with (``joint``) or without a step
+        that trains the teacher: None where no teacher is trained, so a frozen-teacher arm's
+        config (and hash) does not move with a setting it never uses."""
+        return self.teacher_lr if joint else None
+
 
 # Kx's weight in the cpu preset: the K-weight search on MNIST's batch-256 teachers
 # (docs/results/k-search/) found weight 1 too weak beside the student's own L1 term (weight 50).
 KX_WEIGHT = 50.0
+
+# The teacher's learning rate in P-KDGAN's joint step in the cpu preset, a tenth of the
+# student's: at the student's rate the joint step cost the batch-16 teachers 1.35 AUROC points on
+# average (the student schedule search, docs/results/distill-search/); at 2e-5 they kept theirs
+# and the students were level.
+TEACHER_JOINT_LR = 2e-5
 
 # The default schedule (DEFAULT_PRESET); ``cpu-in64`` is it with the morning's teacher batch.
 CPU = Preset(
     "cpu", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
     batch_size=16, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
     k_wx=KX_WEIGHT, norm="instance", average_last=5, student_average_last=5,
+    teacher_lr=TEACHER_JOINT_LR,
     description="the paper's models and epochs with each image normalised by its own "
                 "statistics (affine InstanceNorm, in training and scoring: the normalisation "
                 "comparison, docs/results/norm/): teacher 15 epochs at batch 16 (the teacher's "
                 "batch, docs/results/norm/) over all normal training images, width 64, nz 100, "
                 "full test set; students (instance norm too) 15 epochs at batch 64 (P-KDGAN "
-                f"10 + 5), distillation loss Kx at weight {KX_WEIGHT:g} (docs/results/k-search/); "
+                f"10 + 5, the teacher at lr {TEACHER_JOINT_LR:g} in the joint step), distillation "
+                f"loss Kx at weight {KX_WEIGHT:g} (docs/results/k-search/); "
                 "teacher and students kept as the mean of their weights at the ends of their "
                 "last 5 epochs (docs/results/distill-search/); partial last batches dropped; "
                 "float32. Your own folders keep BatchNorm (FOLDER_NORM)",
@@ -140,10 +161,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": CPU,
     "cpu-in64": dataclasses.replace(
-        CPU, name="cpu-in64", batch_size=64,
+        CPU, name="cpu-in64", batch_size=64, teacher_lr=None,
         description="the third CPU preset (2026-12-07; the distillation search's units and "
                     "docs/results/main-in64-last/, the latter with --average-last 0 "
-                    "--student-average-last 0): today's cpu preset with its teacher at batch 64"),
+                    "--student-average-last 0): the cpu preset of that day: today's with its teacher at batch 64 and "
+                    "the teacher's joint-step lr the student's"),
     "cpu-b256": Preset(
         "cpu-b256", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=256, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,

@@ -131,7 +131,8 @@ class PKDGAN(OneClassDetector):
     ``ModelConfig``; its image shape follows the teacher. The rest are ``DistillConfig`` fields
     (``mode`` ``progressive`` = the paper's best, structures, epochs, weights ``w1``/``wx``/``w2``
     and ``k_scale``, ``teacher_lr`` / ``teacher_k_grad`` for the joint step,
-    whose defaults are the ``cpu`` preset's: Kx only, its weight from docs/results/k-search/).
+    whose defaults are the ``cpu`` preset's: Kx only, its weight from docs/results/k-search/, the
+    teacher at a tenth of the student's lr in the joint step: docs/results/distill-search/).
     After ``fit``, ``teacher_`` is the teacher that was used.
     """
 
@@ -145,7 +146,7 @@ class PKDGAN(OneClassDetector):
                  batch_size: int = CPU_PRESET.student_batch_size,
                  drop_last: bool = CPU_PRESET.drop_last, precision: str = CPU_PRESET.precision,
                  average_last: int | None = None,
-                 lr: float = 2e-4, teacher_lr: float | None = None,
+                 lr: float = 2e-4, teacher_lr: float | None = CPU_PRESET.teacher_lr,
                  k_scale: str = "raw", teacher_k_grad: bool = True, score: str = AUTO,
                  fpr: float = 0.05, contamination: float | None = None,
                  holdout_fraction: float = 0.1, normalize: bool = False, resize: str = "pad",
@@ -198,7 +199,9 @@ class PKDGAN(OneClassDetector):
         cfg = DistillConfig(**params)
         if window is None:  # the preset's, as the same fraction of this schedule's epochs
             window = CPU_PRESET.student_window(cfg.total_epochs())
-        return dataclasses.replace(cfg, average_last=window)
+        # a schedule that never trains the teacher has no use for its lr (the config says so)
+        teacher_lr = cfg.teacher_lr if cfg.trains_teacher() else None
+        return dataclasses.replace(cfg, average_last=window, teacher_lr=teacher_lr)
 
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:

@@ -193,7 +193,8 @@ def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str,
     """Student arms at one student epoch budget: alone, single-step 2 and 3, P-KDGAN (2 -> 3).
 
     Every arm trains the student for the same epochs (legacy presets: ``max(2, epochs)``);
-    P-KDGAN splits them between its frozen and joint steps (legacy: 2:1, as the paper's 10 + 5).
+    P-KDGAN splits them between its frozen and joint steps (legacy: 2:1, as the paper's 10 + 5);
+    the arms that train the teacher (single-3, P-KDGAN) take the preset's ``teacher_lr``.
     Single-step 2 is P-KDGAN's first step alone; 3 is the joint structure the paper found
     strong but unstable; the report compares P-KDGAN with whichever of the two scored higher.
     """
@@ -204,12 +205,13 @@ def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str,
     taught = common | preset.distill_weights()
     # alone has no K: it keeps the legacy weights, so its hash does not move with the preset's K
     alone = common | LEGACY_DISTILL_WEIGHTS
+    joint = taught | {"teacher_lr": preset.joint_teacher_lr(True)}
     return [
         ("alone", DistillConfig(mode="alone", epochs=total, **alone)),
         ("single-2", DistillConfig(mode="single", structure=2, epochs=total, **taught)),
-        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **taught)),
+        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **joint)),
         ("p-kdgan", DistillConfig(mode="progressive", step1_structure=2, step2_structure=3,
-                                  step1_epochs=total - step2, step2_epochs=step2, **taught)),
+                                  step1_epochs=total - step2, step2_epochs=step2, **joint)),
     ]
 
 
