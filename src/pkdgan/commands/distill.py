@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per step (default: the preset's; the paper: 1)")
     add_schedule_flags(g)
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
-    g.add_argument("--teacher-lr", type=float, default=None, help="teacher's lr in joint steps (default: the preset's; cpu: 2e-5, a tenth of "
-                        "the student's)")
+    g.add_argument("--teacher-lr", type=float, default=None,
+                   help="teacher's lr in joint steps (default: the preset's; cpu: 2e-5, a tenth "
+                        "of the student's)")
     g.add_argument("--teacher-k-grad", action=argparse.BooleanOptionalAction, default=True,
                    help="in joint steps, let K pull on the teacher too (--no-teacher-k-grad: the "
                         "teacher is refined by its own GAN loss only; metrics.json records its "

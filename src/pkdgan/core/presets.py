@@ -164,8 +164,8 @@ PRESETS: dict[str, Preset] = {
         CPU, name="cpu-in64", batch_size=64, teacher_lr=None,
         description="the third CPU preset (2026-12-07; the distillation search's units and "
                     "docs/results/main-in64-last/, the latter with --average-last 0 "
-                    "--student-average-last 0): the cpu preset of that day: today's with its teacher at batch 64 and "
-                    "the teacher's joint-step lr the student's"),
+                    "--student-average-last 0): the cpu preset of that day: today's with its "
+                    "teacher at batch 64 and the teacher's joint-step lr the student's"),
     "cpu-b256": Preset(
         "cpu-b256", epochs=15, width=64, nz=100, image_size=32, max_train=None, max_test=None,
         batch_size=256, student_batch_size=64, student_epochs=15, step2_epochs=5, drop_last=True,
