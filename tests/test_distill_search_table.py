@@ -142,3 +142,34 @@ def test_a_unit_pairs_with_the_cells_store_of_its_own_teacher(tmp_path: Path) ->
     r = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(old)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "no --cells store has the teacher" in r.stderr
+
+
+def test_after_the_decision_the_tables_p_kdgan_is_pk_tlr_and_pk_before_is_p_kdgan(tmp_path: Path) -> None:
+    """From seed 1 on, the table's p-kdgan cell is the decided recipe (the teacher at lr 2e-5 in
+    step 3, the search's pk-tlr) and the search runs P-KDGAN as it was (pk-before): the table
+    shows them under the seed-0 names, so the safety rule reads the same comparison."""
+    results, search = tmp_path / "cells", tmp_path / "search"
+    for cls in (0, 1):
+        cell(results, "teacher", cls, 0.5)
+        cell(results, "alone", cls, 0.1)
+        new = cell(results, "p-kdgan", cls, 0.3)
+        runs.write_json(results / f"p-kdgan-c{cls}" / runs.CONFIG, {"distill": {"teacher_lr": 2e-5}})
+        old = finished(search / f"t{cls}-pk-before", 0.2, dataset="mnist", normal_class=cls, seed=0,
+                       teacher_auroc_after=0.8)
+    out = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results),
+                          "--commit", str(tmp_path / "runs")],
+                         capture_output=True, text=True, check=True).stdout
+    header = next(line for line in out.splitlines() if line.startswith("| dataset | class |"))
+    row = next(line for line in out.splitlines() if line.startswith("| mnist | 1 | 0 |"))
+    shown = dict(zip(header.split(" | "), row.split(" | "), strict=True))
+    assert (shown["p-kdgan"], shown["pk-tlr"]) == (f"{100 * old:.2f}", f"{100 * new:.2f}")
+    assert next(line for line in out.splitlines() if line.startswith("| pk-tlr | p-kdgan |"))
+    assert (tmp_path / "runs" / "mnist" / "c1" / "s0-pk-before" / runs.METRICS).is_file()
+    # two table cells that both read as pk-tlr are refused, not silently one of them
+    d = results / "p-kdgan-again-c1"
+    finished(d, 0.25)
+    runs.write_json(d / runs.CONFIG, {"distill": {"teacher_lr": 2e-5}})
+    runs.write_json(d / "cell.json", {"dataset": "mnist", "arm": "p-kdgan", "normal_class": 1, "seed": 0})
+    r = subprocess.run([sys.executable, str(SCRIPT), str(search), "--cells", str(results)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "two pk-tlr cells" in r.stderr
