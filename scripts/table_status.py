@@ -83,13 +83,14 @@ def minutes(store: Path, dataset: str, arm: str) -> list[float]:
     return out
 
 
-def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_label: str) -> list[str]:
+def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_label: str,
+                    n_classes: int = 10) -> list[str]:
     arms = {arm: read_arm(store, dataset, arm) for arm in ARMS}
     if not any(arms.values()):
         return [f"## {dataset}\n", "No cells yet.\n"]
     base = {arm: read_arm(baseline, dataset, arm) for arm in ARMS} if baseline else {}
     lines = [f"## {dataset}\n"]
-    classes = {k for table in arms.values() for k, _ in table}
+    classes = set(range(n_classes))  # a seed is complete with every class of the dataset
     head = "| arm | cells | mean AUROC (%), complete seeds | target | per seed: mean (classes) |"
     sep = "|---|---:|---:|---|---|"
     if baseline:
@@ -104,8 +105,7 @@ def dataset_section(store: Path, dataset: str, baseline: Path | None, baseline_l
         if baseline:
             c = paired({"a": arms[arm], "b": base[arm]}, "a", "b")
             diff = f"{c.mean:+.2f} ({c.lo:+.2f} .. {c.hi:+.2f}; {c.wins}/{c.losses})" if c.n >= 2 else "–"
-            base_classes = {k for k, _ in base[arm]}
-            row += f" {complete_mean(base[arm], base_classes)} ({len(base[arm])}) | {diff} |"
+            row += f" {complete_mean(base[arm], classes)} ({len(base[arm])}) | {diff} |"
         lines.append(row)
     lines += [
         "",
@@ -152,6 +152,8 @@ def main() -> None:
     p.add_argument("--baseline", type=Path, help="another store to pair each arm with (same class, seed)")
     p.add_argument("--baseline-label", default="baseline")
     p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--classes", type=int, default=10,
+                   help="classes of a complete seed (0..N-1): a seed missing one is listed, not averaged")
     a = p.parse_args()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python scripts/table_status.py " + shlex.join(sys.argv[1:])
@@ -161,7 +163,7 @@ def main() -> None:
         "(class, seed) cells both arms have; the interval is a t-interval over those pairs.\n",
     ]
     for dataset in a.datasets.split(","):
-        out += dataset_section(a.store, dataset, a.baseline, a.baseline_label)
+        out += dataset_section(a.store, dataset, a.baseline, a.baseline_label, a.classes)
     print("\n".join(out))
 
 

@@ -45,8 +45,10 @@ def make_store(root: Path, *, corrupt: bool = False,
     return root
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+def run(*args: str, classes: int = 3) -> subprocess.CompletedProcess[str]:
+    """The script on a store whose complete seeds have ``classes`` classes (the fixtures' 3)."""
+    return subprocess.run([sys.executable, str(SCRIPT), *args, "--classes", str(classes)],
+                          capture_output=True, text=True)
 
 
 def test_status_pairs_the_arms_and_sums_the_cost(tmp_path: Path) -> None:
@@ -91,6 +93,9 @@ def test_a_seed_still_filling_up_is_listed_but_not_averaged_in(tmp_path: Path) -
     seed1 = np.mean([auroc[(k, 1)] for k in (0, 2)])
     assert cells[3] == f"{seed0:.2f}"  # seed 1 lacks class 1: not in the mean
     assert cells[5] == f"s0 {seed0:.2f} (3), s1 {seed1:.2f} (2)"
+    # with the datasets' 10 classes, no seed of this store is complete: no mean at all
+    ten = run(str(store), "--datasets", "mnist", classes=10).stdout
+    assert next(x for x in ten.splitlines() if x.startswith("| teacher | 5 |")).split("|")[3].strip() == "–"
     spread = next(x for x in r.stdout.splitlines() if x.startswith("| teacher | s1 − s0 |"))
     diffs = [auroc[(k, 1)] - auroc[(k, 0)] for k in (0, 2)]
     assert f"| 2 | {np.mean(diffs):+.2f} | {np.std(diffs, ddof=1):.2f} |" in spread
