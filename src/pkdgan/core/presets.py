@@ -120,9 +120,9 @@ class Preset:
 KX_WEIGHT = 50.0
 
 # The teacher's learning rate in P-KDGAN's joint step in the cpu preset, a tenth of the
-# student's: at the student's rate the joint step cost the batch-16 teachers 1.35 AUROC points on
-# average (the student schedule search, docs/results/distill-search/); at 2e-5 they kept theirs
-# and the students were level.
+# student's: at the student's rate the joint step cost the batch-16 teachers 1.40 AUROC points on
+# average over the 9 seed-0 units of the student schedule search (docs/results/distill-search/);
+# at 2e-5 they kept theirs (+0.12) and the students were level (+0.17).
 TEACHER_JOINT_LR = 2e-5
 
 # The default schedule (DEFAULT_PRESET); ``cpu-in64`` is it with the morning's teacher batch.
