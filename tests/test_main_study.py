@@ -296,7 +296,8 @@ def test_cpu_preset_fine_tunes_the_teacher_at_a_tenth_of_the_students_lr():
 
 @pytest.mark.parametrize("extra,lr", [([], 2e-5), (["--mode", "single", "--structure", "2"], None),
                                       (["--mode", "single", "--structure", "3"], 2e-5),
-                                      (["--mode", "alone"], None), (["--teacher-lr", "1e-4"], 1e-4)])
+                                      (["--mode", "alone"], None), (["--teacher-lr", "1e-4"], 1e-4),
+                                      (["--mode", "alone", "--teacher-lr", "1e-4"], None)])
 def test_distill_cli_and_api_take_the_teachers_lr_where_a_step_trains_it(extra, lr):
     from pkdgan.api import PKDGAN
     from pkdgan.cli import build_parser
@@ -308,6 +309,9 @@ def test_distill_cli_and_api_take_the_teachers_lr_where_a_step_trains_it(extra, 
     assert distill_config(build_parser().parse_args([*base, "--preset", "cpu-b64"])).teacher_lr is None
     assert PKDGAN().distill_config().teacher_lr == 2e-5
     assert PKDGAN(mode="single", structure=2).distill_config().teacher_lr is None
+    # one rule for all three: a frozen-teacher schedule drops even an explicit teacher lr
+    assert PKDGAN(mode="single", structure=2, teacher_lr=1e-4).distill_config().teacher_lr is None
+    assert PKDGAN(mode="single", structure=4, w1=1, w2=1, teacher_lr=1e-4).distill_config().teacher_lr == 1e-4
 
 
 def test_one_worker_finishes_class_by_class(monkeypatch):

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     g.add_argument("--teacher-lr", type=float, default=None,
                    help="teacher's lr in joint steps (default: the preset's; cpu: 2e-5, a tenth "
-                        "of the student's)")
+                        "of the student's); unused, and left out of the config, where no step "
+                        "trains the teacher")
     g.add_argument("--teacher-k-grad", action=argparse.BooleanOptionalAction, default=True,
                    help="in joint steps, let K pull on the teacher too (--no-teacher-k-grad: the "
                         "teacher is refined by its own GAN loss only; metrics.json records its "
@@ -117,9 +118,8 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
     )
     window = (args.average_last if args.average_last is not None
               else preset.student_window(cfg.total_epochs()))
-    teacher_lr = (args.teacher_lr if args.teacher_lr is not None
-                  else preset.joint_teacher_lr(cfg.trains_teacher()))
-    return dataclasses.replace(cfg, average_last=window, teacher_lr=teacher_lr)
+    lr = args.teacher_lr if args.teacher_lr is not None else preset.teacher_lr
+    return dataclasses.replace(cfg, average_last=window).with_teacher_lr(lr)
 
 
 def teacher_runs(teacher: Path, out: Path) -> list[tuple[Path, Path]]:

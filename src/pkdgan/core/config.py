@@ -358,6 +358,12 @@ class DistillConfig:
         """Whether a step fine-tunes the teacher (structures 3 and 4), so ``teacher_lr`` is used."""
         return any(s in (3, 4) for s, _ in self.schedule())
 
+    def with_teacher_lr(self, lr: float | None) -> DistillConfig:
+        """This schedule with the teacher's fine-tuning lr, or None where no step trains the
+        teacher: a frozen-teacher config (and its hash) must not move with a setting it never
+        uses. The one place that rule lives (CLI, estimator and study arms all call it)."""
+        return dataclasses.replace(self, teacher_lr=lr if self.trains_teacher() else None)
+
     def total_epochs(self) -> int:
         return sum(e for _, e in self.schedule()) if self.mode != "alone" else self.epochs
 

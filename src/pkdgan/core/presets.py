@@ -108,12 +108,6 @@ class Preset:
         """``DistillConfig``'s ``w1`` / ``wx`` / ``w2`` for this preset's distilled students."""
         return {"w1": self.k_w1, "wx": self.k_wx, "w2": self.k_w2}
 
-    def joint_teacher_lr(self, joint: bool) -> float | None:
-        """``DistillConfig.teacher_lr`` for a student schedule with (``joint``) or without a step
-        that trains the teacher: None where no teacher is trained, so a frozen-teacher arm's
-        config (and hash) does not move with a setting it never uses."""
-        return self.teacher_lr if joint else None
-
 
 # Kx's weight in the cpu preset: the K-weight search on MNIST's batch-256 teachers
 # (docs/results/k-search/) found weight 1 too weak beside the student's own L1 term (weight 50).

@@ -199,9 +199,7 @@ class PKDGAN(OneClassDetector):
         cfg = DistillConfig(**params)
         if window is None:  # the preset's, as the same fraction of this schedule's epochs
             window = CPU_PRESET.student_window(cfg.total_epochs())
-        # a schedule that never trains the teacher has no use for its lr (the config says so)
-        teacher_lr = cfg.teacher_lr if cfg.trains_teacher() else None
-        return dataclasses.replace(cfg, average_last=window, teacher_lr=teacher_lr)
+        return dataclasses.replace(cfg, average_last=window).with_teacher_lr(cfg.teacher_lr)
 
     def _train(self, split: OneClassSplit, channels: int
                ) -> tuple[nn.Module, nn.Module | None, dict[str, Any], dict[str, Any]]:

@@ -205,14 +205,14 @@ def distillation_arms(preset: Preset, seed: int, device: str) -> list[tuple[str,
     taught = common | preset.distill_weights()
     # alone has no K: it keeps the legacy weights, so its hash does not move with the preset's K
     alone = common | LEGACY_DISTILL_WEIGHTS
-    joint = taught | {"teacher_lr": preset.joint_teacher_lr(True)}
-    return [
+    arms = [
         ("alone", DistillConfig(mode="alone", epochs=total, **alone)),
         ("single-2", DistillConfig(mode="single", structure=2, epochs=total, **taught)),
-        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **joint)),
+        ("single-3", DistillConfig(mode="single", structure=3, epochs=total, **taught)),
         ("p-kdgan", DistillConfig(mode="progressive", step1_structure=2, step2_structure=3,
-                                  step1_epochs=total - step2, step2_epochs=step2, **joint)),
+                                  step1_epochs=total - step2, step2_epochs=step2, **taught)),
     ]
+    return [(name, cfg.with_teacher_lr(preset.teacher_lr)) for name, cfg in arms]
 
 
 def distill_hash(config: dict[str, Any]) -> str:
