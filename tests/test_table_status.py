@@ -4,6 +4,7 @@ refuses a cells.csv whose AUROC disagrees with the committed scores."""
 from __future__ import annotations
 
 import csv
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,29 @@ def test_a_seed_still_filling_up_is_listed_but_not_averaged_in(tmp_path: Path) -
     spread = next(x for x in r.stdout.splitlines() if x.startswith("| teacher | s1 − s0 |"))
     diffs = [auroc[(k, 1)] - auroc[(k, 0)] for k in (0, 2)]
     assert f"| 2 | {np.mean(diffs):+.2f} | {np.std(diffs, ddof=1):.2f} |" in spread
+
+
+def test_tail_averaging_is_read_against_each_cells_last_epoch(tmp_path: Path) -> None:
+    """Kept − last epoch comes from each averaged cell's test trace, split into the units the rule
+    was decided on (classes 0–2 of seed 0) and the rest; cells without an average are left out."""
+    store = make_store(tmp_path / "store", seeds={0: (0, 1, 2, 3), 1: (0,)})
+    offsets = {(0, 0): 1.0, (1, 0): 2.0, (2, 0): 3.0, (3, 0): -1.0, (0, 1): -3.0}  # points
+    with open(store / INDEX, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        cell = (store / row["scores"]).parent
+        key = (int(row["normal_class"]), int(row["seed"]))
+        average = 5 if row["arm"] == "teacher" else 0  # only the teacher keeps a mean here
+        runs.write_json(cell / runs.CONFIG, {"train": {"average_last": average, "score": "latent"}})
+        last = float(row["auroc"]) - offsets[key] / 100
+        (cell / runs.TEST_TRACE).write_text(f"epoch,auroc_latent\n1,0.5\n15,{last:.10f}\n")
+    r = run(str(store), "--datasets", "mnist", classes=4)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    start = lines.index("| arm | classes 0–2, seed 0 (the rule's) | other cells | all |") + 2
+    table = list(itertools.takewhile(lambda x: x.startswith("|"), lines[start:]))
+    assert len(table) == 1 and table[0].startswith("| teacher |")  # no other arm keeps a mean
+    rule, other, both = (c.strip() for c in table[0].strip("|").split("|")[1:])
+    assert rule.startswith("+2.00 (3; ") and rule.endswith("; 3/0)")
+    assert other.startswith("-2.00 (2; ") and other.endswith("; 0/2)")
+    assert both.startswith("+0.40 (5; ") and both.endswith("; 3/2)")
