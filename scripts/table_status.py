@@ -74,15 +74,18 @@ def seed_spread(table: dict[tuple[int, int], float]) -> list[tuple[int, int, flo
     return out
 
 
+def indexed_cells(store: Path, dataset: str, arm: str) -> list[tuple[tuple[int, int], Path]]:
+    """((class, seed), cell folder) of each scored cell of one arm in the store's index."""
+    with open(store / INDEX, newline="") as f:
+        return [((int(row["normal_class"]), int(row["seed"])), (store / row["scores"]).parent)
+                for row in csv.DictReader(f)
+                if row["dataset"] == dataset and row["arm"] == arm and row["auroc"]]
+
+
 def minutes(store: Path, dataset: str, arm: str) -> list[float]:
     """Training minutes of each indexed cell of one arm: its own ``train_seconds``, as in the report."""
-    out = []
-    with open(store / INDEX, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["dataset"] == dataset and row["arm"] == arm and row["auroc"]:
-                metrics = runs.read_json((store / row["scores"]).parent / runs.METRICS)
-                out.append(float(metrics.get("train_seconds", 0.0)) / 60)
-    return out
+    return [float(runs.read_json(cell / runs.METRICS).get("train_seconds", 0.0)) / 60
+            for _, cell in indexed_cells(store, dataset, arm)]
 
 
 def last_epoch(store: Path, dataset: str, arm: str) -> dict[tuple[int, int], float]:
@@ -90,21 +93,17 @@ def last_epoch(store: Path, dataset: str, arm: str) -> dict[tuple[int, int], flo
     the cell's test trace, for the cells that keep a tail average (elsewhere the two are one
     model). Averaging only observes training, so this is the model the average replaced."""
     out = {}
-    with open(store / INDEX, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["dataset"] != dataset or row["arm"] != arm or not row["auroc"]:
-                continue
-            cell = (store / row["scores"]).parent
-            if not (cell / runs.TEST_TRACE).exists() or not (cell / runs.CONFIG).exists():
-                continue
-            config = runs.read_json(cell / runs.CONFIG)
-            settings = config.get("distill") or config.get("train") or {}
-            if not settings.get("average_last") or settings.get("score", "latent") != "latent":
-                continue
-            with open(cell / runs.TEST_TRACE, newline="") as t:
-                trace = list(csv.DictReader(t))
-            if trace:
-                out[(int(row["normal_class"]), int(row["seed"]))] = 100 * float(trace[-1]["auroc_latent"])
+    for key, cell in indexed_cells(store, dataset, arm):
+        if not (cell / runs.TEST_TRACE).exists() or not (cell / runs.CONFIG).exists():
+            continue
+        config = runs.read_json(cell / runs.CONFIG)
+        settings = config.get("distill") or config.get("train") or {}
+        if not settings.get("average_last") or settings.get("score", "latent") != "latent":
+            continue
+        with open(cell / runs.TEST_TRACE, newline="") as f:
+            trace = list(csv.DictReader(f))
+        if trace:
+            out[key] = 100 * float(trace[-1]["auroc_latent"])
     return out
 
 
